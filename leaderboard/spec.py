@@ -1,0 +1,169 @@
+"""The records every part of the leaderboard passes around (the contract between its modules).
+
+A **suite** (:mod:`leaderboard.suites`) expands into :class:`RunSpec` s, one per (task entry, seed index) of a
+split. The **runner** (:mod:`leaderboard.runner`) builds the world for each spec *in the scorer's process*,
+hands the submission only the public task inside a **sandbox** child process (:mod:`leaderboard.sandbox`),
+gets back the checkpoints' log-probabilities on the judge's evaluation contexts, has them **scored**
+(:mod:`leaderboard.scoring`) and **stores** one :class:`RunResult` per spec in one transaction
+(:mod:`leaderboard.store`). Boards and the **report** (:mod:`leaderboard.report`) read the store.
+
+Keys: a result is identified by :meth:`RunResult.key` = (code hash of the submission, suite name, suite
+version, split, task key, seed index). The world seed itself is never stored for the ``test`` split (it is
+derived from the scorer's secret salt, :mod:`leaderboard.seeds`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "SPLITS",
+    "TRACKS",
+    "FAILURE_REASONS",
+    "RunSpec",
+    "RunResult",
+    "CheckpointRow",
+    "Limits",
+    "SandboxFailure",
+]
+
+#: ``dev``: public seeds anyone can run; ``test``: seeds derived from the scorer's secret salt.
+SPLITS = ("dev", "test")
+#: ``agent``: a policy optimizer (``fit(task, budget, checkpoint)``); ``reward_model``: learns a reward model
+#: from the public preferences (``fit(preferences)`` then ``score(candidates)``).
+TRACKS = ("agent", "reward_model")
+
+#: Why a run failed (the ``reason`` column of the failures table). ``detail`` carries the message.
+FAILURE_REASONS = {
+    "error": "the submission raised an exception",
+    "timeout": "the run exceeded its wall-time limit and was killed",
+    "memory": "the run exceeded its memory limit",
+    "budget": "the submission asked for more proxy queries than its budget",
+    "invalid_output": "a policy returned NaN/inf, the wrong shape or log-probabilities that are not normalized",
+    "protocol": "the child broke the channel protocol (malformed message, wrong dtype, died without a result)",
+    "load": "the submission could not be loaded (missing module, file or factory)",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (suite entry, seed) to score.
+
+    Attributes:
+        suite, suite_version: the suite this run belongs to (boards never mix versions).
+        split: ``"dev"`` or ``"test"``.
+        task_key: the entry's unique name inside the suite (e.g. ``"hump-beta0.01"``).
+        task_id: the registered env id (``"tiltenv/Hump-v0"``).
+        task_kwargs: keyword arguments for the task (without ``seed``).
+        seed_index: index of the seed within the split (stored).
+        seed: the world seed (dev: public; test: derived from the salt — never stored, never sent to a
+            submission).
+        proxy_queries, wall_time, n_checkpoints: the :class:`baselines.TrainBudget` of the run.
+        track: ``"agent"`` or ``"reward_model"``.
+    """
+
+    suite: str
+    suite_version: int
+    split: str
+    task_key: str
+    task_id: str
+    task_kwargs: dict[str, Any]
+    seed_index: int
+    seed: int = field(repr=False)
+    proxy_queries: int = 65_536
+    wall_time: float | None = None
+    n_checkpoints: int = 12
+    track: str = "agent"
+
+    def key(self, code_hash: str) -> tuple[str, str, int, str, str, int]:
+        return (code_hash, self.suite, int(self.suite_version), self.split, self.task_key, int(self.seed_index))
+
+    def budget(self):
+        """The :class:`baselines.TrainBudget` of this run."""
+        from baselines.base import TrainBudget
+
+        return TrainBudget(proxy_queries=self.proxy_queries, wall_time=self.wall_time, n_checkpoints=self.n_checkpoints)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resources of one sandboxed run (enforced by the scorer, not by honor).
+
+    Attributes:
+        wall_time: seconds the child may live in total (fit plus producing the checkpoints' outputs).
+        memory_mb: address-space / resident-memory cap of the child in MiB.
+        threads: torch/BLAS threads in the child.
+    """
+
+    wall_time: float = 300.0
+    memory_mb: int = 4096
+    threads: int = 1
+
+
+@dataclass
+class CheckpointRow:
+    """Exact metrics of one checkpoint (snapshot) of a run, scored on the judge's evaluation contexts."""
+
+    step: int
+    gold_value: float
+    proxy_value: float
+    kl: float
+    value_gap: float
+    normalized_score: float
+    reward_variance_policy: float
+
+
+@dataclass
+class RunResult:
+    """The stored outcome of one :class:`RunSpec` for one submission.
+
+    Attributes:
+        submission: the submission's display name; code_hash: hash of its code (the key).
+        spec: the run.
+        status: ``"ok"`` or ``"failed"``.
+        reason, detail: for failed runs, a key of :data:`FAILURE_REASONS` and the message.
+        metrics: final metrics (the last checkpoint; :func:`tiltenv.evaluation.metrics_of_logp`'s names plus
+            the overoptimization summary ``peak_gold``, ``gold_drop``, ``kl_at_peak``, ``overoptimized``,
+            Gao fits ``gao_rl_alpha`` ...). Empty when failed.
+        checkpoints: the trajectory, one :class:`CheckpointRow` per snapshot, in step order.
+        proxy_queries: candidates the scorer's channel scored for this run; fit_time: seconds in ``fit``;
+        wall_time: seconds of the whole sandboxed run.
+    """
+
+    submission: str
+    code_hash: str
+    spec: RunSpec
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoints: list[CheckpointRow] = field(default_factory=list)
+    proxy_queries: int = 0
+    fit_time: float = 0.0
+    wall_time: float = 0.0
+
+    def key(self) -> tuple[str, str, int, str, str, int]:
+        return self.spec.key(self.code_hash)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["spec"].pop("seed")  # never serialized
+        return json.dumps(d, sort_keys=True, default=float)
+
+
+class SandboxFailure(Exception):
+    """A sandboxed run failed: ``reason`` is a key of :data:`FAILURE_REASONS`, ``detail`` the message."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in FAILURE_REASONS:
+            raise ValueError(f"reason must be one of {sorted(FAILURE_REASONS)} (got {reason!r}).")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
