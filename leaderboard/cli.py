@@ -1,0 +1,325 @@
+"""The ``tiltenv`` command line (also ``python -m tiltenv``): envs, suites, train, score, board, report, export.
+
+Examples::
+
+    tiltenv envs                                   # registered task ids and what each isolates
+    tiltenv suites smoke                           # the entries of a suite
+    tiltenv score --baselines all --suite smoke    # score every built-in baseline on the smoke suite (dev seeds)
+    tiltenv score leaderboard/examples/reinforce_agent.py --suite quick
+    tiltenv board --suite smoke                    # the ranked board with bootstrap CIs
+    tiltenv report --suite smoke --out reports/smoke.html
+    tiltenv export --out exports --format parquet
+    tiltenv train grpo --env tiltenv/Hump-v0 --task beta=0.01
+    tiltenv sweep --env tiltenv/Hump-v0            # gold-blind tilt and best-of-n sweeps of one task
+
+The board lives in a database: ``--db`` takes any SQLAlchemy URL (default: the SQLite file
+``tiltenv-board.db`` in the current directory, or ``$TILTENV_DB``). Every user error prints one line and exits
+with status 2; a scoring run with failed runs exits 0 (failures are results, listed on the board and in the
+report) unless ``--strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tiltenv",
+    help="tiltenv: exact reward-model overoptimization benchmarks — envs, baselines, scoring, leaderboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# A pipe gets rich's 80 columns by default, which wraps the board: use a wide console unless COLUMNS says otherwise.
+_WIDTH = int(os.environ.get("COLUMNS", "0") or 0) or (None if sys.stdout.isatty() else 200)
+console = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
+
+DB_HELP = "SQLAlchemy URL of the board (default: $TILTENV_DB or sqlite:///tiltenv-board.db)."
+
+
+class UserError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _db(url: str | None) -> str:
+    return url or os.environ.get("TILTENV_DB") or "sqlite:///tiltenv-board.db"
+
+
+def _store(url: str | None):
+    from leaderboard.store import Store
+
+    return Store(_db(url))
+
+
+def _parse_kv(items: list[str] | None, what: str) -> dict:
+    from baselines.run import _coerce
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"{what} {item!r} must look like key=value.")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _coerce(v)
+    return out
+
+
+def _guard(fn):
+    """Turn user errors (ValueError/TypeError/UserError/RuntimeError raised by validation) into one line, exit 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (UserError, ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted (results stored so far are kept; rerun to resume).", 130)
+
+    return wrapper
+
+
+def _rich_table(df, title: str | None = None, floats: str = "{:.3f}") -> Table:
+    import math
+
+    t = Table(title=title, header_style="bold", show_lines=False)
+    for c in df.columns:
+        t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" else "left")
+    for _, row in df.iterrows():
+        cells = []
+        for v in row.tolist():
+            if isinstance(v, float):
+                cells.append("" if math.isnan(v) else floats.format(v))
+            else:
+                cells.append(str(v))
+        t.add_row(*cells)
+    return t
+
+
+@app.command()
+@_guard
+def envs() -> None:
+    """List the registered task ids and what each isolates."""
+    import pandas as pd
+
+    import tiltenv
+
+    df = pd.DataFrame([{"id": f"tiltenv/{name}-v0", "what it isolates": what} for name, (_c, _p, what) in tiltenv.TASKS.items()])
+    console.print(_rich_table(df))
+
+
+@app.command()
+@_guard
+def suites(name: Annotated[Optional[str], typer.Argument(help="a suite to show in full")] = None) -> None:
+    """List the suites, or the entries of one suite."""
+    import pandas as pd
+
+    from leaderboard.suites import SUITES, get_suite
+
+    if name is None:
+        df = pd.DataFrame([{"suite": s.name, "version": s.version, "tasks": len(s.entries), "dev seeds": s.n_dev_seeds,
+                            "test seeds": s.n_test_seeds, "digest": s.digest(), "what": s.description}
+                           for s in SUITES.values()])
+        console.print(_rich_table(df))
+        return
+    s = get_suite(name)
+    console.print(_rich_table(s.table(), title=f"{s.name} v{s.version} ({s.digest()}): {s.description}"))
+
+
+@app.command()
+@_guard
+def train(
+    baseline: Annotated[str, typer.Argument(help="a built-in baseline (tiltenv train --list shows them)")] = "",
+    env: Annotated[str, typer.Option(help="registered env id")] = "tiltenv/SingleIndex-v0",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="agent config field KEY=VALUE")] = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="task parameter KEY=VALUE (a gym.make kwarg)")] = None,
+    queries: Annotated[int, typer.Option(help="proxy query budget")] = 65_536,
+    checkpoints: Annotated[int, typer.Option(help="log-spaced checkpoints")] = 12,
+    seed: Annotated[Optional[int], typer.Option(help="agent seed")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list baselines and their config fields")] = False,
+) -> None:
+    """Train one built-in baseline on one task and print its exact gold metrics and trajectory."""
+    import dataclasses
+
+    import torch
+
+    from baselines import BASELINES, TrainBudget
+    from baselines.run import format_result
+    from baselines.run import train as run_train
+
+    if list_:
+        for name, (_a, cfg) in BASELINES.items():
+            console.print(f"[bold]{name}[/] ({cfg.__name__})", highlight=False)
+            for f in dataclasses.fields(cfg):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                console.print(f"    {f.name} = {default!r}: {f.metadata.get('help', '')}", highlight=False, markup=False)
+        return
+    if not baseline:
+        raise UserError(f"a baseline name is required, one of {sorted(BASELINES)} (or --list).")
+    torch.set_num_threads(threads)
+    res = run_train(baseline, env, overrides=set_ or [], env_kwargs=_parse_kv(task, "--task"),
+                    budget=TrainBudget(proxy_queries=queries, n_checkpoints=checkpoints), seed=seed)
+    if as_json:
+        print(json.dumps({"baseline": res.baseline, "env_id": res.env_id, "metrics": res.metrics,
+                          "trajectory": res.trajectory, "fit_time": res.fit_time}, indent=2, default=str))
+    else:
+        print(format_result(res))
+
+
+@app.command()
+@_guard
+def score(
+    submissions: Annotated[Optional[list[str]], typer.Argument(
+        help="submissions: a built-in baseline name, module:make_agent, or path/to/agent.py[:factory]")] = None,
+    suite: Annotated[str, typer.Option(help="suite name (tiltenv suites)")] = "smoke",
+    split: Annotated[str, typer.Option(help="dev (public seeds) or test (seeds from the scorer's secret salt)")] = "dev",
+    baselines_: Annotated[Optional[str], typer.Option(
+        "--baselines", help="also score built-in baselines: 'all' or a comma-separated list")] = None,
+    track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
+    name: Annotated[Optional[str], typer.Option(help="display name (one submission only)")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="comma-separated task keys of the suite (default all)")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="score only the first N seeds of the split")] = None,
+    db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+    backend: Annotated[str, typer.Option(help="serial, pool (local processes) or ray")] = "serial",
+    workers: Annotated[int, typer.Option(help="parallel runs (pool / ray)")] = 2,
+    device: Annotated[str, typer.Option(help="cpu or cuda (the submissions' training device)")] = "cpu",
+    time_limit: Annotated[float, typer.Option(help="wall-time limit of one run, seconds")] = 300.0,
+    memory_mb: Annotated[int, typer.Option(help="memory limit of one run, MiB")] = 4096,
+    threads: Annotated[int, typer.Option(help="torch threads per run")] = 1,
+    board_: Annotated[bool, typer.Option("--board/--no-board", help="print the board afterwards")] = True,
+    report: Annotated[Optional[Path], typer.Option(help="also write the HTML report here")] = None,
+    strict: Annotated[bool, typer.Option(help="exit 1 if any run failed")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+) -> None:
+    """Score submissions on a suite: each run in its own sandboxed process, every result stored as it arrives."""
+    from baselines import BASELINES
+    from leaderboard.runner import score as run_score
+    from leaderboard.spec import Limits
+    from leaderboard.submission import load_submission
+    from leaderboard.suites import get_suite
+
+    s = get_suite(suite)
+    refs = list(submissions or [])
+    if baselines_:
+        names = sorted(BASELINES) if baselines_ == "all" else [b.strip() for b in baselines_.split(",") if b.strip()]
+        refs += names
+    if not refs:
+        raise UserError("nothing to score: name a submission or use --baselines all.")
+    if name is not None and len(refs) != 1:
+        raise UserError("--name needs exactly one submission.")
+    subs = [load_submission(r, name=name, track=track) for r in refs]
+    limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads)
+    st = _store(db)
+    summ = run_score(subs, s, store=st, split=split, tasks=tasks.split(",") if tasks else None, n_seeds=seeds,
+                     backend=backend, workers=workers, limits=limits, device=device, progress=progress)
+    console.print(f"scored {summ.scored} runs ({summ.failed} failed), {summ.skipped} already stored, "
+                  f"{summ.wall_time:.1f} s", highlight=False)
+    if board_:
+        _show_board(st, s.name, s.version, split, track)
+    if report is not None:
+        _write_report(st, s, split, report)
+    if strict and summ.failed:
+        raise typer.Exit(1)
+
+
+def _show_board(st, suite: str, version: int, split: str, track: str = "agent") -> None:
+    from leaderboard import scoring
+
+    runs = st.runs(suite=suite, version=version, split=split, track=track)
+    if runs.empty:
+        raise UserError(f"no results for suite {suite!r} v{version} ({split}, {track}) in this database; run `tiltenv score` first.")
+    b = scoring.board(runs)
+    console.print(_rich_table(b, title=f"{suite} v{version} — {split} split — ranked by IQM of normalized score (95% CI)"))
+    fails = st.failures(suite=suite, version=version, split=split)
+    if len(fails):
+        console.print(f"[yellow]{len(fails)} failed runs[/] (tiltenv report lists them with their reasons)")
+
+
+def _write_report(st, s, split: str, out: Path) -> None:
+    from leaderboard import report as rep
+
+    path = rep.report_for_suite(st, s, split, Path(out))
+    console.print(f"report written to {path}", highlight=False)
+
+
+@app.command()
+@_guard
+def board(
+    suite: Annotated[str, typer.Option(help="suite name")] = "smoke",
+    split: Annotated[str, typer.Option(help="dev or test")] = "dev",
+    track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
+    version: Annotated[Optional[int], typer.Option(help="suite version (default: the current one)")] = None,
+    db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+) -> None:
+    """Show the ranked board of one suite version and split."""
+    from leaderboard.suites import get_suite
+
+    s = get_suite(suite)
+    _show_board(_store(db), s.name, s.version if version is None else version, split, track)
+
+
+@app.command()
+@_guard
+def report(
+    suite: Annotated[str, typer.Option(help="suite name")] = "smoke",
+    split: Annotated[str, typer.Option(help="dev or test")] = "dev",
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("reports/smoke.html"),
+    db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+) -> None:
+    """Write the static HTML report (board, trajectories vs the gold frontier, failures) of one suite."""
+    from leaderboard.suites import get_suite
+
+    _write_report(_store(db), get_suite(suite), split, out)
+
+
+@app.command()
+@_guard
+def export(
+    out: Annotated[Path, typer.Option(help="directory to write")] = Path("exports"),
+    format_: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+) -> None:
+    """Export every table of the board (submissions, runs, checkpoints, failures) as CSV or Parquet."""
+    paths = _store(db).export(out, format_)
+    for p in paths:
+        console.print(str(p), highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def sweep(ctx: typer.Context) -> None:
+    """Gold-blind tilt and exact best-of-n sweeps of one task (--env ID, --set KEY=VALUE; see --help)."""
+    from tiltenv.sweep import main as sweep_main
+
+    raise typer.Exit(sweep_main(list(ctx.args)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tiltenv`` console script and ``python -m tiltenv``."""
+    try:
+        app(args=argv, prog_name="tiltenv", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Execution: score submissions on a suite — serially, on a local process pool, or on Ray.
+
+For every (submission, :class:`~leaderboard.spec.RunSpec`) not already in the store, :func:`score_one`
+
+1. builds the world **in the scorer's process** (θ*, the judge and the proxy never leave it);
+2. runs the submission in its own sandboxed process (:mod:`leaderboard.sandbox`) that sees only the public
+   task and reaches the proxy through a counting channel;
+3. scores the checkpoints' log-probabilities on the judge's hidden evaluation contexts
+   (:mod:`leaderboard.scoring`);
+
+and :func:`score` stores each :class:`~leaderboard.spec.RunResult` in one transaction as it arrives. Results
+are keyed by (code hash, suite, version, split, task, seed index): re-scoring is a no-op and an interrupted
+scoring resumes where it stopped. Every backend runs the same :func:`score_one`, so the same submission and
+seed give identical metrics serially, on the pool and on Ray.
+
+Example:
+    >>> from leaderboard.runner import score
+    >>> from leaderboard.store import Store
+    >>> from leaderboard.submission import load_submission
+    >>> from leaderboard.suites import get_suite
+    >>> summary = score([load_submission("tilt")], get_suite("smoke"), store=Store("sqlite://"),
+    ...                 progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from leaderboard.spec import Limits, RunResult, RunSpec, SandboxFailure
+from tiltenv._validation import suggest
+
+__all__ = ["BACKENDS", "ScoreSummary", "world_of", "score_one", "plan", "score"]
+
+BACKENDS = ("serial", "pool", "ray")
+
+
+@dataclass
+class ScoreSummary:
+    """What :func:`score` did: runs scored now, skipped (already stored), failed, and the wall time."""
+
+    scored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    wall_time: float = 0.0
+    results: list[RunResult] = field(default_factory=list, repr=False)
+
+
+def world_of(spec: RunSpec):
+    """The :class:`tiltenv.world.World` of a run (built in the scorer's process, cached by config)."""
+    import gymnasium as gym
+
+    import tiltenv  # noqa: F401  (registers the ids)
+    from tiltenv.world import make_world
+
+    env = gym.make(spec.task_id, **spec.task_kwargs, seed=spec.seed)
+    try:
+        return make_world(env.unwrapped.config)
+    finally:
+        env.close()
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = "cpu") -> RunResult:
+    """Score one submission on one run: build the world, run the sandbox, score, return the result.
+
+    Never raises for a submission's fault: a failure is a :class:`RunResult` with ``status="failed"`` and its
+    reason. A failure of the scorer itself (e.g. a bad task spec) propagates.
+    """
+    from leaderboard import sandbox, scoring
+
+    started = time.perf_counter()
+    world = world_of(spec)
+    base = dict(submission=sub.name, code_hash=sub.code_hash, spec=spec)
+    try:
+        if spec.track == "agent":
+            out = sandbox.run_agent(
+                sub, world.task, spec.budget(), world.judge.eval_candidates, world.judge.eval_ref_logp, limits,
+                device=device,
+            )
+            metrics, rows = scoring.score_agent_run(world.judge, out.steps, out.logps)
+            metrics = {**metrics, "deploy_queries": float(out.deploy_queries)}
+            return RunResult(**base, status="ok", metrics=metrics, checkpoints=rows,
+                             proxy_queries=int(out.proxy_queries), fit_time=float(out.fit_time),
+                             wall_time=time.perf_counter() - started)
+        _seed_everything(spec.seed_index)
+        with sandbox.RemoteRewardModel(sub, world.task, limits, device=device) as rm:
+            metrics = scoring.score_reward_model(world.judge, world.task, rm.score, seed=spec.seed_index)
+        return RunResult(**base, status="ok", metrics=metrics, wall_time=time.perf_counter() - started)
+    except SandboxFailure as exc:
+        return RunResult(**base, status="failed", reason=exc.reason, detail=exc.detail,
+                         wall_time=time.perf_counter() - started)
+
+
+def plan(subs: Sequence[Any], specs: Sequence[RunSpec], store: Any) -> tuple[list[tuple[Any, RunSpec]], int]:
+    """The (submission, spec) pairs not yet stored, and how many are already there."""
+    todo, skipped = [], 0
+    for sub in subs:
+        store.add_submission(sub)
+        by_split: dict[tuple, set] = {}
+        for spec in specs:
+            if spec.track != sub.track:
+                continue
+            k = (spec.suite, spec.suite_version, spec.split)
+            if k not in by_split:
+                by_split[k] = store.done_keys(sub.code_hash, *k)
+            if (spec.task_key, spec.seed_index) in by_split[k]:
+                skipped += 1
+            else:
+                todo.append((sub, spec))
+    return todo, skipped
+
+
+def _pool_worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _progress(enabled: bool, total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[last]}"), disable=not enabled, transient=False)
+    return prog, prog.add_task(label, total=total, last="")
+
+
+def _run_serial(todo, limits, device, on_result):
+    for sub, spec in todo:
+        on_result(score_one(sub, spec, limits, device))
+
+
+def _run_pool(todo, limits, device, on_result, workers):
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_pool_worker_init, initargs=(limits.threads,)) as ex:
+        pending: set[Future] = set()
+        it = iter(todo)
+        # keep at most 2 × workers submitted so an interrupt loses little and memory stays bounded
+        for sub, spec in it:
+            pending.add(ex.submit(score_one, sub, spec, limits, device))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(fut.result())
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(ex.submit(score_one, nxt[0], nxt[1], limits, device))
+
+
+def _run_ray(todo, limits, device, on_result, workers, address):
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("backend 'ray' needs the ray extra: pip install 'tiltenv[ray]'.") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}})
+    try:
+        remote = ray.remote(num_cpus=1)(score_one)
+        pending = [remote.remote(sub, spec, limits, device) for sub, spec in todo]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                on_result(ray.get(ref))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def score(
+    subs: Iterable[Any],
+    suite: Any,
+    *,
+    store: Any,
+    split: str = "dev",
+    tasks: list[str] | None = None,
+    n_seeds: int | None = None,
+    backend: str = "serial",
+    workers: int = 2,
+    limits: Limits = Limits(),
+    device: str = "cpu",
+    progress: bool = True,
+    ray_address: str | None = None,
+    salt: bytes | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> ScoreSummary:
+    """Score submissions on a suite's split and store every result as it arrives.
+
+    Args:
+        subs: :class:`~leaderboard.submission.Submission` s (each scored on the runs of its track).
+        suite: a :class:`~leaderboard.suites.Suite`.
+        store: a :class:`~leaderboard.store.Store`.
+        split: ``"dev"`` or ``"test"``; tasks / n_seeds: a subset of the suite.
+        backend: ``"serial"``, ``"pool"`` (local processes) or ``"ray"`` (the ``ray`` extra).
+        workers: processes of the pool / CPUs of a local Ray instance.
+        limits: the sandbox's wall-time and memory limits per run.
+        device: ``"cpu"`` or ``"cuda"`` for the submissions' training.
+        progress: show a rich progress bar.
+        ray_address: an existing Ray cluster (default: start a local one).
+        on_result: called with each result after it is stored.
+
+    Returns:
+        :class:`ScoreSummary`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} (got {backend!r})." + suggest(str(backend), BACKENDS))
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer (got {workers!r}).")
+    subs = list(subs)
+    tracks = {s.track for s in subs}
+    specs = [sp for tr in sorted(tracks) for sp in suite.runs(split, salt=salt, tasks=tasks, n_seeds=n_seeds, track=tr)]
+    todo, skipped = plan(subs, specs, store)
+    summary = ScoreSummary(skipped=skipped)
+    t0 = time.perf_counter()
+    prog, bar = _progress(progress and bool(todo), len(todo), f"scoring {suite.name} v{suite.version} ({split})")
+
+    def handle(res: RunResult) -> None:
+        store.save(res)
+        summary.scored += 1
+        summary.failed += not res.ok
+        summary.results.append(res)
+        what = f"{res.submission} {res.spec.task_key}#{res.spec.seed_index}: " + (
+            f"{res.metrics.get('normalized_score', float('nan')):+.3f}" if res.ok else f"FAILED ({res.reason})")
+        prog.update(bar, advance=1, last=what)
+        if on_result is not None:
+            on_result(res)
+
+    with prog:
+        if backend == "serial" or not todo:
+            _run_serial(todo, limits, device, handle)
+        elif backend == "pool":
+            _run_pool(todo, limits, device, handle, workers)
+        else:
+            _run_ray(todo, limits, device, handle, workers, ray_address)
+    summary.wall_time = time.perf_counter() - t0
+    return summary
+
