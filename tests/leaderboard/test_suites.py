@@ -1,0 +1,110 @@
+"""Suites and seeds: versioned digests, public dev seeds, HMAC test seeds from a 0600 salt."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+
+import gymnasium as gym
+import pytest
+
+import tiltenv  # noqa: F401
+from leaderboard import seeds as S
+from leaderboard.suites import SUITES, Suite, SuiteEntry, get_suite
+
+# A changed suite is a new version: editing an entry must come with a version bump and a new pin here.
+PINNED = {
+    ("smoke", 1): "c2ee0327bf",
+    ("quick", 1): "589f770240",
+    ("full", 1): "b1f290b208",
+}
+
+
+def test_every_suite_version_is_pinned():
+    assert {(s.name, s.version): s.digest()[:10] for s in SUITES.values()} == PINNED
+
+
+def test_digest_changes_with_any_entry_field():
+    base = Suite("x", 1, (SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 1024),))
+    for changed in (
+        SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.2}, 1024),
+        SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 2048),
+        SuiteEntry("b", "tiltenv/Hump-v0", {"beta": 0.1}, 1024),
+        SuiteEntry("a", "tiltenv/Linear-v0", {"beta": 0.1}, 1024),
+        SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 1024, n_checkpoints=3),
+    ):
+        assert Suite("x", 1, (changed,)).digest() != base.digest()
+    assert Suite("x", 1, base.entries, n_dev_seeds=2).digest() != base.digest()
+    # the description and 'what' are documentation, not part of the runs
+    assert Suite("x", 1, base.entries, description="other").digest() == base.digest()
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_entry_is_a_valid_task_config(name):
+    """Each entry's kwargs on top of its registered preset make a valid config (building proxies is the runner's job)."""
+    from tiltenv.config import TabularConfig, TaskConfig, config_from_kwargs
+
+    for e in get_suite(name).entries:
+        cfg_cls = TabularConfig if e.task_id == "tiltenv/Tabular-v0" else TaskConfig
+        cfg = config_from_kwargs({**gym.spec(e.task_id).kwargs, **e.kwargs, "seed": 0}, cfg_cls)
+        for k, v in e.kwargs.items():
+            assert getattr(cfg, k) == (tuple(v) if isinstance(v, (list, tuple)) else v)
+
+
+def test_runs_cover_entries_and_seeds_and_never_store_test_seeds():
+    quick = get_suite("quick")
+    dev = quick.runs("dev")
+    assert len(dev) == len(quick.entries) * quick.n_dev_seeds
+    assert {(r.task_key, r.seed_index) for r in dev} == {(e.key, i) for e in quick.entries for i in range(quick.n_dev_seeds)}
+    assert all(r.seed == S.dev_seed("quick", r.task_key, r.seed_index) for r in dev)
+    test = quick.runs("test", salt=b"s3cret")
+    assert len({r.seed for r in test}) == len(test)  # distinct worlds
+    assert not {r.seed for r in test} & {r.seed for r in dev}
+    for r in test:
+        assert str(r.seed) not in repr(r)  # the seed is not in the repr
+        res_json = __import__("leaderboard.spec", fromlist=["RunResult"]).RunResult("x", "h", r, "ok").to_json()
+        assert str(r.seed) not in res_json
+
+
+def test_test_seed_is_the_documented_hmac():
+    salt = b"k"
+    msg = b"tiltenv-test/quick/1/linear/2"
+    want = int.from_bytes(hmac.new(salt, msg, hashlib.sha256).digest()[:8], "big") & ((1 << 63) - 1)
+    assert S.test_seed(salt, "quick", 1, "linear", 2) == want
+    # every input matters
+    base = S.test_seed(salt, "quick", 1, "linear", 2)
+    assert len({base, S.test_seed(b"j", "quick", 1, "linear", 2), S.test_seed(salt, "full", 1, "linear", 2),
+                S.test_seed(salt, "quick", 2, "linear", 2), S.test_seed(salt, "quick", 1, "hump", 2),
+                S.test_seed(salt, "quick", 1, "linear", 3)}) == 6
+
+
+def test_salt_from_env_then_file_created_0600(tmp_path, monkeypatch):
+    monkeypatch.setenv(S.SALT_ENV, "from-env")
+    assert S.load_salt() == b"from-env"
+    monkeypatch.delenv(S.SALT_ENV)
+    path = tmp_path / "cfg" / "salt"
+    monkeypatch.setenv(S.SALT_FILE_ENV, str(path))
+    with pytest.raises(RuntimeError, match="no test-seed salt"):
+        S.load_salt(create=False)
+    first = S.load_salt()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert len(first) == 64 and S.load_salt() == first  # stable
+    os.chmod(path, 0o644)
+    with pytest.raises(RuntimeError, match="chmod 600"):
+        S.load_salt()
+
+
+def test_bad_names_get_the_closest_valid_one():
+    with pytest.raises(ValueError, match="Did you mean 'quick'"):
+        get_suite("quik")
+    with pytest.raises(ValueError, match="Did you mean 'test'"):
+        get_suite("smoke").runs("tset")
+    with pytest.raises(ValueError, match="Did you mean 'hump'"):
+        get_suite("smoke").runs("dev", tasks=["hmp"])
+    with pytest.raises(ValueError, match="n_seeds"):
+        get_suite("smoke").runs("dev", n_seeds=5)
+    with pytest.raises(ValueError, match="must not set 'seed'"):
+        SuiteEntry("a", "tiltenv/Hump-v0", {"seed": 1})
