@@ -1,0 +1,866 @@
+"""Scoring: every number the leaderboard reports, from the judge's exact metrics (one formula, one place).
+
+This module only *composes* :mod:`tiltenv.metrics` and :func:`tiltenv.evaluation.metrics_of_logp`; it holds
+no metric formula of its own except two rank statistics the library does not have (Spearman's ρ and the
+Mann–Whitney probability ``P(X > Y)``), each written once here.
+
+Agents track
+------------
+:func:`score_agent_run` turns the checkpoints of one run (their log-probabilities on the judge's held-out
+contexts) into the run's metrics and its trajectory (:class:`~leaderboard.spec.CheckpointRow` s). The last
+checkpoint is the fitted policy: its full :func:`~tiltenv.evaluation.metrics_of_logp` metrics are the run's
+metrics, plus ``proxy_gold_gap = proxy_value − gold_value``, ``gold_gain = gold_value − ref_gold_value`` and
+the overoptimization summary of the trajectory (:func:`tiltenv.metrics.overoptimization` on (KL, gold, proxy)
+of every checkpoint): ``peak_gold``, ``final_gold``, ``gold_drop``, ``kl_at_peak``, ``step_at_peak``,
+``overoptimized`` (0/1), ``proxy_rising_while_gold_falls`` (0/1), ``overopt_tol``, ``gold_drop_se`` and Gao
+et al.'s fits ``gao_{bon,rl}_{alpha,beta,r2,d_star}`` (NaN where a fit is impossible, e.g. fewer than two
+checkpoints with KL > 0).
+
+**Overoptimization tolerance.** ``overoptimization``'s default (a millionth of the curve's gold range) is
+right for exact sweeps but flags any wobble of a trained agent. Here a run is *overoptimized* when its
+measured peak-to-final gold drop exceeds
+
+    tol = max(OVEROPT_REL_TOL · sd_ref(gold), OVEROPT_Z · SE(drop), 1e-6 · gold range)
+
+with ``sd_ref(gold)`` the within-context standard deviation of the gold reward under π_ref (the task's
+natural unit of gold, ``sqrt(reward_variance(π_ref, gold))``), ``OVEROPT_REL_TOL = 0.01`` and ``SE(drop)``
+the paired standard error over the evaluation contexts of (gold of the peak checkpoint − gold of the final
+one), ``OVEROPT_Z = 2``: a drop must be both material (1% of a gold standard deviation) and not an artefact of
+the finite evaluation set. As in :func:`~tiltenv.metrics.overoptimization`, points are ordered by KL and
+"final" is the checkpoint with the largest KL (the last one when KL grows with training).
+
+Aggregation (rliable)
+---------------------
+:func:`board` ranks the submissions of one suite version and split by the **IQM** of the normalized score
+with a **stratified bootstrap** 95% CI (runs resampled with replacement independently within each task,
+:func:`tiltenv.metrics.stratified_bootstrap_ci`), next to the mean (rliable's: per-task means, averaged) with its
+CI and the other columns. **A failed run scores** ``FAILED_SCORE = 0`` (the normalized score of π_ref: "no
+better than doing nothing") in the IQM, the mean and the probability of improvement, so failing never helps
+a submission that beats π_ref; the ``failed`` column counts them. All other columns average the successful
+runs only. :func:`probability_of_improvement` is rliable's ``P(X > Y)`` (Mann–Whitney with ties ½, averaged
+over tasks) with an independent stratified bootstrap CI.
+
+Reward-model track
+------------------
+:func:`score_reward_model` drives fixed reference optimizers with a submitted reward model's scores on the
+judge's candidates: the exact best-of-n sweep (n = 1, 2, 4, …, K), the closed-form tilt at the task's β and
+RLOO at a fixed budget on a copy of the public task whose proxy is the submitted model. The scores are first
+**normalized the way every library proxy is** (Gao et al.: centred and scaled to unit variance under π_ref,
+pooled over the judge's evaluation contexts), otherwise a submission's scale would act as its own β. Beside
+them, offline metrics (ranking accuracy on-policy = π_ref-weighted pairs and off-policy = pairs weighted by
+the gold tilt π*_β or uniformly, per-context Spearman with gold, Shang et al.'s harm-aware accuracies,
+reward variance and gold correlation under π_ref). :func:`metric_predictiveness` reports across scored
+reward models how well each offline metric predicts downstream gold (Spearman with a stratified bootstrap
+CI). The library's proxies are the built-in entries (:func:`builtin_reward_models`,
+:func:`score_builtin_reward_model`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from leaderboard.spec import CheckpointRow
+from tiltenv import metrics as M
+from tiltenv._validation import check_float, check_int, suggest
+from tiltenv.evaluation import metrics_of_logp
+
+__all__ = [
+    "OVEROPT_REL_TOL",
+    "OVEROPT_Z",
+    "FAILED_SCORE",
+    "AGENT_METRICS",
+    "RM_OFFLINE_METRICS",
+    "RM_DOWNSTREAM_METRICS",
+    "LOWER_IS_BETTER",
+    "score_agent_run",
+    "overoptimization_summary",
+    "board",
+    "probability_of_improvement",
+    "spearman",
+    "score_reward_model",
+    "builtin_reward_models",
+    "score_builtin_reward_model",
+    "metric_predictiveness",
+]
+
+#: Relative part of the overoptimization tolerance, in units of the gold's within-context sd under π_ref.
+OVEROPT_REL_TOL = 0.01
+#: Statistical part: a drop must exceed this many paired standard errors over the evaluation contexts.
+OVEROPT_Z = 2.0
+#: Normalized score given to a failed run in the IQM / mean / probability of improvement (π_ref's score).
+FAILED_SCORE = 0.0
+
+_CKPT_FIELDS = ("gold_value", "proxy_value", "kl", "value_gap", "normalized_score", "reward_variance_policy")
+_GAO_KEYS = tuple(f"gao_{form}_{k}" for form in ("bon", "rl") for k in ("alpha", "beta", "r2", "d_star"))
+_OVEROPT_KEYS = (
+    "peak_gold", "final_gold", "gold_drop", "kl_at_peak", "step_at_peak", "overoptimized",
+    "proxy_rising_while_gold_falls", "overopt_tol", "gold_drop_se",
+) + _GAO_KEYS
+
+#: Every metric of an agent run (the keys of :func:`score_agent_run`'s dict).
+AGENT_METRICS = (
+    "gold_value", "proxy_value", "ref_gold_value", "kl", "chi2", "objective", "optimal_objective", "value_gap",
+    "normalized_score", "kl_matched_gap", "reward_variance_ref", "reward_variance_policy", "proxy_gold_corr",
+    "beta", "proxy_gold_gap", "gold_gain",
+) + _OVEROPT_KEYS
+
+#: Offline metrics of a reward model (need no optimization): keys of :func:`score_reward_model`.
+RM_OFFLINE_METRICS = (
+    "acc_onpolicy", "acc_offpolicy", "acc_uniform", "spearman", "acc_w", "hacc", "hacc_w",
+    "reward_variance_ref", "gold_corr_ref",
+)
+#: Downstream metrics of a reward model (fixed reference optimizers on it).
+RM_DOWNSTREAM_METRICS = (
+    "bon_peak_gold", "bon_final_gold", "bon_drop", "bon_drop_se", "bon_n_at_peak", "bon_kl_at_peak",
+    "bon_overoptimized", "tilt_gold_value", "tilt_proxy_value", "tilt_kl", "tilt_value_gap",
+    "tilt_normalized_score", "rloo_gold_value", "rloo_kl", "rloo_value_gap", "rloo_normalized_score",
+    "rloo_proxy_queries",
+)
+
+#: Metrics where smaller is better (boards sort them ascending).
+LOWER_IS_BETTER = frozenset({
+    "value_gap", "kl_matched_gap", "kl", "chi2", "gold_drop", "overoptimized", "proxy_gold_gap",
+    "bon_drop", "tilt_value_gap", "rloo_value_gap", "bon_overoptimized",
+})
+
+
+# ==================================================================================================
+# Agents: one run
+# ==================================================================================================
+
+
+def _as_logps(logps: Any, judge: Any) -> torch.Tensor:
+    if isinstance(logps, torch.Tensor):
+        t = logps.detach().cpu()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(logps))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"logps must be a numeric (n_checkpoints, C, K) array ({exc}).") from None
+    if not (t.is_floating_point()):
+        raise ValueError(f"logps must be floating-point log-probabilities (got dtype {t.dtype}).")
+    C, K = judge.eval_ref_logp.shape
+    if t.ndim == 2:
+        t = t.unsqueeze(0)
+    if t.ndim != 3 or tuple(t.shape[1:]) != (C, K) or t.shape[0] == 0:
+        raise ValueError(
+            f"logps must have shape (n_checkpoints >= 1, C={C}, K={K}) over the judge's evaluation contexts "
+            f"(got {tuple(t.shape)})."
+        )
+    return t
+
+
+def _check_steps(steps: Sequence[int], n: int) -> list[int]:
+    try:
+        out = [check_int(f"steps[{i}]", s, low=0) for i, s in enumerate(steps)]
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if len(out) != n:
+        raise ValueError(f"steps has {len(out)} entries but logps has {n} checkpoints; they must match.")
+    if any(b < a for a, b in zip(out, out[1:])):
+        raise ValueError(f"steps must be non-decreasing (got {out}).")
+    return out
+
+
+def overoptimization_summary(
+    judge: Any,
+    kl: Sequence[float],
+    gold: Sequence[float],
+    proxy: Sequence[float] | None,
+    logps: torch.Tensor | None = None,
+    steps: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Overoptimization of one trajectory with the leaderboard's tolerance (see the module docstring).
+
+    Args:
+        judge: the run's judge (for the gold scale and the per-context gold of the peak/final points).
+        kl, gold, proxy: per checkpoint, shape ``(N,)`` (``proxy`` may be None).
+        logps: ``(N, C, K)`` log-probabilities of the checkpoints (for the paired SE of the drop; without
+            them the statistical part of the tolerance is left out and ``gold_drop_se`` is NaN).
+        steps: checkpoint steps (for ``step_at_peak``; default the indices).
+
+    Returns:
+        dict with the :data:`AGENT_METRICS` overoptimization keys (floats; flags as 0.0/1.0).
+    """
+    rep0 = M.overoptimization(kl, gold, proxy)  # default tol: only to locate the peak and final points
+    order = np.argsort(np.asarray(kl, dtype=np.float64), kind="stable")
+    i_peak, i_final = rep0.peak_index, int(order[-1])
+    ref, g = judge.eval_ref_logp, judge.eval_gold
+    sd_ref = math.sqrt(max(M.reward_variance(ref, g), 0.0))
+    se = math.nan
+    if logps is not None and logps.shape[1] > 1:
+        diff = M.policy_value(logps[i_peak], g, per_context=True) - M.policy_value(logps[i_final], g, per_context=True)
+        se = float(diff.std() / math.sqrt(diff.shape[0]))
+    tol = max(OVEROPT_REL_TOL * sd_ref, 0.0 if math.isnan(se) else OVEROPT_Z * se, rep0.tol)
+    rep = M.overoptimization(kl, gold, proxy, tol=tol)
+    steps = list(range(len(kl))) if steps is None else list(steps)
+    out = {
+        "peak_gold": rep.peak_gold,
+        "final_gold": rep.final_gold,
+        "gold_drop": rep.drop,
+        "kl_at_peak": rep.kl_at_peak,
+        "step_at_peak": float(steps[rep.peak_index]),
+        "overoptimized": float(rep.overoptimized),
+        "proxy_rising_while_gold_falls": float(rep.proxy_rising_while_gold_falls),
+        "overopt_tol": rep.tol,
+        "gold_drop_se": se,
+    }
+    for form in ("bon", "rl"):
+        fit = rep.fits[form]
+        for k in ("alpha", "beta", "r2", "d_star"):
+            out[f"gao_{form}_{k}"] = float(getattr(fit, k))
+    return out
+
+
+def score_agent_run(
+    judge: Any, steps: Sequence[int], logps: np.ndarray | torch.Tensor, *, beta: float | None = None
+) -> tuple[dict[str, float], list[CheckpointRow]]:
+    """Metrics of one agent run from its checkpoints' log-probabilities on the judge's evaluation contexts.
+
+    Args:
+        judge: the run's :class:`~tiltenv.world.Judge`.
+        steps: the checkpoint steps, non-decreasing, one per checkpoint (step 0 = the initial policy).
+        logps: ``(n_checkpoints, C, K)`` normalized log-probabilities over the judge's ``C`` evaluation
+            contexts (a single ``(C, K)`` array is one checkpoint). The last checkpoint is the fitted policy.
+        beta: KL coefficient of the scored objective (default: the task's).
+
+    Returns:
+        ``(metrics, checkpoints)``: ``metrics`` has every key of :data:`AGENT_METRICS` (floats; NaN where a Gao
+        fit is impossible); ``checkpoints`` one :class:`~leaderboard.spec.CheckpointRow` per checkpoint.
+
+    Raises:
+        ValueError: wrong shape, steps that do not match or decrease, unnormalized or NaN log-probabilities
+            (the message of :mod:`tiltenv.metrics` names the context).
+    """
+    lp = _as_logps(logps, judge)
+    steps = _check_steps(steps, lp.shape[0])
+    per = [metrics_of_logp(lp[i], judge, beta=beta) for i in range(lp.shape[0])]
+    rows = [CheckpointRow(step=s, **{k: float(m[k]) for k in _CKPT_FIELDS}) for s, m in zip(steps, per)]
+    final = {k: float(v) for k, v in per[-1].items()}
+    final["proxy_gold_gap"] = final["proxy_value"] - final["gold_value"]
+    final["gold_gain"] = final["gold_value"] - final["ref_gold_value"]
+    final.update(overoptimization_summary(
+        judge, [m["kl"] for m in per], [m["gold_value"] for m in per], [m["proxy_value"] for m in per],
+        logps=lp, steps=steps,
+    ))
+    return final, rows
+
+
+# ==================================================================================================
+# Aggregation (rliable)
+# ==================================================================================================
+
+
+def _stratified_ci(columns: list[np.ndarray], statistic: str | Callable, *, reps: int, confidence: float,
+                   seed: int) -> tuple[float, float, float]:
+    """Point estimate and stratified-bootstrap CI of a statistic of per-task score columns.
+
+    Equal-length columns (the usual, complete case) go through :func:`tiltenv.metrics.stratified_bootstrap_ci`
+    as a ``(num_runs, num_tasks)`` array. Columns of different lengths (an interrupted scoring) are
+    resampled the same way — each column independently, with replacement, to its own length.
+
+    ``statistic``: ``"iqm"`` (:func:`tiltenv.metrics.iqm` over all runs of all tasks), ``"mean"``
+    (:func:`tiltenv.metrics.aggregate_mean`: per-task means averaged) or a callable on a list of columns.
+    """
+    if statistic == "iqm":
+        rect_stat, ragged_stat = M.iqm, lambda cols: M.iqm(np.concatenate(cols))
+    elif statistic == "mean":
+        rect_stat, ragged_stat = M.aggregate_mean, lambda cols: float(np.mean([M.aggregate_mean(c) for c in cols]))
+    else:
+        ragged_stat = statistic
+        rect_stat = lambda a: statistic([a[:, t] for t in range(a.shape[1])])  # noqa: E731
+    lengths = {len(c) for c in columns}
+    if len(lengths) == 1:
+        return M.stratified_bootstrap_ci(np.stack(columns, axis=1), rect_stat, reps=reps, confidence=confidence,
+                                         seed=seed)
+    rng = np.random.default_rng(seed)
+    stats = np.empty(int(reps))
+    for i in range(int(reps)):
+        stats[i] = ragged_stat([c[rng.integers(0, len(c), size=len(c))] for c in columns])
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(stats, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(ragged_stat(columns)), float(lo), float(hi)
+
+
+def _check_boot(n_boot: Any, confidence: Any) -> tuple[int, float]:
+    n_boot = check_int("n_boot", n_boot, low=1)
+    confidence = check_float("confidence", confidence, low=0.0, high=1.0, low_open=True, high_open=True)
+    return n_boot, confidence
+
+
+def _require_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame (got {type(df).__name__}).")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks the column(s) {missing}; it has {sorted(map(str, df.columns))}.")
+
+
+def _numeric_columns(df: pd.DataFrame) -> list[str]:
+    skip = {"seed_index", "suite_version"}
+    return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
+            and not pd.api.types.is_bool_dtype(df[c])]
+
+
+def _check_metric(df: pd.DataFrame, metric: str) -> str:
+    valid = _numeric_columns(df)
+    if not isinstance(metric, str) or metric not in valid:
+        raise ValueError(f"metric must be one of the numeric columns {sorted(valid)} (got {metric!r})."
+                         + suggest(str(metric), valid))
+    return metric
+
+
+def _ok_mask(df: pd.DataFrame) -> pd.Series:
+    if "status" not in df.columns:
+        return pd.Series(True, index=df.index)
+    bad = set(df["status"].dropna().unique()) - {"ok", "failed"}
+    if bad:
+        raise ValueError(f"status must be 'ok' or 'failed' (found {sorted(map(str, bad))}).")
+    return df["status"] == "ok"
+
+
+def _single_board(df: pd.DataFrame) -> None:
+    keys = [c for c in ("suite", "suite_version", "split") if c in df.columns]
+    if keys:
+        groups = df[keys].drop_duplicates()
+        if len(groups) > 1:
+            shown = "; ".join(", ".join(f"{k}={v}" for k, v in zip(keys, row)) for row in groups.itertuples(index=False))
+            raise ValueError(
+                f"runs mix {len(groups)} suite versions / splits ({shown}); boards never mix them: filter the "
+                "frame to one (e.g. Store.runs(suite=..., version=..., split=...))."
+            )
+
+
+def _track_of(df: pd.DataFrame) -> str:
+    if "track" in df.columns and len(df):
+        tracks = sorted(set(df["track"].dropna()))
+        if len(tracks) > 1:
+            raise ValueError(f"runs mix the tracks {tracks}; filter the frame to one track.")
+        if tracks:
+            return str(tracks[0])
+    return "agent"
+
+
+def _submission_keys(df: pd.DataFrame) -> pd.Series:
+    """A submission is its code hash when known (two versions of one name are two submissions)."""
+    if "code_hash" in df.columns:
+        return df["code_hash"].astype(str)
+    return df["submission"].astype(str)
+
+
+def _score_columns(df: pd.DataFrame, metric: str, ok: pd.Series, failed_score: float | None) -> dict[str, np.ndarray]:
+    """Per task, the metric of every run (failed runs at ``failed_score``, or left out when it is None)."""
+    vals = df[metric].astype(float).copy()
+    if failed_score is None:
+        keep = ok
+    else:
+        vals[~ok] = failed_score
+        keep = pd.Series(True, index=df.index)
+    nan = keep & vals.isna()
+    if nan.any():
+        rows = df.loc[nan, [c for c in ("submission", "task_key", "seed_index") if c in df.columns]]
+        raise ValueError(f"{metric} is NaN for successful run(s) {rows.to_dict('records')[:5]}; cannot aggregate.")
+    cols = {}
+    sub = df[keep]
+    for task, idx in sub.groupby("task_key", sort=True).groups.items():
+        order = sub.loc[idx].sort_values("seed_index").index if "seed_index" in sub.columns else idx
+        cols[str(task)] = vals.loc[order].to_numpy(np.float64)
+    return cols
+
+
+_AGENT_COLUMNS = (
+    ("value_gap", "value_gap", "mean"),
+    ("kl", "kl", "mean"),
+    ("kl_matched_gap", "kl_matched_gap", "mean"),
+    ("reward_variance_policy", "reward_variance_policy", "mean"),
+    ("proxy_gold_gap", "proxy_gold_gap", "mean"),
+    ("overoptimization_rate", "overoptimized", "mean"),
+    ("median_fit_time", "fit_time", "median"),
+)
+_RM_COLUMNS = (
+    ("acc_onpolicy", "acc_onpolicy", "mean"),
+    ("acc_offpolicy", "acc_offpolicy", "mean"),
+    ("spearman", "spearman", "mean"),
+    ("bon_peak_gold", "bon_peak_gold", "mean"),
+    ("tilt_value_gap", "tilt_value_gap", "mean"),
+    ("rloo_normalized_score", "rloo_normalized_score", "mean"),
+    ("overoptimization_rate", "bon_overoptimized", "mean"),
+    ("median_fit_time", "fit_time", "median"),
+)
+
+
+def board(
+    runs: pd.DataFrame,
+    *,
+    metric: str | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    failed_score: float | None = FAILED_SCORE,
+) -> pd.DataFrame:
+    """The board of one suite version and split: one row per submission, ranked by the IQM of ``metric``.
+
+    Args:
+        runs: one row per run (the store's runs frame): ``submission``, ``task_key``, ``seed_index``,
+            ``status`` (``ok`` / ``failed``; absent = all ok), optional ``code_hash``, ``suite``,
+            ``suite_version``, ``split``, ``track``, ``fit_time`` and one column per metric.
+        metric: the ranked score (default ``normalized_score``; ``tilt_normalized_score`` on the
+            reward-model track). A wrong name gets the closest valid one.
+        n_boot, confidence, seed: stratified bootstrap replicates, CI level, RNG seed (deterministic).
+        failed_score: the value a failed run gets in the IQM / mean (default 0, π_ref's normalized score);
+            ``None`` leaves failed runs out of them.
+
+    Returns:
+        DataFrame sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER` metrics), columns
+        ``rank, submission, code_hash, metric, runs, failed, tasks, iqm, iqm_lo, iqm_hi, mean, mean_lo,
+        mean_hi`` then the track's columns (agents: ``value_gap, kl, kl_matched_gap, reward_variance_policy,
+        proxy_gold_gap, overoptimization_rate, median_fit_time``; means over successful runs, NaN when
+        none succeeded or the column is absent).
+
+    Raises:
+        ValueError: a frame mixing suite versions, splits or tracks; a missing column; an unknown metric;
+            NaN metric in a successful run.
+    """
+    _require_columns(runs, ("submission", "task_key"), "runs")
+    n_boot, confidence = _check_boot(n_boot, confidence)
+    _single_board(runs)
+    track = _track_of(runs)
+    if metric is None:
+        metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
+    metric = _check_metric(runs, metric)
+    if failed_score is not None:
+        failed_score = check_float("failed_score", failed_score)
+    ok = _ok_mask(runs)
+    keys = _submission_keys(runs)
+    extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS
+    rows = []
+    for key in sorted(keys.unique()):
+        m = keys == key
+        df, okm = runs[m], ok[m]
+        names = sorted(set(df["submission"].astype(str)))
+        row: dict[str, Any] = {
+            "submission": names[-1] if names else key,
+            "code_hash": str(df["code_hash"].iloc[0]) if "code_hash" in df.columns else "",
+            "metric": metric,
+            "runs": int(len(df)),
+            "failed": int((~okm).sum()),
+            "tasks": int(df["task_key"].nunique()),
+        }
+        cols = _score_columns(df, metric, okm, failed_score)
+        if cols:
+            for stat in ("iqm", "mean"):
+                p, lo, hi = _stratified_ci(list(cols.values()), stat, reps=n_boot, confidence=confidence, seed=seed)
+                row.update({stat: p, f"{stat}_lo": lo, f"{stat}_hi": hi})
+        else:
+            row.update({k: math.nan for k in ("iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi")})
+        good = df[okm]
+        for out, src, how in extra:
+            if src in good.columns and len(good) and good[src].notna().any():
+                s = good[src].astype(float)
+                row[out] = float(s.median() if how == "median" else s.mean())
+            else:
+                row[out] = math.nan
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["submission", "code_hash", "metric", "runs", "failed", "tasks", "iqm", "iqm_lo",
+                                      "iqm_hi", "mean", "mean_lo", "mean_hi"] + [c[0] for c in extra])
+    asc = metric in LOWER_IS_BETTER
+    out = out.sort_values(["iqm", "mean", "submission"], ascending=[asc, asc, True], na_position="last",
+                          kind="mergesort").reset_index(drop=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out
+
+
+def _find_submission(runs: pd.DataFrame, name: str, arg: str) -> pd.Series:
+    names = sorted(set(runs["submission"].astype(str)))
+    hashes = sorted(set(runs["code_hash"].astype(str))) if "code_hash" in runs.columns else []
+    if name in names:
+        return runs["submission"].astype(str) == name
+    if name in hashes:
+        return runs["code_hash"].astype(str) == name
+    raise ValueError(f"{arg} must be a submission in runs, one of {names} (got {name!r})." + suggest(str(name), names))
+
+
+def _mann_whitney(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) + ½ P(X = Y) over all pairs (one draw of X against one of Y)."""
+    d = x[:, None] - y[None, :]
+    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+
+
+def probability_of_improvement(
+    runs: pd.DataFrame,
+    a: str,
+    b: str,
+    *,
+    metric: str = "normalized_score",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    failed_score: float | None = FAILED_SCORE,
+) -> tuple[float, float, float]:
+    """Probability that submission ``a`` improves on ``b`` (rliable, Agarwal et al. 2021).
+
+    ``P(X > Y) = 1/T Σ_t 1/(N_t M_t) Σ_i Σ_j S(x_{t,i}, y_{t,j})`` with ``S = 1`` if ``x > y``, ``½`` if equal,
+    ``0`` otherwise, over the ``T`` tasks both submissions ran; the CI resamples the runs of ``a`` and of
+    ``b`` independently within each task (stratified bootstrap; :func:`tiltenv.metrics.stratified_bootstrap_ci`
+    when every task has the same number of runs).
+
+    Args:
+        runs: the runs frame of one suite version and split (see :func:`board`).
+        a, b: submission names (or code hashes); a wrong name gets the closest valid one.
+        metric: the compared score (higher is better); failed runs get ``failed_score``.
+
+    Returns:
+        ``(p, lo, hi)``.
+
+    Raises:
+        ValueError: unknown submission or metric, no task in common, mixed suite versions.
+    """
+    _require_columns(runs, ("submission", "task_key"), "runs")
+    n_boot, confidence = _check_boot(n_boot, confidence)
+    _single_board(runs)
+    metric = _check_metric(runs, metric)
+    ma, mb = _find_submission(runs, a, "a"), _find_submission(runs, b, "b")
+    ok = _ok_mask(runs)
+    ca = _score_columns(runs[ma], metric, ok[ma], failed_score)
+    cb = _score_columns(runs[mb], metric, ok[mb], failed_score)
+    tasks = sorted(set(ca) & set(cb))
+    if not tasks:
+        raise ValueError(f"{a!r} and {b!r} have no task in common (a: {sorted(ca)}, b: {sorted(cb)}).")
+    T = len(tasks)
+    columns = [ca[t] for t in tasks] + [cb[t] for t in tasks]
+
+    def stat(cols: list[np.ndarray]) -> float:
+        return float(np.mean([_mann_whitney(cols[t], cols[T + t]) for t in range(T)]))
+
+    return _stratified_ci(columns, stat, reps=n_boot, confidence=confidence, seed=seed)
+
+
+# ==================================================================================================
+# Rank correlation (not in tiltenv.metrics; the one implementation)
+# ==================================================================================================
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..K along the last axis of a 2-D array, ties at their average rank (``rankdata`` 'average')."""
+    C, K = a.shape
+    order = np.argsort(a, axis=1, kind="stable")
+    s = np.take_along_axis(a, order, axis=1)
+    idx = np.broadcast_to(np.arange(K), (C, K))
+    new = np.ones((C, K), dtype=bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    last = np.ones((C, K), dtype=bool)
+    last[:, :-1] = new[:, 1:]
+    start = np.maximum.accumulate(np.where(new, idx, 0), axis=1)
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(last, idx, K), axis=1), axis=1), axis=1)
+    ranks = np.empty((C, K), dtype=np.float64)
+    np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def spearman(x: Any, y: Any, per_context: bool = False):
+    """Spearman rank correlation of ``x`` and ``y`` along the last axis (Pearson on average ranks).
+
+    Args:
+        x, y: shape ``(C, K)`` (one correlation per row) or ``(K,)``; finite.
+        per_context: return the ``(C,)`` per-row values instead of their mean.
+
+    Returns:
+        float (mean over rows whose ranks vary in both ``x`` and ``y``; NaN if none) or a ``(C,)`` array (NaN
+        for constant rows).
+
+    Raises:
+        ValueError: shape mismatch, fewer than 2 entries per row, non-finite values.
+    """
+    xa = M.as_float64(x, name="x").cpu().numpy()
+    ya = M.as_float64(y, name="y").cpu().numpy()
+    if xa.shape != ya.shape or xa.ndim not in (1, 2):
+        raise ValueError(f"x and y must have the same shape (C, K) or (K,) (got {xa.shape} and {ya.shape}).")
+    if xa.shape[-1] < 2:
+        raise ValueError(f"spearman needs at least 2 entries per row (got shape {xa.shape}).")
+    if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
+        raise ValueError("x and y must be finite.")
+    rx, ry = _average_ranks(np.atleast_2d(xa)), _average_ranks(np.atleast_2d(ya))
+    rx -= rx.mean(1, keepdims=True)
+    ry -= ry.mean(1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+    rho = np.clip(rho, -1.0, 1.0)
+    if per_context:
+        return rho
+    return float(np.nanmean(rho)) if np.isfinite(rho).any() else math.nan
+
+
+# ==================================================================================================
+# Reward-model track
+# ==================================================================================================
+
+
+class ScoreFnProxy(torch.nn.Module):
+    """A submitted reward model as a proxy: ``(score_fn(x) − shift) / scale`` (a frozen, stateless module).
+
+    Used for RLOO on a copy of the public task; deep copies share the function (moving it across devices is
+    the function's business: inputs are passed as given, outputs come back on the input's device).
+    """
+
+    kind = "submitted"
+
+    def __init__(self, score_fn: Callable[[torch.Tensor], Any], shift: float = 0.0, scale: float = 1.0) -> None:
+        super().__init__()
+        self.score_fn = score_fn
+        self.shift, self.scale = float(shift), float(scale)
+
+    def __deepcopy__(self, memo: dict) -> "ScoreFnProxy":
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = _call_score_fn(self.score_fn, x)
+        return ((r - self.shift) / self.scale).to(x.device)
+
+
+def _call_score_fn(score_fn: Callable, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = score_fn(x)
+    try:
+        r = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(np.asarray(out, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"score_fn must return a numeric tensor of shape {tuple(x.shape[:-1])} "
+                         f"(got {type(out).__name__}).") from None
+    r = r.to(torch.float64)
+    if tuple(r.shape) != tuple(x.shape[:-1]):
+        raise ValueError(f"score_fn returned shape {tuple(r.shape)} for candidates {tuple(x.shape)}; "
+                         f"expected {tuple(x.shape[:-1])} (one score per candidate).")
+    if not bool(torch.isfinite(r).all()):
+        raise ValueError("score_fn returned NaN or infinite scores.")
+    return r
+
+
+def _bon_ns(K: int) -> list[int]:
+    ns, n = [], 1
+    while n < K:
+        ns.append(n)
+        n *= 2
+    return ns + [K]
+
+
+def score_reward_model(
+    judge: Any,
+    task: Any,
+    score_fn: Callable[[torch.Tensor], Any],
+    *,
+    rloo_queries: int = 16384,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Downstream and offline metrics of a submitted reward model (see the module docstring).
+
+    Args:
+        judge: the task's :class:`~tiltenv.world.Judge` (scores on its evaluation contexts).
+        task: the :class:`~tiltenv.world.PublicTask` (RLOO trains on a copy of it whose proxy is the model).
+        score_fn: ``candidates (..., d) float32 tensor -> (...)`` scores (tensor or array); e.g.
+            ``RemoteRewardModel.score`` or a ``torch.nn.Module``.
+        rloo_queries: RLOO's proxy-query budget (0 skips RLOO: its metrics are NaN).
+        seed: RLOO's seed.
+        device: RLOO's device.
+
+    Returns:
+        dict: the offline metrics :data:`RM_OFFLINE_METRICS`, the downstream metrics
+        :data:`RM_DOWNSTREAM_METRICS`, plus ``ref_gold_value``, ``optimal_objective``, ``beta``, ``rm_shift``,
+        ``rm_scale`` (the normalization applied).
+
+    Raises:
+        ValueError: scores of the wrong shape, non-finite, or constant under π_ref.
+    """
+    rloo_queries = check_int("rloo_queries", rloo_queries, low=0)
+    seed = check_int("seed", seed, low=0)
+    ref, gold = judge.eval_ref_logp, judge.eval_gold
+    beta = float(judge.config.beta)
+    raw = _call_score_fn(score_fn, judge.eval_candidates)
+    # Gao et al.'s normalization, as every library proxy: mean 0, variance 1 under π_ref pooled over contexts.
+    shift = M.policy_value(ref, raw)
+    var_pooled = M.policy_value(ref, (raw - shift) ** 2)
+    if not var_pooled > 0:
+        raise ValueError("the reward model is constant under π_ref on the evaluation contexts; it cannot be scored.")
+    scale = math.sqrt(var_pooled)
+    r = (raw - shift) / scale
+
+    out: dict[str, float] = {"beta": beta, "rm_shift": shift, "rm_scale": scale}
+    # ---- offline
+    gold_tilt = M.tilt_logp(ref, gold, beta)
+    harm = M.harm_aware_accuracies(r, gold, ref)
+    out.update({
+        "acc_onpolicy": M.ranking_accuracy(r, gold, ref),
+        "acc_offpolicy": M.ranking_accuracy(r, gold, gold_tilt),
+        "acc_uniform": M.ranking_accuracy(r, gold),
+        "spearman": spearman(r, gold),
+        "acc_w": harm["acc_w"], "hacc": harm["hacc"], "hacc_w": harm["hacc_w"],
+        "reward_variance_ref": M.reward_variance(ref, r),
+        "gold_corr_ref": M.proxy_gold_correlation(ref, r, gold),
+    })
+    # ---- best-of-n sweep (exact)
+    from tiltenv.diagnostics import best_of_n_drop
+
+    bon = best_of_n_drop(judge, _bon_ns(judge.eval_ref_logp.shape[-1]), proxy_vals=r)
+    rep = bon["report"]
+    out.update({
+        "bon_peak_gold": rep.peak_gold, "bon_final_gold": rep.final_gold, "bon_drop": rep.drop,
+        "bon_drop_se": bon["drop_se"], "bon_n_at_peak": float(bon["peak_n"]), "bon_kl_at_peak": rep.kl_at_peak,
+    })
+    sd_ref = math.sqrt(max(M.reward_variance(ref, gold), 0.0))
+    se = 0.0 if math.isnan(bon["drop_se"]) else bon["drop_se"]
+    out["bon_overoptimized"] = float(rep.drop > max(OVEROPT_REL_TOL * sd_ref, OVEROPT_Z * se, rep.tol))
+    # ---- tilt at the task's β
+    tilt = M.tilt_logp(ref, r, beta)
+    tm = metrics_of_logp(tilt, judge)
+    out.update({
+        "tilt_gold_value": tm["gold_value"], "tilt_proxy_value": M.policy_value(tilt, r), "tilt_kl": tm["kl"],
+        "tilt_value_gap": tm["value_gap"], "tilt_normalized_score": tm["normalized_score"],
+        "ref_gold_value": tm["ref_gold_value"], "optimal_objective": tm["optimal_objective"],
+    })
+    # ---- RLOO at a fixed budget, on a copy of the public task whose proxy is the submitted model
+    if rloo_queries > 0:
+        from baselines.base import TrainBudget
+        from baselines.rloo import RLOO, RLOOConfig
+        from tiltenv.world import Budget
+
+        proxy = ScoreFnProxy(score_fn, shift, scale)
+        rm_task = copy.copy(task)
+        rm_task.proxy = proxy
+        rm_task._proxy_on = {torch.device("cpu"): proxy}
+        rm_task.budget = Budget()
+        agent = RLOO(RLOOConfig(device=device, seed=seed)).fit(
+            rm_task, TrainBudget(proxy_queries=rloo_queries, n_checkpoints=1))
+        with torch.no_grad():
+            lp = agent.policy(judge.eval_candidates.to(agent_device(agent, device)),
+                              judge.eval_ref_logp.to(agent_device(agent, device)))
+        lp = torch.log_softmax(lp.detach().cpu().to(torch.float64), dim=-1)
+        rm = metrics_of_logp(lp, judge)
+        out.update({
+            "rloo_gold_value": rm["gold_value"], "rloo_kl": rm["kl"], "rloo_value_gap": rm["value_gap"],
+            "rloo_normalized_score": rm["normalized_score"], "rloo_proxy_queries": float(rm_task.budget.proxy_queries),
+        })
+    else:
+        out.update({k: math.nan for k in ("rloo_gold_value", "rloo_kl", "rloo_value_gap", "rloo_normalized_score",
+                                          "rloo_proxy_queries")})
+    return {k: float(v) for k, v in out.items()}
+
+
+def agent_device(agent: Any, device: str) -> torch.device:
+    """The device an agent trained on (``device='auto'`` resolved the way the agent did)."""
+    from tiltenv._validation import resolve_device
+
+    dev = getattr(agent, "device", None)
+    return torch.device(dev) if dev is not None else resolve_device(device)
+
+
+#: The library's learned proxies: the built-in entries of the reward-model track.
+_BUILTIN_RMS = ("linear", "mlp", "two_stage", "ensemble")
+
+
+def builtin_reward_models() -> tuple[str, ...]:
+    """Names of the built-in reward-model entries: the library's proxy kinds ``linear, mlp, two_stage, ensemble``."""
+    return _BUILTIN_RMS
+
+
+def score_builtin_reward_model(
+    name: str, config: Any, *, proxy_kwargs: dict | None = None, rloo_queries: int = 16384, seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Score a library proxy kind as a reward-model entry on the task of ``config`` (in-process).
+
+    The world is built with ``config.replace(proxy=name, proxy_kwargs=proxy_kwargs or {})`` (the judge's gold
+    and evaluation contexts do not depend on the proxy kind: they come from their own seed streams) and its
+    trained proxy module is scored by :func:`score_reward_model`.
+
+    Args:
+        name: a proxy kind (:func:`builtin_reward_models`, or any registered kind such as ``"gold"``).
+        config: a :class:`tiltenv.TaskConfig` (with its seed: this runs on the scorer's side).
+
+    Raises:
+        ValueError: an unknown proxy kind (closest valid name suggested); a tabular config.
+    """
+    from tiltenv.config import TaskConfig
+    from tiltenv.proxies import PROXIES
+    from tiltenv.world import make_world
+
+    if not isinstance(config, TaskConfig):
+        raise ValueError(f"built-in reward models need a single-index TaskConfig (got {type(config).__name__}).")
+    if name not in PROXIES:
+        raise ValueError(f"name must be a proxy kind, one of {sorted(PROXIES)} (got {name!r})." + suggest(str(name), PROXIES))
+    world = make_world(config.replace(proxy=name, proxy_kwargs=dict(proxy_kwargs or {})))
+    return score_reward_model(world.judge, world.task, world.task.proxy, rloo_queries=rloo_queries, seed=seed,
+                              device=device)
+
+
+def metric_predictiveness(
+    rm_runs: pd.DataFrame,
+    *,
+    downstream: str = "tilt_normalized_score",
+    metrics: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How well each offline metric predicts downstream gold across scored reward models.
+
+    Over the successful rows (reward model × task × seed), Spearman's ρ between the offline metric and
+    ``downstream``, pooled; the CI resamples rows within each task (stratified bootstrap). Also the mean
+    of the per-(task, seed) Spearman across reward models (``rho_within``: "does the metric order the reward
+    models of one task right"), over groups with at least 3 models.
+
+    Args:
+        rm_runs: rows with ``task_key`` and the metric columns (``status`` optional: failed rows are left out).
+        downstream: the downstream column (default ``tilt_normalized_score``, comparable across tasks:
+            0 = π_ref, 1 = optimal; ``tilt_gold_value``, ``rloo_normalized_score``, ``bon_peak_gold`` ...).
+        metrics: offline metrics to assess (default: those of :data:`RM_OFFLINE_METRICS` present).
+
+    Returns:
+        DataFrame indexed by nothing, one row per metric: ``metric, downstream, n, rho, rho_lo, rho_hi,
+        rho_within, n_groups`` sorted by ``rho`` descending.
+
+    Raises:
+        ValueError: unknown column names (closest valid suggested), fewer than 3 usable rows.
+    """
+    _require_columns(rm_runs, ("task_key",), "rm_runs")
+    n_boot, confidence = _check_boot(n_boot, confidence)
+    downstream = _check_metric(rm_runs, downstream)
+    valid = _numeric_columns(rm_runs)
+    if metrics is None:
+        metrics = [m for m in RM_OFFLINE_METRICS if m in valid]
+    else:
+        metrics = [_check_metric(rm_runs, m) for m in metrics]
+    df = rm_runs[_ok_mask(rm_runs)]
+    group_keys = [c for c in ("task_key", "seed_index") if c in df.columns]
+    rows = []
+    for metric in metrics:
+        d = df[df[metric].notna() & df[downstream].notna()]
+        if len(d) < 3:
+            raise ValueError(f"metric_predictiveness needs at least 3 scored reward models with {metric!r} and "
+                             f"{downstream!r} (got {len(d)}).")
+        x = d[metric].to_numpy(np.float64)
+        y = d[downstream].to_numpy(np.float64)
+        cols = [np.asarray(ix, dtype=np.int64) for _, ix in
+                sorted(d.reset_index(drop=True).groupby("task_key").indices.items())]
+
+        def stat(parts: list[np.ndarray], x=x, y=y) -> float:
+            i = np.concatenate(parts).astype(np.int64)
+            return spearman(x[i], y[i])
+
+        rho, lo, hi = _stratified_ci([c.astype(np.float64) for c in cols], stat, reps=n_boot,
+                                     confidence=confidence, seed=seed)
+        within = [spearman(g[metric].to_numpy(np.float64), g[downstream].to_numpy(np.float64))
+                  for _, g in d.groupby(group_keys, sort=True) if len(g) >= 3]
+        within = [w for w in within if not math.isnan(w)]
+        rows.append({"metric": metric, "downstream": downstream, "n": int(len(d)), "rho": rho, "rho_lo": lo,
+                     "rho_hi": hi, "rho_within": float(np.mean(within)) if within else math.nan,
+                     "n_groups": len(within)})
+    out = pd.DataFrame(rows, columns=["metric", "downstream", "n", "rho", "rho_lo", "rho_hi", "rho_within", "n_groups"])
+    return out.sort_values(["rho", "metric"], ascending=[False, True], na_position="last",
+                           kind="mergesort").reset_index(drop=True)
