@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set up ./.venv (scripts/setup.sh) and run the main job: the gold-blind tilt sweep on Hump-v0,
-# printing gold / proxy / KL for each deployment temperature.
+# Set up ./.venv (scripts/setup.sh) and run the main job: score every built-in baseline on the `smoke` suite
+# (dev seeds; each run in its own sandboxed process), print the board and write the HTML report to
+# reports/smoke.html. Results go to the SQLite board ./tiltenv-board.db: a second run re-scores nothing.
+# Extra arguments go to `tiltenv score` (e.g. --backend serial, --db URL).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m tiltenv "$@"
+tiltenv score --baselines all --suite smoke --split dev --backend pool --workers 2 --report reports/smoke.html "$@"
