@@ -564,6 +564,17 @@ def _average_ranks(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _spearman_rows(xa: np.ndarray, ya: np.ndarray) -> np.ndarray:
+    """Per-row Spearman ρ of two validated, finite ``(C, K)`` float64 arrays (NaN for constant rows)."""
+    rx, ry = _average_ranks(xa), _average_ranks(ya)
+    rx -= rx.mean(1, keepdims=True)
+    ry -= ry.mean(1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(rho, -1.0, 1.0)
+
+
 def spearman(x: Any, y: Any, per_context: bool = False):
     """Spearman rank correlation of ``x`` and ``y`` along the last axis (Pearson on average ranks).
 
@@ -586,13 +597,7 @@ def spearman(x: Any, y: Any, per_context: bool = False):
         raise ValueError(f"spearman needs at least 2 entries per row (got shape {xa.shape}).")
     if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
         raise ValueError("x and y must be finite.")
-    rx, ry = _average_ranks(np.atleast_2d(xa)), _average_ranks(np.atleast_2d(ya))
-    rx -= rx.mean(1, keepdims=True)
-    ry -= ry.mean(1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1.0), np.nan)
-    rho = np.clip(rho, -1.0, 1.0)
+    rho = _spearman_rows(np.atleast_2d(xa), np.atleast_2d(ya))
     if per_context:
         return rho
     return float(np.nanmean(rho)) if np.isfinite(rho).any() else math.nan
@@ -849,9 +854,12 @@ def metric_predictiveness(
         cols = [np.asarray(ix, dtype=np.int64) for _, ix in
                 sorted(d.reset_index(drop=True).groupby("task_key").indices.items())]
 
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError(f"{metric!r} and {downstream!r} must be finite in successful rows.")
+
         def stat(parts: list[np.ndarray], x=x, y=y) -> float:
             i = np.concatenate(parts).astype(np.int64)
-            return spearman(x[i], y[i])
+            return float(_spearman_rows(x[None, i], y[None, i])[0])
 
         rho, lo, hi = _stratified_ci([c.astype(np.float64) for c in cols], stat, reps=n_boot,
                                      confidence=confidence, seed=seed)
