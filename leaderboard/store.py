@@ -483,7 +483,7 @@ class Store:
 
         Returns:
             The four paths written, in that order. Submission configs are written as JSON text. CSV floats
-            are written exactly (read them with ``pd.read_csv(..., float_precision="round_trip")``).
+            are written with every digit (``pd.read_csv`` reads them back exactly).
 
         Raises:
             ValueError: unknown format. StoreError: Parquet without ``pyarrow``.
