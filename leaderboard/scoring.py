@@ -824,7 +824,7 @@ def metric_predictiveness(
         rm_runs: rows with ``task_key`` and the metric columns (``status`` optional: failed rows are left out).
         downstream: the downstream column (default ``tilt_normalized_score``, comparable across tasks:
             0 = π_ref, 1 = optimal; ``tilt_gold_value``, ``rloo_normalized_score``, ``bon_peak_gold`` ...).
-        metrics: offline metrics to assess (default: those of :data:`RM_OFFLINE_METRICS` present).
+        metrics: offline metrics to assess (default: those of :data:`RM_OFFLINE_METRICS` with at least 3 values).
 
     Returns:
         DataFrame indexed by nothing, one row per metric: ``metric, downstream, n, rho, rho_lo, rho_hi,
@@ -837,11 +837,14 @@ def metric_predictiveness(
     n_boot, confidence = _check_boot(n_boot, confidence)
     downstream = _check_metric(rm_runs, downstream)
     valid = _numeric_columns(rm_runs)
-    if metrics is None:
-        metrics = [m for m in RM_OFFLINE_METRICS if m in valid]
+    df = rm_runs[_ok_mask(rm_runs)]
+    if metrics is None:  # those present with enough values (a frame of both tracks has NaN agent-only columns)
+        metrics = [m for m in RM_OFFLINE_METRICS if m in valid and (df[m].notna() & df[downstream].notna()).sum() >= 3]
+        if not metrics:
+            raise ValueError(f"metric_predictiveness needs at least 3 successful rows with an offline metric "
+                             f"({', '.join(RM_OFFLINE_METRICS)}) and {downstream!r}.")
     else:
         metrics = [_check_metric(rm_runs, m) for m in metrics]
-    df = rm_runs[_ok_mask(rm_runs)]
     group_keys = [c for c in ("task_key", "seed_index") if c in df.columns]
     rows = []
     for metric in metrics:
