@@ -185,6 +185,13 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
         assert html.escape(name, quote=False) in dom.stdout
     assert "onerror" not in re.sub(r"&lt;img src=x onerror=.*?&amp;evil", "", dom.stdout)  # never live markup
 
+    # negative control: the page's check reports a broken image as such
+    broken = tmp_path / "broken.html"
+    broken.write_text(R.render_html(pd.DataFrame(), None, None).replace(
+        "<h2>Failures</h2>", '<img alt="bad" src="data:image/png;base64,iVBORw0KGgoAAAAbroken"><h2>Failures</h2>'))
+    bad = _run(exe, tmp_path, "--virtual-time-budget=10000", "--dump-dom", broken.resolve().as_uri())
+    assert 'data-images-ok="false"' in bad.stdout and 'data-images-count="1"' in bad.stdout, bad.stdout[:1000]
+
     shot = tmp_path / "report.png"
     res = _run(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--virtual-time-budget=10000", url)
     assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
