@@ -6,8 +6,8 @@ Sections, per suite version and split found in the runs frame:
    mean with its CI and the other columns of :func:`leaderboard.scoring.board`; a bar chart of IQM and mean
    with their CIs.
 2. **Trajectories**: per task, gold and proxy value against √KL of every submission's checkpoints (mean over
-   seeds at each step), beside the gold-tilt frontier (the best gold any policy reaches at that KL,
-   :func:`frontier_curve`).
+   seeds at each step) with Gao et al.'s RL-form fit (dotted), beside the gold-tilt frontier (the best gold any
+   policy reaches at that KL, :func:`frontier_curve`).
 3. **Reward variance vs gold gain**: one point per successful run, against the proxy's reward variance
    under π_ref and under the final policy (Razin et al.: low reward variance slows optimization).
 4. **Reward-model track** (when the frame has ``track == "reward_model"`` rows): its board and how well each
@@ -241,9 +241,12 @@ def _trajectories(ck: pd.DataFrame, frontiers: Mapping[str, pd.DataFrame] | None
             fkl = np.maximum(np.asarray(front["kl"], dtype=float), 0.0)
             fv = np.asarray(front["gold_value"], dtype=float)
             if len(sub):  # draw the frontier over the submissions' KL range (and a bit beyond), not to log K
-                keep = fkl <= 1.5 * max(float(np.nanmax(sub["kl"].to_numpy(float))), 1e-3)
+                kmax = max(float(np.nanmax(sub["kl"].to_numpy(float))), 1e-3)
+                keep = fkl <= 1.5 * kmax
                 keep[: max(2, int(np.argmax(~keep)) + 1 if (~keep).any() else len(keep))] = True
                 fkl, fv = fkl[keep], fv[keep]
+                if kmax > fkl[-1]:  # past the gold argmax's KL the frontier is flat (frontier_value's vmax)
+                    fkl, fv = np.append(fkl, kmax), np.append(fv, fv[-1])
             axg.plot(np.sqrt(fkl), fv, color="black", ls="--", lw=1.4, label="gold-tilt frontier")
         for name in sorted(set(sub["submission"].astype(str))) if len(sub) else []:
             s = sub[sub["submission"].astype(str) == name]
@@ -251,8 +254,11 @@ def _trajectories(ck: pd.DataFrame, frontiers: Mapping[str, pd.DataFrame] | None
             x = np.sqrt(np.maximum(m["kl"].to_numpy(float), 0.0))
             c = colors.get(name, "gray")
             axg.plot(x, m["gold_value"].to_numpy(float), marker="o", ms=3, color=c, label=_short(name))
+            fit = _gao_rl_curve(m["kl"].to_numpy(float), m["gold_value"].to_numpy(float))
+            if fit is not None:
+                axg.plot(*fit, color=c, ls=":", lw=1.0)
             axp.plot(x, m["proxy_value"].to_numpy(float), marker="o", ms=3, color=c, label=_short(name))
-        axg.set_title(f"{_short(task, 40)}: gold value")
+        axg.set_title(f"{_short(task, 40)}: gold value (dotted: Gao RL fit)")
         axp.set_title(f"{_short(task, 40)}: proxy value")
         for ax in (axg, axp):
             ax.set_xlabel("√KL(π‖π_ref)")
@@ -262,6 +268,21 @@ def _trajectories(ck: pd.DataFrame, frontiers: Mapping[str, pd.DataFrame] | None
         fig.tight_layout()
         out.append(f"<h3>{_e(task)}</h3>" + _img(fig, f"{task}: gold and proxy value vs sqrt KL"))
     return out
+
+
+def _gao_rl_curve(kl: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Gao et al.'s RL form fitted to a mean trajectory that starts at π_ref (:func:`tiltenv.metrics.gao_fit`),
+    as (√KL, gold) points for drawing; None where no fit is possible."""
+    from tiltenv import metrics as M
+
+    if len(kl) < 3 or kl[0] > 1e-9 or not np.isfinite(kl).all() or not np.isfinite(gold).all():
+        return None
+    try:
+        fit = M.gao_fit(np.maximum(kl, 0.0), gold - gold[0], "rl")
+    except ValueError:
+        return None
+    grid = np.linspace(0.0, float(np.max(kl)), 64)
+    return np.sqrt(grid), gold[0] + fit.predict(grid)
 
 
 def _variance_scatter(runs: pd.DataFrame, colors: Mapping[str, Any]) -> str:
