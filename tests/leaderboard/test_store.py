@@ -293,6 +293,41 @@ def test_concurrent_savers_store_each_key_exactly_once(store_url):
     assert table_counts(store_url) == {"runs": 60, "metrics": 60 * N_METRICS, "checkpoints": 60 * N_CKPT}
 
 
+def _opener(url: str, i: int, start, out) -> None:
+    start.wait(60)
+    out.put(Store(url).save(ok_result(i)))
+
+
+def test_first_opens_of_a_new_database_race_safely(store_url):
+    """A pool of scorers opening a board that does not exist yet: one creates the tables, none fails."""
+    out, start = FORK.Queue(), FORK.Barrier(4)
+    procs = [FORK.Process(target=_opener, args=(store_url, i, start, out)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert [out.get(timeout=5) for _ in procs] == [True] * 4
+    assert len(assert_complete(Store(store_url))) == 4
+
+
+def _inherited_saver(store: Store, indices: list[int]) -> None:
+    assert all(store.save(ok_result(i)) for i in indices)
+
+
+def test_a_forked_child_can_use_an_inherited_store(store_url):
+    """Parent and forked child save at the same time through one Store object (the child must not talk over
+    the parent's pooled connection)."""
+    store = Store(store_url)
+    assert store.save(ok_result(0)) and len(store.runs()) == 1  # the parent holds a pooled connection now
+    p = FORK.Process(target=_inherited_saver, args=(store, range(1, 30)))
+    p.start()
+    assert all(store.save(ok_result(i)) for i in range(30, 60))
+    p.join(60)
+    assert p.exitcode == 0
+    assert len(assert_complete(store)) == 60
+
+
 def _doomed_saver(url: str, n: int, stop_at: int, inside) -> None:
     """Save results 0..n-1; inside the transaction of result `stop_at` (run row and metrics written, no
     checkpoints yet), say so and hang until killed."""
