@@ -743,8 +743,8 @@ def score_reward_model(
         agent = RLOO(RLOOConfig(device=device, seed=seed)).fit(
             rm_task, TrainBudget(proxy_queries=rloo_queries, n_checkpoints=1))
         with torch.no_grad():
-            lp = agent.policy(judge.eval_candidates.to(agent_device(agent, device)),
-                              judge.eval_ref_logp.to(agent_device(agent, device)))
+            lp = agent.policy(judge.eval_candidates.to(_agent_device(agent, device)),
+                              judge.eval_ref_logp.to(_agent_device(agent, device)))
         lp = torch.log_softmax(lp.detach().cpu().to(torch.float64), dim=-1)
         rm = metrics_of_logp(lp, judge)
         out.update({
@@ -757,7 +757,7 @@ def score_reward_model(
     return {k: float(v) for k, v in out.items()}
 
 
-def agent_device(agent: Any, device: str) -> torch.device:
+def _agent_device(agent: Any, device: str) -> torch.device:
     """The device an agent trained on (``device='auto'`` resolved the way the agent did)."""
     from tiltenv._validation import resolve_device
 
