@@ -355,6 +355,14 @@ def _submission_keys(df: pd.DataFrame) -> pd.Series:
     return df["submission"].astype(str)
 
 
+def _failed_score(failed_score: Any, metric: str) -> float | None:
+    if isinstance(failed_score, str):
+        if failed_score != "auto":
+            raise ValueError(f"failed_score must be a number, None or 'auto' (got {failed_score!r}).")
+        return FAILED_SCORE if metric.endswith("normalized_score") else None
+    return None if failed_score is None else check_float("failed_score", failed_score)
+
+
 def _score_columns(df: pd.DataFrame, metric: str, ok: pd.Series, failed_score: float | None) -> dict[str, np.ndarray]:
     """Per task, the metric of every run (failed runs at ``failed_score``, or left out when it is None)."""
     vals = df[metric].astype(float).copy()
@@ -403,7 +411,7 @@ def board(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-    failed_score: float | None = FAILED_SCORE,
+    failed_score: float | None | str = "auto",
 ) -> pd.DataFrame:
     """The board of one suite version and split: one row per submission, ranked by the IQM of ``metric``.
 
@@ -414,8 +422,9 @@ def board(
         metric: the ranked score (default ``normalized_score``; ``tilt_normalized_score`` on the
             reward-model track). A wrong name gets the closest valid one.
         n_boot, confidence, seed: stratified bootstrap replicates, CI level, RNG seed (deterministic).
-        failed_score: the value a failed run gets in the IQM / mean (default 0, π_ref's normalized score);
-            ``None`` leaves failed runs out of them.
+        failed_score: the value a failed run gets in the IQM / mean; ``"auto"`` (default): :data:`FAILED_SCORE`
+            (0, π_ref's) for normalized scores (a metric named ``*normalized_score``), left out for any other
+            metric; ``None`` leaves failed runs out.
 
     Returns:
         DataFrame sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER` metrics), columns
@@ -435,8 +444,7 @@ def board(
     if metric is None:
         metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
     metric = _check_metric(runs, metric)
-    if failed_score is not None:
-        failed_score = check_float("failed_score", failed_score)
+    failed_score = _failed_score(failed_score, metric)
     ok = _ok_mask(runs)
     keys = _submission_keys(runs)
     extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS
@@ -502,7 +510,7 @@ def probability_of_improvement(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-    failed_score: float | None = FAILED_SCORE,
+    failed_score: float | None | str = "auto",
 ) -> tuple[float, float, float]:
     """Probability that submission ``a`` improves on ``b`` (rliable, Agarwal et al. 2021).
 
@@ -514,7 +522,7 @@ def probability_of_improvement(
     Args:
         runs: the runs frame of one suite version and split (see :func:`board`).
         a, b: submission names (or code hashes); a wrong name gets the closest valid one.
-        metric: the compared score (higher is better); failed runs get ``failed_score``.
+        metric: the compared score (higher is better); failed runs get ``failed_score`` (as in :func:`board`).
 
     Returns:
         ``(p, lo, hi)``.
@@ -526,6 +534,7 @@ def probability_of_improvement(
     n_boot, confidence = _check_boot(n_boot, confidence)
     _single_board(runs)
     metric = _check_metric(runs, metric)
+    failed_score = _failed_score(failed_score, metric)
     ma, mb = _find_submission(runs, a, "a"), _find_submission(runs, b, "b")
     ok = _ok_mask(runs)
     ca = _score_columns(runs[ma], metric, ok[ma], failed_score)

@@ -177,6 +177,11 @@ def test_board_iqm_mean_and_cis_match_brute_force():
     # dropping failed runs instead
     brd2 = S.board(df, n_boot=50, failed_score=None)
     assert brd2.iloc[0]["iqm"] == pytest.approx(_brute_iqm(a[ok]))
+    # a metric that is not a normalized score leaves failed runs out by default (0 would mean nothing there)
+    gap = S.board(df, metric="value_gap", n_boot=50).set_index("submission").loc["alpha"]
+    assert gap["iqm"] == pytest.approx(_brute_iqm(1 - a[ok])) and gap["failed"] == 1
+    with pytest.raises(ValueError, match="failed_score"):
+        S.board(df, failed_score="zero")
 
 
 def test_board_ci_contains_point_and_shrinks_with_more_runs():
