@@ -101,7 +101,8 @@ class AgentOutcome:
     Attributes:
         steps: checkpoint steps in order (step 0 = initial policy, last = fitted policy).
         logps: ``(n_ckpt, C, K)`` float64 log-probabilities on the evaluation contexts, validated and
-            renormalized in float64 (``log_softmax``; each row was already within 1e-3 of normalized).
+            renormalized in float64 (``log_softmax``, as :func:`tiltenv.evaluation.policy_logp` does in-process,
+            so the same policy gives the same bits; each row was already within 1e-3 of normalized).
         proxy_queries: candidates the scorer's side of the channel scored during ``fit``.
         deploy_queries: candidates scored while the checkpoints produced their outputs (capped).
         fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
@@ -311,7 +312,7 @@ def _kill_uid(uid: int) -> None:
     needle = f"Uid:\t{uid}\t".encode()
     for name in os.listdir("/proc"):
         if name.isdigit():
-            try:
+            try:  # not os.stat(/proc/<pid>).st_uid: a non-dumpable process's /proc entry is owned by root
                 with open(f"/proc/{name}/status", "rb") as f:
                     if needle in f.read():
                         os.kill(int(name), signal.SIGKILL)
@@ -595,11 +596,8 @@ def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray) 
                                                f"{int(bad.sum())} of {C} rows have |logsumexp| > {NORMALIZATION_TOL:g} "
                                                f"(context {c}: logsumexp = {float(lse[c]):.4g}; probabilities or "
                                                "logits instead of log-probabilities?)")
-    target = torch.from_numpy(out)
-    if a.data_ptr() == target.data_ptr():
-        target.sub_(lse.unsqueeze(-1))
-    else:
-        torch.sub(a, lse.unsqueeze(-1), out=target)
+    # log_softmax, as tiltenv.evaluation.policy_logp does in-process: the same bits either way
+    torch.from_numpy(out).copy_(torch.log_softmax(a, dim=-1))
 
 
 def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Tensor, eval_ref_logp: torch.Tensor,

@@ -115,12 +115,6 @@ def test_example_agent_learns(world):
     assert out.proxy_queries <= 8192
 
 
-def test_popen_mode_gives_the_same_result(world):
-    sub = load_submission("reinforce", config={"device": "cpu"})
-    a, b = run(world, sub, spawn="popen"), run(world, sub)
-    assert np.array_equal(a.logps, b.logps) and a.proxy_queries == b.proxy_queries
-
-
 # ----------------------------------------------------------------------------------------------- faults
 def test_raises(world, tmp_path):
     detail = fails(world, tmp_path, "raise ValueError('boom 42')", "error")
@@ -356,6 +350,9 @@ def test_no_process_left_behind(world, tmp_path):
         import subprocess
         subprocess.Popen(['sleep', '301'])                            # in the run's process group
         subprocess.Popen(['sleep', '302'], start_new_session=True)    # left the group: killed by uid when root
+        if os.fork() == 0:                                              # a non-dumpable fork that left the group
+            os.setsid()
+            time.sleep(303)
         time.sleep(300)
     """
     fails(world, tmp_path, body, "timeout", limits=Limits(wall_time=3, memory_mb=2048))
@@ -364,6 +361,15 @@ def test_no_process_left_behind(world, tmp_path):
     assert "sleep 301" not in out
     if IS_ROOT:
         assert "sleep 302" not in out
+        leftovers = []
+        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                continue
+            if "tiltenv-run-" in cwd and cwd.endswith("(deleted)"):  # a finished run's directory
+                leftovers.append((pid, cwd))
+        assert not leftovers
 
 
 # ----------------------------------------------------------------------------------------------- reward models
