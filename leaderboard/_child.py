@@ -346,9 +346,14 @@ def enter_sandbox(cfg: dict[str, Any]) -> None:
     """
     import resource
 
+    import tempfile
+
     os.chdir(cfg["cwd"])
     os.environ.clear()
     os.environ.update(cfg["env"])
+    # A forked run inherits the zygote's cached temporary directory (tempfile caches gettempdir()): forget it,
+    # so libraries that write temporary files (SB3's logger) use this run's private TMPDIR.
+    tempfile.tempdir = None
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if cfg.get("memory_mb"):
         limit = int(cfg["memory_mb"]) << 20

@@ -429,3 +429,23 @@ def test_bench_channel_quick():
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ratio" in out.stdout
+
+
+@pytest.mark.parametrize("spawn", ["zygote", "popen"])
+def test_temporary_files_go_to_the_runs_private_directory(world, tmp_path, spawn):
+    """A forked run must not inherit the zygote's cached tempfile directory (SB3's logger writes there)."""
+    body = '''
+        import tempfile
+        d = tempfile.mkdtemp()
+        if os.path.dirname(d) != os.getcwd():
+            raise RuntimeError(f"temporary files go to {d}, not the run's directory {os.getcwd()}")
+        checkpoint(0, lambda c, r: torch.as_tensor(r))
+    '''
+    out = run(world, load_submission(write_agent(tmp_path, body)), spawn=spawn)
+    assert out.steps == [0]
+
+
+def test_sb3_ppo_runs_in_the_sandbox(world):
+    out = run(world, load_submission("sb3_ppo"), budget=TrainBudget(proxy_queries=2048, n_checkpoints=2))
+    assert_valid(out)
+    assert 0 < out.proxy_queries <= 2048
