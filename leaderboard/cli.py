@@ -193,7 +193,8 @@ def score(
     suite: Annotated[str, typer.Option(help="suite name (tiltenv suites)")] = "smoke",
     split: Annotated[str, typer.Option(help="dev (public seeds) or test (seeds from the scorer's secret salt)")] = "dev",
     baselines_: Annotated[Optional[str], typer.Option(
-        "--baselines", help="also score built-in baselines: 'all' or a comma-separated list")] = None,
+        "--baselines", help="also score built-in entries: 'all' or a comma-separated list (agents: baselines; "
+                            "reward models: the library's proxies linear, mlp, two_stage, ensemble)")] = None,
     track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
     name: Annotated[Optional[str], typer.Option(help="display name (one submission only)")] = None,
     tasks: Annotated[Optional[str], typer.Option(help="comma-separated task keys of the suite (default all)")] = None,
@@ -220,8 +221,14 @@ def score(
     s = get_suite(suite)
     refs = list(submissions or [])
     if baselines_:
-        names = sorted(BASELINES) if baselines_ == "all" else [b.strip() for b in baselines_.split(",") if b.strip()]
-        refs += names
+        if track == "reward_model":  # the built-in entries of the reward-model track are the library's proxies
+            from leaderboard.scoring import builtin_reward_models
+            from leaderboard.submission import PROXY_PREFIX
+
+            names = list(builtin_reward_models()) if baselines_ == "all" else [b.strip() for b in baselines_.split(",") if b.strip()]
+            refs += [n if n.startswith(PROXY_PREFIX) else PROXY_PREFIX + n for n in names]
+        else:
+            refs += sorted(BASELINES) if baselines_ == "all" else [b.strip() for b in baselines_.split(",") if b.strip()]
     if not refs:
         raise UserError("nothing to score: name a submission or use --baselines all.")
     if name is not None and len(refs) != 1:

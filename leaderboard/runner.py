@@ -95,6 +95,12 @@ def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = 
                              proxy_queries=int(out.proxy_queries), fit_time=float(out.fit_time),
                              wall_time=time.perf_counter() - started)
         _seed_everything(spec.seed_index)
+        if sub.kind == "proxy":  # a built-in reward model: the library's own (trusted) proxy, scored in-process
+            fit_start = time.perf_counter()
+            metrics = scoring.score_builtin_reward_model(sub.target, world.judge.config, proxy_kwargs=sub.config,
+                                                         seed=spec.seed_index, device=device)
+            return RunResult(**base, status="ok", metrics=metrics, fit_time=time.perf_counter() - fit_start,
+                             wall_time=time.perf_counter() - started)
         with sandbox.RemoteRewardModel(sub, world.task, limits, device=device) as rm:
             metrics = scoring.score_reward_model(world.judge, world.task, rm.score, seed=spec.seed_index)
         return RunResult(**base, status="ok", metrics=metrics, wall_time=time.perf_counter() - started)

@@ -11,6 +11,9 @@ in the sandbox, :mod:`leaderboard.sandbox`) and identifies it by a hash of its c
 ``"pkg.mod:make_agent"``, ``"pkg.mod"``  module      the bytes of the module's source file (found with
                                                    ``importlib.util.find_spec``-style lookup, not imported)
 ``"path/agent.py"``, ``"agent.py:f"``  file        the bytes of the file
+``"proxy:mlp"`` (reward-model track)   proxy       the library's proxy sources + the kind and its options:
+                                                   a built-in reward model (``linear``, ``mlp``, ``two_stage``,
+                                                   ``ensemble``), trained and scored in the scorer (trusted code)
 =====================================  ==========  =====================================================
 
 The factory defaults to ``make_agent`` (agent track) or ``make_reward_model`` (reward-model track); a
@@ -171,6 +174,29 @@ def _baseline_submission(ref: str, name: str | None, track: str | None, config: 
                       dict(sorted(overrides.items())), target=ref, factory="")
 
 
+#: Prefix of the built-in reward-model entries: ``proxy:<kind>``.
+PROXY_PREFIX = "proxy:"
+
+
+def _proxy_submission(ref: str, name: str | None, track: str | None, config: dict | None) -> Submission:
+    """A library proxy kind as a reward-model entry (``proxy:mlp``); ``config`` holds its ``proxy_kwargs``."""
+    import tiltenv
+    from tiltenv.proxies import PROXIES
+
+    kind = ref[len(PROXY_PREFIX):]
+    if kind not in PROXIES:
+        raise ValueError(f"{ref!r}: the proxy kind must be one of {sorted(PROXIES)} (got {kind!r})." + suggest(kind, PROXIES))
+    if track not in (None, "reward_model"):
+        raise ValueError(f"built-in proxy {ref!r} is a reward model, not a {track} submission.")
+    pkg = Path(inspect.getsourcefile(tiltenv)).resolve().parent
+    files = sorted(pkg / f for f in ("reward_models.py", "proxies.py", "labels.py", "world.py"))
+    opts = dict(sorted((config or {}).items()))
+    code_hash = _sha256_files(files, json.dumps({"kind": kind, "proxy_kwargs": opts}, sort_keys=True, default=str).encode())
+    shown = ", ".join(f"{k}={v!r}" for k, v in opts.items())
+    return Submission(name or (f"{ref}({shown})" if shown else ref), ref, "proxy", "reward_model", code_hash, opts,
+                      target=kind, factory="")
+
+
 def load_submission(ref: str, *, name: str | None = None, track: str | None = None, config: dict | None = None) -> Submission:
     """Validate a submission reference (nothing of it is executed here).
 
@@ -196,6 +222,8 @@ def load_submission(ref: str, *, name: str | None = None, track: str | None = No
     ref = ref.strip()
     if ref in BASELINES:
         return _baseline_submission(ref, name, track, config)
+    if ref.startswith(PROXY_PREFIX):
+        return _proxy_submission(ref, name, track, config)
     if config:
         raise ValueError(f"config overrides apply to built-in baselines only ({sorted(BASELINES)}); {ref!r} is not one.")
     target, factory = ref, None

@@ -40,7 +40,10 @@ from leaderboard.seeds import dev_seed, load_salt, test_seed
 from leaderboard.spec import SPLITS, TRACKS, RunSpec
 from tiltenv._validation import suggest
 
-__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite"]
+__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS"]
+
+#: Tasks without preference data (explicit arms): left out of the reward-model track.
+NO_PREFERENCE_TASKS = ("tiltenv/Tabular-v0",)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class Suite:
             split: ``"dev"`` (public seeds) or ``"test"`` (seeds from the salt).
             salt: the test split's salt (default :func:`leaderboard.seeds.load_salt`).
             tasks: only these entry keys (default all).
-            track: ``"agent"`` or ``"reward_model"``.
+            track: ``"agent"`` or ``"reward_model"`` (which leaves out :data:`NO_PREFERENCE_TASKS`).
             n_seeds: fewer seeds than the split has (default all of them).
         """
         if split not in SPLITS:
@@ -140,6 +143,8 @@ class Suite:
         if track not in TRACKS:
             raise ValueError(f"track must be one of {TRACKS} (got {track!r})." + suggest(str(track), TRACKS))
         entries = list(self.entries) if tasks is None else [self.entry(k) for k in tasks]
+        if track == "reward_model":  # a tabular task has no preference data to learn a reward model from
+            entries = [e for e in entries if e.task_id not in NO_PREFERENCE_TASKS]
         total = self.n_dev_seeds if split == "dev" else self.n_test_seeds
         if n_seeds is not None:
             if not isinstance(n_seeds, int) or not 1 <= n_seeds <= total:
