@@ -40,3 +40,12 @@ def test_bench_quick_reports_finite_ratios():
     for group in res.values():
         for key, value in group.items():
             assert math.isfinite(value) and value > 0, (key, value)
+
+
+def test_bench_leaderboard_quick_reports_every_figure():
+    spec = importlib.util.spec_from_file_location("bench_leaderboard", ROOT / "scripts" / "bench_leaderboard.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.main(["--quick", "--no-ray"])
+    for key in ("in_process_s", "serial_s", "channel_ratio", "pool_s", "pool_speedup"):
+        assert math.isfinite(res[key]) and res[key] > 0, (key, res)
