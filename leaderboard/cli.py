@@ -326,13 +326,28 @@ def board(
     split: Annotated[str, typer.Option(help="dev or test")] = "dev",
     track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
     version: Annotated[Optional[int], typer.Option(help="suite version (default: the current one)")] = None,
+    compare: Annotated[Optional[str], typer.Option(
+        help="A,B: probability that submission A improves on B (rliable), with its 95% CI")] = None,
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
 ) -> None:
     """Show the ranked board of one suite version and split."""
+    from leaderboard import scoring
     from leaderboard.suites import get_suite
 
     s = get_suite(suite)
-    _show_board(_store(db), s.name, s.version if version is None else version, split, track)
+    version = s.version if version is None else version
+    st = _store(db)
+    _show_board(st, s.name, version, split, track)
+    if compare:
+        names = [c.strip() for c in compare.split(",")]
+        if len(names) != 2 or not all(names):
+            raise UserError(f"--compare takes two submission names A,B (got {compare!r}).")
+        runs = st.runs(suite=s.name, version=version, split=split, track=track)
+        metric = "normalized_score" if track == "agent" else "tilt_normalized_score"
+        p, lo, hi = scoring.probability_of_improvement(runs, names[0], names[1], metric=metric)
+        console.print(f"P({names[0]} > {names[1]}) = {p:.3f} [{lo:.3f}, {hi:.3f}] on {metric} "
+                      f"(per task: the chance a run of {names[0]} beats a run of {names[1]}, averaged over tasks)",
+                      highlight=False)
 
 
 @app.command()
