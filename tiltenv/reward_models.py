@@ -791,7 +791,8 @@ class ParametricOptions:
     pockets: Any = _opt((), "Error pockets: a sequence of (center, width, height) along s; heights in units of the "
                             "link's standard deviation. High-s pockets are harmful to tilted policies, low-s benign.")
     index_scale: float = _opt(1.0, "κ > 0: the link is applied to κ·s. With link 'tanh' a large κ squashes the proxy "
-                                   "toward sign(s) while it still ranks exactly like s (an accurate, low-variance proxy).")
+                                   "toward sign(s) while it still ranks exactly like s (an accurate squashed proxy; after the pooled "
+                                   "normalization its per-context variance does not drop, see docs/results.md §2).")
 
     def __post_init__(self) -> None:
         _set(self, "angle", check_float(_name("angle"), self.angle, low=0.0, high=180.0))

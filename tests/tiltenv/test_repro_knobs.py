@@ -38,15 +38,20 @@ def test_with_proxy_without_renormalize_keeps_the_scale():
     assert float(p2.shift) == float(p.shift) and float(p2.scale) == float(p.scale)
 
 
-def test_index_scale_squashes_variance_within_contexts_but_keeps_the_ranking():
+def test_index_scale_squashes_the_proxy_but_keeps_the_ranking():
     base = dict(d=8, K=16, link="linear", prompt_corr=0.8, proxy="parametric", n_eval_contexts=512, n_norm_contexts=512)
     plain = make_world(TaskConfig(**base, proxy_kwargs={"link": "tanh", "index_scale": 0.25}))
     squashed = make_world(TaskConfig(**base, proxy_kwargs={"link": "tanh", "index_scale": 2.0}))
     g = plain.judge.eval_gold
     for w in (plain, squashed):
         assert M.ranking_accuracy(w.judge.eval_proxy, g) > 0.999  # a monotone transform of the gold index
+    # tanh(0.25 s) is nearly linear in s (= the linear gold after normalization); tanh(2 s) saturates
     ref = plain.judge.eval_ref_logp
-    v_plain, v_sq = M.reward_variance(ref, plain.judge.eval_proxy), M.reward_variance(ref, squashed.judge.eval_proxy)
-    assert v_sq < 0.6 * v_plain, (v_plain, v_sq)  # same pooled variance (normalized), less of it within contexts
+    r = squashed.judge.eval_proxy
+    assert M.proxy_gold_correlation(ref, plain.judge.eval_proxy, g) > 0.99
+    assert M.proxy_gold_correlation(ref, r, g) < 0.97
+    assert float((r.abs() > 0.95 * r.abs().max()).double().mean()) > 0.2
+    # the pooled normalization: squashing moves variance from between contexts to within them, never lower
+    assert M.reward_variance(ref, r) > M.reward_variance(ref, plain.judge.eval_proxy)
     with pytest.raises(ValueError, match="index_scale"):
         TaskConfig(**base, proxy_kwargs={"index_scale": 0.0})
