@@ -76,12 +76,19 @@ class TrainBudget:
     n_checkpoints: int = field(
         default=12, metadata={"help": "Number of log-spaced budget points at which checkpoint() is called."}
     )
+    checkpoint_every: int = field(
+        default=0,
+        metadata={"help": "Also call checkpoint() after every this many updates (1: every update, so a trajectory "
+                          "can be read at each step); 0: only at the log-spaced points. Agents that train in "
+                          "updates (policy gradient, DPO) honour it; closed forms have no updates."},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "proxy_queries", check_int("proxy_queries", self.proxy_queries, low=1))
         if self.wall_time is not None:
             object.__setattr__(self, "wall_time", check_float("wall_time", self.wall_time, low=0.0, low_open=True))
         object.__setattr__(self, "n_checkpoints", check_int("n_checkpoints", self.n_checkpoints, low=1))
+        object.__setattr__(self, "checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, low=0))
 
 
 QUICK_BUDGET = TrainBudget()
@@ -107,11 +114,14 @@ class Checkpointer:
 
     ``snapshot`` is only called when a checkpoint is due (a frozen copy costs a ``deepcopy``). Several points
     crossed by one update give one call. ``finish`` reports the final step unless it was just reported.
+    With ``every = n > 0``, every n-th call (one call per update) is due as well.
     """
 
-    def __init__(self, fn: CheckpointFn | None, points: list[int]) -> None:
+    def __init__(self, fn: CheckpointFn | None, points: list[int], every: int = 0) -> None:
         self.fn = fn
         self.points = list(points)
+        self.every = int(every)
+        self._calls = 0
         self._next = 0
         self.last_step: int | None = None
         self.steps: list[int] = []
@@ -120,7 +130,8 @@ class Checkpointer:
         self._report(0, snapshot)
 
     def __call__(self, step: int, snapshot: Callable[[], PolicyFn]) -> None:
-        due = False
+        self._calls += 1
+        due = self.every > 0 and self._calls % self.every == 0
         while self._next < len(self.points) and step >= self.points[self._next]:
             self._next += 1
             due = True

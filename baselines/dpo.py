@@ -134,7 +134,8 @@ class DPO(Agent):
         rejected = prefs.rejected.to(self.device, torch.float32)
         n = chosen.shape[0]
         total = n * cfg.num_train_epochs
-        ckpt = Checkpointer(checkpoint, log_spaced_points(total, budget.n_checkpoints, first=min(n, cfg.batch_size)))
+        ckpt = Checkpointer(checkpoint, log_spaced_points(total, budget.n_checkpoints, first=min(n, cfg.batch_size)),
+                            every=budget.checkpoint_every)
         self.history = []
         started, seen = time.perf_counter(), 0
         ckpt.start(self.snapshot)

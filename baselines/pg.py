@@ -232,7 +232,7 @@ class PolicyGradientAgent(Agent):
             )
         self.history = []
         points = log_spaced_points(budget.proxy_queries, budget.n_checkpoints, first=per_update)
-        ckpt = Checkpointer(checkpoint, points)
+        ckpt = Checkpointer(checkpoint, points, every=budget.checkpoint_every)
         q0, started = task.budget.proxy_queries, time.perf_counter()
         used = 0
         ckpt.start(self.snapshot)

@@ -779,7 +779,7 @@ def _build_ensemble_members(opts: EnsembleOptions, ctx: ProxyContext) -> Ensembl
 
 @dataclass(frozen=True)
 class ParametricOptions:
-    """Options of the ``parametric`` proxy: ``r̂(x) = σ_p(s) + δ·s + Σ_p h_p exp(-(s − c_p)²/(2 w_p²))``.
+    """Options of the ``parametric`` proxy: ``r̂(x) = σ_p(κ s) + δ·s + Σ_p h_p exp(-(s − c_p)²/(2 w_p²))``.
 
     ``s = <w, x>`` with the unit direction ``w = cos φ θ* + sin φ θ⊥`` (θ⊥ ⟂ θ* drawn from the
     proxy_init stream). Pockets are slabs of the proxy's own index ``s`` (= the gold index when φ = 0).
@@ -790,12 +790,16 @@ class ParametricOptions:
     link_mix: float = _opt(0.0, "δ of the added linear term δ·s (link distortion; e.g. makes the hump monotone).")
     pockets: Any = _opt((), "Error pockets: a sequence of (center, width, height) along s; heights in units of the "
                             "link's standard deviation. High-s pockets are harmful to tilted policies, low-s benign.")
+    index_scale: float = _opt(1.0, "κ > 0: the link is applied to κ·s. With link 'tanh' a large κ squashes the proxy "
+                                   "toward sign(s) while it still ranks exactly like s (an accurate squashed proxy; after the pooled "
+                                   "normalization its per-context variance does not drop, see docs/results.md §2).")
 
     def __post_init__(self) -> None:
         _set(self, "angle", check_float(_name("angle"), self.angle, low=0.0, high=180.0))
         if self.link != "":
             check_choice(_name("link"), self.link, sorted(LINKS))
         _set(self, "link_mix", check_float(_name("link_mix"), self.link_mix))
+        _set(self, "index_scale", check_float(_name("index_scale"), self.index_scale, low=0.0, low_open=True))
         pockets = []
         try:
             items = list(self.pockets or ())
@@ -820,16 +824,18 @@ class ParametricProxy(Proxy):
 
     kind = "parametric"
 
-    def __init__(self, w: torch.Tensor, link_name: str, link_mix: float, pockets: tuple) -> None:
+    def __init__(self, w: torch.Tensor, link_name: str, link_mix: float, pockets: tuple,
+                 index_scale: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("w", w.to(torch.float64).clone())
+        self.index_scale = float(index_scale)
         self.link_name = link_name
         self.link_mix = float(link_mix)
         self.pockets = tuple(pockets)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         s = x.to(torch.float64) @ self.w.to(x.device)
-        r = LINKS[self.link_name](s) + self.link_mix * s
+        r = LINKS[self.link_name](self.index_scale * s) + self.link_mix * s
         for c, w, h in self.pockets:
             r = r + h * torch.exp(-0.5 * ((s - c) / w) ** 2)
         return r.to(x.dtype if x.is_floating_point() else torch.float64)
@@ -849,7 +855,7 @@ def _build_parametric(opts: ParametricOptions, ctx: ProxyContext) -> Proxy:
     phi = math.radians(opts.angle)
     w = math.cos(phi) * theta + math.sin(phi) * perp
     link_name = opts.link or _link_name_of(ctx.link)
-    return ParametricProxy(w / w.norm(), link_name, opts.link_mix, opts.pockets)
+    return ParametricProxy(w / w.norm(), link_name, opts.link_mix, opts.pockets, opts.index_scale)
 
 
 def _link_name_of(link: Any) -> str:

@@ -266,6 +266,41 @@ class World:
     task: PublicTask
     judge: Judge
 
+    def with_proxy(self, proxy: Proxy, *, renormalize: bool = True) -> "World":
+        """The same world (θ*, π_ref, evaluation contexts) with another proxy handed to the agent.
+
+        For experiments that train a proxy in one world and deploy it in another with the same gold
+        (e.g. labels drawn in contexts of few candidates, best-of-n over many): the seed fixes θ* for a
+        given ``d``. The proxy is deep-copied; with ``renormalize`` it is centred and scaled under this
+        world's π_ref on its normalization contexts (the world's own rule), otherwise used as given.
+
+        Args:
+            proxy: a :class:`~tiltenv.proxies.Proxy` over candidates of this world's dimension.
+            renormalize: re-apply the Gao et al. normalization under this world's π_ref.
+        Returns:
+            a new :class:`World` (the task has fresh budget counters; the judge scores the new proxy).
+        Raises:
+            TypeError: if ``proxy`` is not a Proxy; ValueError: for a tabular world when renormalizing.
+        """
+        if not isinstance(proxy, Proxy):
+            raise TypeError(f"proxy must be a tiltenv Proxy (got {type(proxy).__name__}).")
+        proxy = copy.deepcopy(proxy).requires_grad_(False).eval()
+        config = self.judge.config
+        if renormalize:
+            if not isinstance(config, TaskConfig):
+                raise ValueError("renormalize=True needs a single-index world (tabular proxies are used as given).")
+            norm_x, norm_ref = self.task.sampler.sample(
+                config.n_norm_contexts, torch_generator(seed_streams(config.seed)["norm_contexts"]))
+            proxy.set_normalization(0.0, 1.0)
+            _normalize_under_ref(proxy, norm_x, norm_ref)
+        task = copy.copy(self.task)
+        task.proxy = proxy
+        task.budget = Budget()
+        task._proxy_on = {torch.device("cpu"): proxy}
+        j = self.judge
+        judge = Judge(config, j.gold, j.theta, j.eval_candidates, j.eval_ref_logp, proxy, extras=j.extras)
+        return World(task, judge)
+
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)

@@ -1,0 +1,1 @@
+"""Reproductions of the papers' headline results (issue 11): one script per result, see docs/results.md."""
