@@ -209,6 +209,7 @@ def score(
     board_: Annotated[bool, typer.Option("--board/--no-board", help="print the board afterwards")] = True,
     report: Annotated[Optional[Path], typer.Option(help="also write the HTML report here")] = None,
     strict: Annotated[bool, typer.Option(help="exit 1 if any run failed")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="score again the runs of these submissions that failed before")] = False,
     progress: Annotated[bool, typer.Option(help="progress bar")] = True,
 ) -> None:
     """Score submissions on a suite: each run in its own sandboxed process, every result stored as it arrives."""
@@ -236,6 +237,9 @@ def score(
     subs = [load_submission(r, name=name, track=track) for r in refs]
     limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads)
     st = _store(db)
+    if retry_failed:
+        n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)
+        console.print(f"retrying {n} failed runs", highlight=False)
     summ = run_score(subs, s, store=st, split=split, tasks=tasks.split(",") if tasks else None, n_seeds=seeds,
                      backend=backend, workers=workers, limits=limits, device=device, progress=progress)
     console.print(f"scored {summ.scored} runs ({summ.failed} failed), {summ.skipped} already stored, "

@@ -378,6 +378,24 @@ class Store:
             raise StoreError(f"could not save run {key}: {_orig(e)}") from e
         return True
 
+    def forget_failed(self, **filters: Any) -> int:
+        """Delete the failed runs matching ``filters`` (as in :meth:`runs`), in one transaction, so that the next
+        scoring runs them again (a failure caused by a loaded machine, say). Successful runs are never touched.
+
+        Returns:
+            The number of failed runs deleted.
+        """
+        r = RunRecord.__table__.c
+        ids = sa.select(r.id).where(r.status == "failed", *_filters(**filters))
+        with self._write_engine.begin() as conn:
+            run_ids = [i for (i,) in conn.execute(ids)]
+            if not run_ids:
+                return 0
+            for table in (MetricRecord.__table__, CheckpointRecord.__table__):
+                conn.execute(sa.delete(table).where(table.c.run_id.in_(run_ids)))
+            conn.execute(sa.delete(RunRecord.__table__).where(r.id.in_(run_ids)))
+        return len(run_ids)
+
     @staticmethod
     def _key_exists(conn: sa.Connection, key: tuple) -> bool:
         r = RunRecord.__table__.c

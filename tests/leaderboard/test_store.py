@@ -483,3 +483,19 @@ def test_another_schema_version_is_refused(store_url):
     with pytest.raises(StoreError, match=r"has tables \[.*'runs'.*\] but no 'tiltenv_schema' table"):
         Store(store_url)
     engine.dispose()
+
+
+def test_forget_failed_deletes_only_failed_runs(store_url):
+    from leaderboard.spec import CheckpointRow, RunResult, RunSpec
+
+    st = Store(store_url)
+    spec = lambda i: RunSpec("s", 1, "dev", "t", "tiltenv/Hump-v0", {}, i, 0)  # noqa: E731
+    ok = RunResult("a", "h" * 8, spec(0), "ok", metrics={"gold_value": 1.0},
+                   checkpoints=[CheckpointRow(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)])
+    bad = RunResult("a", "h" * 8, spec(1), "failed", reason="timeout", detail="slow machine")
+    assert st.save(ok) and st.save(bad)
+    assert st.forget_failed(suite="s", version=1, split="dev", code_hash="h" * 8) == 1
+    assert st.done_keys("h" * 8, "s", 1, "dev") == {("t", 0)}
+    assert len(st.checkpoints()) == 1 and st.failures().empty
+    assert st.forget_failed() == 0
+    assert st.save(bad)  # the key is free again
