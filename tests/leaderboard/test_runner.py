@@ -142,3 +142,17 @@ def test_sigkill_mid_suite_then_rerun_finishes_without_duplicates_or_gaps(tmp_pa
     assert len(df) == 8 and not df.duplicated(KEY).any() and (df["status"] == "ok").all()
     ck = store.checkpoints(suite="tiny", version=1, split="dev")
     assert set(map(tuple, ck[KEY].drop_duplicates().to_numpy().tolist())) == set(map(tuple, df[KEY].to_numpy().tolist()))
+
+
+def test_sqlite_and_postgresql_give_the_same_board(sqlite_url, postgresql_url):
+    from leaderboard import scoring
+
+    boards = []
+    for url in (sqlite_url, postgresql_url):
+        store = Store(url)
+        score([load_submission("tilt"), load_submission("best_of_n")], SUITE, store=store, limits=LIMITS,
+              progress=False)
+        runs = store.runs(suite="tiny", version=1, split="dev")
+        assert len(runs) == 8
+        boards.append(scoring.board(runs))
+    pd.testing.assert_frame_equal(boards[0], boards[1], check_exact=True)
