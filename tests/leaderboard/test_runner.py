@@ -154,5 +154,5 @@ def test_sqlite_and_postgresql_give_the_same_board(sqlite_url, postgresql_url):
               progress=False)
         runs = store.runs(suite="tiny", version=1, split="dev")
         assert len(runs) == 8
-        boards.append(scoring.board(runs))
+        boards.append(scoring.board(runs).drop(columns="median_fit_time"))  # wall time differs from run to run
     pd.testing.assert_frame_equal(boards[0], boards[1], check_exact=True)
