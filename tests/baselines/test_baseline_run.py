@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from baseline_helpers import SMALL
 
-from baselines import GRPOConfig, TrainBudget
+from baselines import BASELINES, GRPOConfig, TrainBudget
 from baselines.run import TRAJECTORY_METRICS, format_result, parse_overrides, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,16 @@ def test_train_scores_final_policy_and_trajectory():
     text = format_result(res)
     for needle in ("gold value", "proxy value", "KL", "value gap", "normalized score", "trajectory", "8192"):
         assert needle in text
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_last_trajectory_row_is_the_summary_for_every_baseline(name):
+    # issue 9: sb3_ppo printed gold 0.0580 / KL 1.7744 in its summary but 0.0519 / 1.3516 in its last row
+    over = ["device=cpu"] + (["n_envs=4", "n_steps=16", "batch_size=32"] if name == "sb3_ppo" else [])
+    res = train(name, "tiltenv/SingleIndex-v0", overrides=over, env_kwargs=SMALL,
+                budget=TrainBudget(proxy_queries=4096, n_checkpoints=4))
+    for key in TRAJECTORY_METRICS:
+        assert res.trajectory[-1][key] == pytest.approx(res.metrics[key], rel=1e-6, abs=1e-9), key
 
 
 def test_parse_overrides_types_and_errors():
