@@ -21,6 +21,7 @@ import torch
 
 from baselines import BASELINES, TrainBudget
 from baselines.run import _coerce, format_result, train
+from tiltenv.glossary import OVEROPTIMIZATION_RULE
 
 
 def _list() -> str:
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--json", action="store_true", help="print metrics and trajectory as JSON")
     p.add_argument("--list", action="store_true", help="list baselines and their config fields")
+    p.add_argument("--explain", action="store_true", help="append each printed metric's meaning and formula")
     args = p.parse_args(argv)
     if args.list:
         print(_list())
@@ -73,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             "config": dataclasses.asdict(res.config), "fit_time": res.fit_time, "proxy_queries": res.proxy_queries,
             "metrics": res.metrics, "trajectory": res.trajectory,
             "overoptimization": None if rep is None else {"drop": rep.drop, "overoptimized": rep.overoptimized,
-                                                          "peak_gold": rep.peak_gold, "kl_at_peak": rep.kl_at_peak},
+                                                          "peak_gold": rep.peak_gold, "kl_at_peak": rep.kl_at_peak,
+                                                          "tol": rep.tol, "rule": OVEROPTIMIZATION_RULE},
+            "notes": res.notes,
         }, indent=2, default=str))
     else:
-        print(format_result(res))
+        print(format_result(res, explain=args.explain))
+    for note in res.notes:
+        print(f"warning: {note}", file=sys.stderr)
     return 0
 
 
