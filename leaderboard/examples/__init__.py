@@ -1,0 +1,1 @@
+"""Example submissions written only against the public protocol (see ``leaderboard.submission``)."""

@@ -1,0 +1,747 @@
+"""Run a submission in its own sandboxed process; the proxy stays in the scorer behind a counting channel.
+
+:func:`run_agent` runs one (submission, task) in a **fresh child process** (see :mod:`leaderboard._child`)
+that receives only the public task, its proxy replaced by a stub. The scorer keeps the real proxy and
+serves the child's queries over two pipes with a small framed protocol (JSON header + raw little-endian
+float arrays); it never unpickles anything the child sends. What it enforces:
+
+* **Budget** — every candidate the child asks to score during ``fit`` is counted here, whatever the child's
+  ``count=False`` says; a query that would exceed ``budget.proxy_queries`` ends the run (``budget``).
+  Queries made while producing the checkpoints' outputs (Tilt/BestOfN score at deployment) are counted
+  apart as ``deploy_queries``, capped at ``(n_checkpoints + 2) · C · K``.
+* **Outputs** — every array the child returns is checked: float32/float64 only, declared shape matches the
+  byte length, shape ``(C, K)``, no NaN or +inf (−inf is probability 0), rows normalized
+  (``|logsumexp| ≤ 1e-3``) → otherwise ``invalid_output`` saying what was returned.
+* **Wall time** — every wait on the child has a deadline (``limits.wall_time`` from the start of the run);
+  past it the child's process group is killed (``timeout``).
+* **Memory** — ``RLIMIT_DATA = limits.memory_mb`` in the child (``RLIMIT_AS`` is not used: torch reserves
+  more address space than it touches and fails to import under a tight one), and the scorer polls the
+  resident memory of the child's process group while it waits (catches what ``RLIMIT_DATA`` does not count,
+  e.g. shared mappings). A ``MemoryError``/allocator failure in the child, a kill by this poll, or a
+  SIGKILL the scorer did not send (the kernel's OOM killer) → ``memory``.
+* **Isolation** — the child gets a scrubbed environment (``PATH``, ``LANG``/``LC_ALL``, ``PYTHONPATH``,
+  ``HOME`` = ``TMPDIR`` = its private working directory, which is also its cwd, thread counts
+  ``= limits.threads``): no salt, no ``TILTENV_*`` variable, no cache directory. It never sees θ*, the seed,
+  the judge or the evaluation gold: they are not in its memory (it is not forked from the scorer).
+  When the scorer runs as **root**, the child drops to a fresh unprivileged uid/gid per run (no
+  supplementary groups) and its working directory is chowned to it, so it cannot read root's 0600 salt
+  file, the proxy cache under root's home, ``/proc/<scorer>/environ`` or another run's files, nor signal
+  or trace other runs.
+
+  **Not protected when the scorer is not root**: the child runs as the scorer's user, so it can read every
+  file that user can (the salt file, the proxy cache — which holds the proxy's weights, i.e. a way around
+  the budget — and ``/proc/<scorer pid>/environ`` where ``TILTENV_SALT`` may be set) and signal the
+  scorer's other processes. Score untrusted submissions as root (in a container), as CI does.
+
+Processes: by default (``spawn="zygote"``) runs are forked from a **zygote**, a clean interpreter started
+once per scorer process with ``Popen([sys.executable, "-m", "leaderboard._child", "--zygote", ...])`` that
+has imported only libraries (never a world, judge, salt or seed); each run is still its own process with
+its own session, rlimits and uid, and it skips the 1-2 s import of torch. ``spawn="popen"`` starts one
+fresh interpreter per run instead. Either way a kill takes the child's whole process group (``setsid``);
+as root, any process left with the run's uid is killed too.
+
+Example:
+    >>> from tiltenv import TaskConfig, make_world            # doctest: +SKIP
+    >>> world = make_world(TaskConfig(d=4, K=8, n_labels=200, n_eval_contexts=64))
+    >>> out = run_agent(load_submission("tilt"), world.task, TrainBudget(proxy_queries=1024),
+    ...                 world.judge.eval_candidates, world.judge.eval_ref_logp, Limits(wall_time=60))
+    >>> out.logps.shape, out.proxy_queries
+    ((1, 64, 8), 0)
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import json
+import os
+import pickle
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from leaderboard._child import FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteProxy, check_array_specs, set_pipe_size, unpack_arrays
+from leaderboard.spec import Limits, SandboxFailure
+from leaderboard.submission import Submission
+
+__all__ = ["AgentOutcome", "run_agent", "RemoteRewardModel", "SPAWN_MODES", "NORMALIZATION_TOL", "shutdown"]
+
+#: How a run's process is started (see the module docstring).
+SPAWN_MODES = ("zygote", "popen")
+#: Rows of returned log-probabilities must have ``|logsumexp| <=`` this.
+NORMALIZATION_TOL = 1e-3
+#: Bound on the ``detail`` of a failure (characters).
+DETAIL_MAX = 4000
+#: How often (seconds) the scorer polls the child's resident memory while it waits.
+MEMORY_POLL_S = 0.2
+_BIG_UID_BASE = 2_000_000_000
+_NOBODY = 65534
+_run_counter = itertools.count()
+
+
+@dataclass
+class AgentOutcome:
+    """What a sandboxed agent run produced (validated by the scorer).
+
+    Attributes:
+        steps: checkpoint steps in order (step 0 = initial policy, last = fitted policy).
+        logps: ``(n_ckpt, C, K)`` float64 log-probabilities on the evaluation contexts, validated and
+            renormalized in float64 (``log_softmax``; each row was already within 1e-3 of normalized).
+        proxy_queries: candidates the scorer's side of the channel scored during ``fit``.
+        deploy_queries: candidates scored while the checkpoints produced their outputs (capped).
+        fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
+        wall_time: seconds of the whole sandboxed run, start of the process to its result.
+    """
+
+    steps: list[int]
+    logps: np.ndarray
+    proxy_queries: int
+    deploy_queries: int
+    fit_time: float
+    wall_time: float
+
+
+# ----------------------------------------------------------------------------------------------- environment
+def _package_root(name: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"cannot locate the {name!r} package")
+    return str(Path(list(spec.submodule_search_locations)[0]).resolve().parent)
+
+
+@functools.lru_cache(maxsize=1)
+def _library_paths() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_package_root(p) for p in ("tiltenv", "baselines", "leaderboard")))
+
+
+def _child_env(home: str, threads: int, extra_paths: tuple[str, ...] = ()) -> dict[str, str]:
+    """The child's entire environment: nothing of the scorer's but the locale."""
+    env = {
+        "PATH": os.pathsep.join(dict.fromkeys([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])),
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys([*extra_paths, *_library_paths()])),
+        "HOME": home,
+        "TMPDIR": home,
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(int(threads))
+    for var in ("LANG", "LC_ALL"):
+        if var in os.environ:
+            env[var] = os.environ[var]
+    return env
+
+
+def _private_paths() -> list[str]:
+    """Paths a root child must never be given a way into (the scorer's home and proxy cache)."""
+    from tiltenv.proxy_cache import cache_dir
+
+    return [os.path.expanduser("~"), str(cache_dir())]
+
+
+@functools.lru_cache(maxsize=1)
+def _big_uids_work() -> bool:
+    """Whether this kernel/namespace lets root switch to uids above 65535 (probed once with /bin/true)."""
+    true = shutil.which("true")
+    if os.geteuid() != 0 or true is None:
+        return False
+    try:
+        subprocess.run([true], user=_BIG_UID_BASE, group=_BIG_UID_BASE, extra_groups=[], check=True, timeout=10,
+                       env={}, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _run_ids() -> tuple[int, int] | tuple[None, None]:
+    """A fresh unprivileged uid/gid for one run when root (``nobody`` if large uids are not mapped)."""
+    if os.geteuid() != 0:
+        return None, None
+    if not _big_uids_work():
+        return _NOBODY, _NOBODY
+    uid = _BIG_UID_BASE + (os.getpid() % 100_000) * 1000 + next(_run_counter) % 1000
+    return uid, uid
+
+
+# ----------------------------------------------------------------------------------------------- zygote
+class _Zygote:
+    """The clean fork server (one per scorer process)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.home = tempfile.mkdtemp(prefix="tiltenv-zygote-")
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = parent_sock
+        env = _child_env(self.home, 1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "leaderboard._child", "--zygote", str(child_sock.fileno())],
+            pass_fds=[child_sock.fileno()], env=env, cwd=self.home, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )
+        child_sock.close()
+        self.sock.settimeout(120)
+        msg = json.loads(self.sock.recv(1 << 16) or b"{}")
+        if msg.get("op") != "ready":
+            raise RuntimeError(f"the sandbox zygote did not start (exit code {self.proc.poll()})")
+        self.sock.settimeout(30)
+
+    def alive(self) -> bool:
+        return self.pid == os.getpid() and self.proc.poll() is None
+
+    def request(self, req: dict[str, Any], fds: list[int] = ()) -> dict[str, Any]:
+        with self.lock:
+            data = json.dumps(req).encode()
+            if fds:
+                socket.send_fds(self.sock, [data], list(fds))
+            else:
+                self.sock.send(data)
+            reply = self.sock.recv(1 << 16)
+        if not reply:
+            raise RuntimeError("the sandbox zygote exited")
+        return json.loads(reply)
+
+    def close(self) -> None:
+        if self.pid != os.getpid():
+            return
+        try:
+            self.sock.close()
+            self.proc.kill()
+            self.proc.wait(5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_ZYGOTE: _Zygote | None = None
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def _zygote() -> _Zygote:
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or not _ZYGOTE.alive():
+            if _ZYGOTE is not None and _ZYGOTE.pid == os.getpid():
+                _ZYGOTE.close()
+            _ZYGOTE = _Zygote()
+        return _ZYGOTE
+
+
+def shutdown() -> None:
+    """Stop this process's zygote (also done at exit)."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is not None:
+            _ZYGOTE.close()
+            _ZYGOTE = None
+
+
+import atexit  # noqa: E402
+
+atexit.register(shutdown)
+
+
+# ----------------------------------------------------------------------------------------------- one child
+def _proc_stat(pid: str) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].split()
+
+
+def _group_rss_bytes(pgid: int) -> int:
+    """Resident memory of every process in the group ``pgid`` (Linux ``/proc``; 0 elsewhere)."""
+    if not os.path.isdir("/proc"):
+        return 0
+    page, total = os.sysconf("SC_PAGE_SIZE"), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _proc_stat(name)
+            if fields is not None and len(fields) > 21 and int(fields[2]) == pgid:
+                total += int(fields[21]) * page
+    return total
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process owned by ``uid`` (a run's own uid: catches children that left the group)."""
+    needle = f"Uid:\t{uid}\t".encode()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    if needle in f.read():
+                        os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+class _Child:
+    """The scorer's handle on one sandboxed process: spawn, framed I/O under deadline and memory watch, kill."""
+
+    def __init__(self, sub: Submission, limits: Limits, device: str, spawn: str) -> None:
+        if spawn not in SPAWN_MODES:
+            raise ValueError(f"spawn must be one of {SPAWN_MODES} (got {spawn!r}).")
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a leaderboard.spec.Limits (got {type(limits).__name__}).")
+        self.limits, self.sub = limits, sub
+        self.pgid: int | None = None
+        self.killed_by_us = False
+        self.spawn_mode = spawn
+        self.popen: subprocess.Popen | None = None
+        self._fds: list[int] = []
+        self.tmp = tempfile.mkdtemp(prefix="tiltenv-run-")
+        self.uid, self.gid = _run_ids()
+        self.file = None
+        if sub.kind == "file":  # a private copy, readable by the run's uid
+            os.makedirs(os.path.join(self.tmp, "submission"))
+            self.file = os.path.join(self.tmp, "submission", os.path.basename(sub.target))
+            shutil.copyfile(sub.target, self.file)
+        self.log = open(os.path.join(self.tmp, "stderr.log"), "w+b")  # read back through this fd only
+        if self.uid is not None:
+            for root, dirs, files in os.walk(self.tmp):
+                for p in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                    os.lchown(p, self.uid, self.gid)
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        for fd in (p2c_w, c2p_w):
+            set_pipe_size(fd)
+        extra = (sub.root,) if sub.kind == "module" and sub.root else ()
+        cfg = {
+            "cwd": self.tmp, "env": _child_env(self.tmp, limits.threads, extra), "memory_mb": int(limits.memory_mb),
+            "threads": int(limits.threads), "uid": self.uid, "gid": self.gid, "private": _private_paths(),
+        }
+        self.zygote = _zygote() if spawn == "zygote" else None  # started once per scorer process, not charged
+        self.started = time.monotonic()
+        self.deadline = self.started + float(limits.wall_time)
+        self._left = float(limits.wall_time)
+        try:
+            if self.zygote is not None:
+                zyg = self.zygote
+                reply = zyg.request({"op": "fork", "config": cfg}, [p2c_r, c2p_w, self.log.fileno()])
+                self.pid = int(reply["pid"])
+            else:
+                cfg.update(rfd=p2c_r, wfd=c2p_w)
+                self.popen = subprocess.Popen(
+                    [sys.executable, "-m", "leaderboard._child", "--run", json.dumps(cfg)],
+                    pass_fds=(p2c_r, c2p_w), env=cfg["env"], cwd=self.tmp, start_new_session=True,
+                    stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                )
+                self.pid = self.popen.pid
+        finally:
+            os.close(p2c_r)
+            os.close(c2p_w)
+        self.pgid = self.pid
+        self._fds = [c2p_r, p2c_w]
+        for fd in self._fds:
+            os.set_blocking(fd, False)
+        self._last_poll = 0.0
+        self.chan = Channel(c2p_r, p2c_w, wait=self._wait)
+
+    # -- clock: agents run against one deadline; a reward model is charged only while the scorer waits on it
+    def pause_clock(self) -> None:
+        self._left = self.deadline - time.monotonic()
+        self.deadline = float("inf")
+
+    def resume_clock(self) -> None:
+        self.deadline = time.monotonic() + self._left
+
+    # -- waiting
+    def _wait(self, fd: int, for_write: bool) -> None:
+        now = time.monotonic()
+        if now >= self.deadline:
+            self.fail("timeout", f"the run exceeded its wall-time limit of {self.limits.wall_time:g} s and was killed")
+        if now - self._last_poll >= MEMORY_POLL_S:
+            self._last_poll = now
+            rss = _group_rss_bytes(self.pgid)
+            if rss > int(self.limits.memory_mb) << 20:
+                self.fail("memory", f"resident memory of the run's processes reached {rss / 2**20:.0f} MiB "
+                                    f"> limit {self.limits.memory_mb} MiB; killed")
+        timeout = max(0.0, min(self.deadline - now, MEMORY_POLL_S))
+        if for_write:
+            select.select([], [fd], [], timeout)
+        else:
+            select.select([fd], [], [], timeout)
+
+    # -- failures
+    def kill(self) -> None:
+        if self.pgid is not None:
+            self.killed_by_us = True
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def fail(self, reason: str, detail: str) -> None:
+        self.kill()
+        raise SandboxFailure(reason, detail[:DETAIL_MAX])
+
+    def exit_status(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        if self.popen is not None:
+            try:
+                code = self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+            return {"exitcode": code, "signal": None} if code >= 0 else {"exitcode": None, "signal": -code}
+        try:
+            return self.zygote.request({"op": "wait", "pid": self.pid, "timeout": timeout}).get("status")
+        except (OSError, RuntimeError, ValueError):
+            return None
+
+    def stderr_tail(self, n: int = 1500) -> str:
+        try:
+            size = os.fstat(self.log.fileno()).st_size
+            self.log.seek(max(0, size - n))
+            return self.log.read(n).decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def died(self, why: str) -> None:
+        """The channel closed without a result: decide between ``memory`` (OOM kill) and ``protocol``."""
+        killed_by_us = self.killed_by_us
+        status = self.exit_status()
+        tail = self.stderr_tail()
+        if status is None:
+            self.kill()
+            how = "closed its channel"
+        elif status["signal"] is not None:
+            name = signal.Signals(status["signal"]).name if status["signal"] in signal.Signals._value2member_map_ else status["signal"]
+            if status["signal"] == signal.SIGKILL and not killed_by_us:
+                raise SandboxFailure("memory", f"the child was killed by SIGKILL it did not get from the scorer "
+                                               f"(most likely the kernel's OOM killer); stderr: {tail}"[:DETAIL_MAX])
+            how = f"was killed by signal {name}"
+        else:
+            how = f"exited with code {status['exitcode']}"
+        self.fail("protocol", f"the child {how} {why}" + (f"; last stderr lines:\n{tail}" if tail else "; no stderr output"))
+
+    # -- frames
+    def send(self, header: dict[str, Any], arrays=(), raw: bytes | None = None) -> None:
+        try:
+            self.chan.send(header, arrays, raw)
+        except (BrokenPipeError, EOFError):
+            self.died(f"while the scorer was sending {header['op']!r}")
+
+    def recv_header(self, expecting: str) -> tuple[dict[str, Any], int]:
+        """Next frame header; a child-reported error becomes its :class:`SandboxFailure`."""
+        try:
+            header, plen = self.chan.recv_header()
+        except EOFError:
+            self.died(f"before sending {expecting}")
+        except ProtocolError as e:
+            self.fail("protocol", f"malformed frame while expecting {expecting}: {e}")
+        if header["op"] == "error":
+            self.child_error(header, plen)
+        return header, plen
+
+    def recv_arrays(self, header: dict[str, Any], plen: int) -> list[np.ndarray]:
+        try:
+            specs = check_array_specs(header, plen, FLOAT_DTYPES)
+        except ProtocolError as e:
+            self.fail("protocol", f"bad {header['op']!r} frame: {e}")
+        try:
+            return unpack_arrays(specs, self.chan.recv_payload(plen))
+        except EOFError:
+            self.died(f"in the middle of a {header['op']!r} frame")
+
+    def child_error(self, header: dict[str, Any], plen: int) -> None:
+        kind = header.get("kind")
+        reason = kind if kind in ("load", "memory", "invalid_output") else "error"
+        text = f"{str(header.get('type', 'Exception'))[:100]}: {str(header.get('message', ''))[:DETAIL_MAX]}"
+        tb = str(header.get("traceback", ""))
+        stage = str(header.get("stage", "?"))[:20]
+        self.fail(reason, f"[{stage}] {text}" + (f"\n{tb[-2000:]}" if tb and reason != "invalid_output" else ""))
+
+    def expect(self, op: str) -> dict[str, Any]:
+        header, plen = self.recv_header(repr(op))
+        if header["op"] != op or plen:
+            self.fail("protocol", f"expected {op!r}, the child sent {str(header['op'])[:40]!r} ({plen} payload bytes)")
+        return header
+
+    def close(self) -> None:
+        self.kill()
+        if self.popen is not None:
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        elif self.pgid is not None:
+            self.exit_status(2.0)  # reap it in the zygote
+        if self.uid is not None and self.uid != _NOBODY:
+            _kill_uid(self.uid)
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+        try:
+            self.log.close()
+        except OSError:
+            pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _public_copy(task: Any, proxy: torch.nn.Module) -> Any:
+    """The task as the child gets it: a fresh counter and ``proxy`` (a stub) instead of the real proxy."""
+    from tiltenv.world import Budget, PublicTask
+
+    if not isinstance(task, PublicTask):
+        raise TypeError(f"task must be a tiltenv PublicTask (got {type(task).__name__}).")
+    public = copy.copy(task)
+    public.proxy = proxy
+    public._proxy_on = {torch.device("cpu"): proxy}
+    public.budget = Budget()
+    return public
+
+
+def _start_payload(sub: Submission, track: str, public: Any, budget: Any, device: str, file: str | None) -> bytes:
+    info = {"name": sub.name, "ref": sub.ref, "kind": sub.kind, "target": sub.target, "factory": sub.factory,
+            "config": dict(sub.config), "root": sub.root}
+    return pickle.dumps({"submission": info, "track": track, "task": public, "budget": budget, "device": str(device),
+                         "file": file}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _serve_proxy(child: _Child, proxy: torch.nn.Module, d: int, header: dict[str, Any], plen: int,
+                 left: int, what: str) -> int:
+    """Score one ``proxy`` request if it fits in ``left`` candidates; returns the number scored."""
+    try:
+        specs = check_array_specs(header, plen, FLOAT_DTYPES)
+    except ProtocolError as e:
+        child.fail("protocol", f"bad proxy request: {e}")
+    if len(specs) != 1 or len(specs[0][1]) < 1 or specs[0][1][-1] != d:
+        child.fail("protocol", f"a proxy request must be one (..., d={d}) array (got {[list(s) for _, s in specs]})")
+    n = int(np.prod(specs[0][1][:-1], dtype=np.int64))
+    if n > left:
+        child.fail("budget", f"asked to score {n} candidates with {left} left of the {what}")
+    (x,) = unpack_arrays(specs, child.chan.recv_payload(plen))
+    with torch.no_grad():
+        y = proxy(torch.from_numpy(x))
+    child.send({"op": "proxy_ok"}, [y.detach().cpu().numpy()])
+    return n
+
+
+def _validate_logp(arr: np.ndarray, C: int, K: int, what: str) -> np.ndarray:
+    """A returned (C, K) log-probability array → float64, renormalized; ``invalid_output`` otherwise."""
+    if arr.shape != (C, K):
+        raise SandboxFailure("invalid_output", f"{what} returned shape {tuple(arr.shape)}, expected (C, K) = ({C}, {K})")
+    a = arr.astype(np.float64, copy=False)
+    nan, pinf = np.isnan(a), np.isposinf(a)
+    for mask, name in ((nan, "NaN"), (pinf, "+inf")):
+        if mask.any():
+            c, k = np.argwhere(mask)[0]
+            raise SandboxFailure("invalid_output", f"{what} returned {int(mask.sum())} {name} value(s) "
+                                                   f"(first at context {c}, candidate {k}); log-probabilities must be finite or -inf")
+    lse = torch.logsumexp(torch.from_numpy(a), dim=-1).numpy()
+    bad = ~(np.abs(lse) <= NORMALIZATION_TOL)
+    if bad.any():
+        c = int(np.argmax(np.where(np.isfinite(lse), np.abs(lse), np.inf)))
+        raise SandboxFailure("invalid_output", f"{what} returned rows that are not normalized log-probabilities: "
+                                               f"{int(bad.sum())} of {C} rows have |logsumexp| > {NORMALIZATION_TOL:g} "
+                                               f"(context {c}: logsumexp = {lse[c]:.4g}; probabilities or logits instead of log-probabilities?)")
+    return torch.log_softmax(torch.from_numpy(a), dim=-1).numpy()
+
+
+def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Tensor, eval_ref_logp: torch.Tensor,
+              limits: Limits, *, device: str = "cpu", spawn: str = "zygote") -> AgentOutcome:
+    """Train an agent submission on ``task`` in a sandboxed child and get its checkpoints' log-probabilities.
+
+    Args:
+        sub: a :class:`~leaderboard.submission.Submission` of the ``agent`` track.
+        task: the :class:`tiltenv.PublicTask` (its proxy stays here; the child gets a counting stub).
+        budget: the :class:`baselines.TrainBudget` (``proxy_queries`` is enforced here).
+        eval_candidates: ``(C, K, d)`` contexts the checkpoints are evaluated on (the judge's).
+        eval_ref_logp: ``(C, K)`` log π_ref on them.
+        limits: :class:`~leaderboard.spec.Limits` (wall time, memory, threads).
+        device: the agent's device (``"cpu"``, ``"cuda"``): a baseline's ``device`` field unless its config
+            sets one; a factory with a ``device`` parameter receives it. Arrays cross the channel on the CPU.
+        spawn: ``"zygote"`` (fork from a clean pre-imported interpreter) or ``"popen"`` (fresh interpreter).
+    Returns:
+        :class:`AgentOutcome`.
+    Raises:
+        SandboxFailure: ``error``, ``timeout``, ``memory``, ``budget``, ``invalid_output``, ``protocol`` or
+            ``load`` (see :data:`leaderboard.spec.FAILURE_REASONS`).
+        TypeError, ValueError: bad arguments (not a failure of the submission).
+    """
+    from baselines.base import TrainBudget
+
+    if not isinstance(sub, Submission) or sub.track != "agent":
+        raise TypeError(f"run_agent needs an agent-track Submission (got {sub!r}).")
+    if not isinstance(budget, TrainBudget):
+        raise TypeError(f"budget must be a baselines.TrainBudget (got {type(budget).__name__}).")
+    cand = torch.as_tensor(eval_candidates).detach().cpu()
+    ref = torch.as_tensor(eval_ref_logp).detach().cpu()
+    if cand.ndim != 3 or ref.shape != cand.shape[:2]:
+        raise ValueError(f"eval_candidates must be (C, K, d) and eval_ref_logp (C, K) (got {tuple(cand.shape)}, {tuple(ref.shape)}).")
+    C, K, d = cand.shape
+    proxy = task.proxy
+    public = _public_copy(task, RemoteProxy(getattr(proxy, "kind", "proxy"), task.d))
+    child = _Child(sub, limits, device, spawn)
+    try:
+        child.send({"op": "start", "payload": "pickle"}, raw=_start_payload(sub, "agent", public, budget, device, child.file))
+        child.expect("ready")
+        fit_started = time.monotonic()
+        used = 0
+        while True:
+            header, plen = child.recv_header("a proxy query or the end of fit")
+            if header["op"] == "proxy":
+                used += _serve_proxy(child, proxy, d, header, plen, budget.proxy_queries - used,
+                                     f"budget of {budget.proxy_queries} proxy queries ({used} used)")
+            elif header["op"] == "fit_done" and not plen:
+                break
+            else:
+                child.fail("protocol", f"unexpected {str(header['op'])[:40]!r} frame during fit")
+        fit_time = time.monotonic() - fit_started
+        steps = header.get("steps")
+        cap = budget.n_checkpoints + 2
+        if (not isinstance(steps, list) or not 1 <= len(steps) <= cap
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps)
+                or any(b < a for a, b in zip(steps, steps[1:]))):
+            child.fail("protocol", f"fit_done must list 1 to {cap} non-decreasing steps >= 0 (got {str(steps)[:200]})")
+        child.send({"op": "eval"}, [cand.numpy(), ref.numpy()])
+        deploy_cap, deploy = (budget.n_checkpoints + 2) * C * K, 0
+        logps = np.empty((len(steps), C, K), dtype=np.float64)
+        for i, step in enumerate(steps):
+            while True:
+                header, plen = child.recv_header(f"checkpoint {i}'s log-probabilities")
+                if header["op"] != "proxy":
+                    break
+                deploy += _serve_proxy(child, proxy, d, header, plen, deploy_cap - deploy,
+                                       f"deployment cap of (n_checkpoints + 2)·C·K = {deploy_cap} queries")
+            if header["op"] != "logp" or header.get("index") != i:
+                child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")
+            (arr,) = child.recv_arrays(header, plen) if _one_array(header) else child.fail(
+                "invalid_output", f"checkpoint {i} (step {step}) must return one (C, K) array (got {str(header.get('arrays'))[:200]})")
+            try:
+                logps[i] = _validate_logp(arr, C, K, f"checkpoint {i} (step {step})")
+            except SandboxFailure:
+                child.kill()
+                raise
+        child.expect("done")
+        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started)
+    finally:
+        child.close()
+
+
+def _one_array(header: dict[str, Any]) -> bool:
+    specs = header.get("arrays")
+    return isinstance(specs, list) and len(specs) == 1
+
+
+class RemoteRewardModel:
+    """A reward-model submission fitted in a sandboxed child; the scorer queries its scores.
+
+    The child gets the public task without its proxy, calls ``fit(task.preferences)`` (pointwise tasks:
+    ``task.pointwise``), then answers ``score`` requests. ``limits.wall_time`` is charged only while the
+    scorer waits on the child (fit and each score call), not while it computes with the scores.
+
+    Args:
+        sub: a :class:`~leaderboard.submission.Submission` of the ``reward_model`` track.
+        task: the :class:`tiltenv.PublicTask`.
+        limits: :class:`~leaderboard.spec.Limits`.
+        device: passed to a factory with a ``device`` parameter.
+        spawn: see :func:`run_agent`.
+    Raises:
+        SandboxFailure: the child failed to load or fit (and later, to score).
+
+    Example:
+        >>> with RemoteRewardModel(sub, world.task, Limits()) as rm:   # doctest: +SKIP
+        ...     r = rm.score(candidates)            # (..., d) -> (...) float64
+    """
+
+    def __init__(self, sub: Submission, task: Any, limits: Limits, *, device: str = "cpu", spawn: str = "zygote") -> None:
+        if not isinstance(sub, Submission) or sub.track != "reward_model":
+            raise TypeError(f"RemoteRewardModel needs a reward_model-track Submission (got {sub!r}).")
+        self.d = int(task.d)
+        self.failure: SandboxFailure | None = None
+        public = _public_copy(task, NoProxy(getattr(task.proxy, "kind", "proxy"), task.d))
+        self._child: _Child | None = _Child(sub, limits, device, spawn)
+        started = time.monotonic()
+        try:
+            self._child.send({"op": "start", "payload": "pickle"},
+                             raw=_start_payload(sub, "reward_model", public, None, device, self._child.file))
+            self._child.expect("ready")
+            self._child.expect("fit_done")
+        except SandboxFailure as e:
+            self.failure = e
+            self.close()
+            raise
+        self.fit_time = time.monotonic() - started
+        self._child.pause_clock()
+
+    def score(self, candidates: Any) -> torch.Tensor:
+        """Scores of ``candidates`` ``(..., d)`` → ``(...)`` float64 (CPU).
+
+        Raises:
+            SandboxFailure: the child failed (``invalid_output`` for NaN/inf or a wrong shape); every later
+                call raises the same failure.
+        """
+        if self.failure is not None:
+            raise self.failure
+        if self._child is None:
+            raise RuntimeError("this RemoteRewardModel is closed.")
+        x = torch.as_tensor(candidates).detach().cpu()
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"candidates must have last dimension d={self.d} (got shape {tuple(x.shape)}).")
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.to(torch.float32)
+        child = self._child
+        child.resume_clock()
+        try:
+            child.send({"op": "score"}, [x.contiguous().numpy()])
+            header, plen = child.recv_header("scores")
+            if header["op"] != "scores" or not _one_array(header):
+                child.fail("protocol", f"expected one scores array, got {str(header['op'])[:40]!r}")
+            (y,) = child.recv_arrays(header, plen)
+            want = tuple(x.shape[:-1])
+            if y.shape != want:
+                child.fail("invalid_output", f"score() returned shape {tuple(y.shape)}, expected {want}")
+            bad = ~np.isfinite(y)
+            if bad.any():
+                n_nan = int(np.isnan(y).sum())
+                child.fail("invalid_output", f"score() returned {n_nan} NaN and {int(bad.sum()) - n_nan} inf value(s)")
+        except SandboxFailure as e:
+            self.failure = e
+            self.close()
+            raise
+        child.pause_clock()
+        return torch.from_numpy(y.astype(np.float64))
+
+    def close(self) -> None:
+        """Stop the child (idempotent)."""
+        if self._child is not None:
+            child, self._child = self._child, None
+            try:
+                if self.failure is None:
+                    child.chan.send({"op": "close"})
+            except Exception:  # noqa: BLE001 - it may be gone already
+                pass
+            child.close()
+
+    def __enter__(self) -> "RemoteRewardModel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
