@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -87,3 +88,43 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be {DEVICES} (got {device!r}).")
     return dev
+
+
+#: Default torch intra-op thread count of the command-line entry points (scripts/train.py, scripts/bench_*.py,
+#: ``tiltenv sweep``). Measured on a shared 2-core machine (README, "Threads"): these workloads are many small
+#: tensor ops, where one thread is as fast as two when the machine is idle and much faster when it is busy.
+DEFAULT_THREADS = 1
+
+
+def check_threads(value: Any) -> int | None:
+    """``--threads`` value → an int ≥ 1, or None for ``auto`` (torch's default: one per core)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"--threads must be a positive integer or 'auto' (got {value!r}).") from None
+    limit = 4 * (os.cpu_count() or 1)
+    if not 1 <= n <= limit:
+        raise ValueError(f"--threads must be between 1 and {limit} (4 × the {os.cpu_count()} cores) or 'auto' (got {n}).")
+    return n
+
+
+def add_threads_argument(parser: Any, default: int | str = DEFAULT_THREADS) -> None:
+    """Add ``--threads N|auto`` to an argparse parser (validated by :func:`apply_threads`)."""
+    parser.add_argument("--threads", default=str(default), metavar="N",
+                        help="torch intra-op threads, or 'auto' for one per core (default: %(default)s; see README)")
+
+
+def apply_threads(parser: Any, value: Any) -> int:
+    """Validate ``--threads`` and call ``torch.set_num_threads``; a bad value exits with one line and code 2."""
+    import sys
+
+    try:
+        n = check_threads(value)
+    except ValueError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
