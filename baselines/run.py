@@ -112,6 +112,18 @@ def parse_overrides(config_cls: type, overrides: Sequence[str] | Mapping[str, An
     return items
 
 
+def check_env_id(env_id: Any) -> str:
+    """A registered tiltenv id, else a ValueError naming the closest one (no Gymnasium traceback)."""
+    ids = sorted(k for k in gym.registry if k.startswith("tiltenv/"))
+    if not isinstance(env_id, str):
+        raise ValueError(f"env id must be a string, one of {ids} (got {env_id!r}).")
+    name = env_id.split(":", 1)[1] if ":" in env_id else env_id
+    if name not in ids:
+        what = "is not a tiltenv task" if name in gym.registry else "is not registered"
+        raise ValueError(f"env id {env_id!r} {what}; tiltenv ids are {ids}." + suggest(name, ids))
+    return env_id
+
+
 def trajectory_row(policy: Any, judge: Any) -> dict[str, float]:
     """The trajectory metrics of one policy on the judge's evaluation contexts (exact)."""
     logp = policy_logp(policy, judge.eval_candidates, judge.eval_ref_logp)
@@ -146,6 +158,7 @@ def train(
     Returns:
         :class:`TrainResult`.
     """
+    check_env_id(env_id)
     agent_cls, config_cls = get_baseline(baseline)
     kwargs = parse_overrides(config_cls, overrides)
     if seed is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -30,11 +31,38 @@ def check_choice(field: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
+class ParameterTypeError(TypeError):
+    """A parameter of the wrong type. A ``TypeError`` (so ``except TypeError`` keeps working) whose message reads
+    the same through ``gym.make``: Gymnasium re-raises a creator's TypeError as ``type(e)(f"{e} was raised from the
+    environment creator for ... with kwargs (...)")`` — a 400-character suffix listing every kwarg — and this class
+    drops that suffix (the original error stays chained as ``__cause__``)."""
+
+    _GYM_SUFFIX = " was raised from the environment creator for "
+
+    def __init__(self, message: object = "") -> None:
+        text = str(message)
+        if self._GYM_SUFFIX in text:
+            text = text.split(self._GYM_SUFFIX, 1)[0]
+        super().__init__(text)
+
+
+def _kind(value: Any) -> str:
+    return "a string" if isinstance(value, str) else f"of type {type(value).__name__}"
+
+
 def check_int(field: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-        hasattr(value, "__index__") and not isinstance(value, float)
-    ):
-        raise TypeError(f"{field} must be an integer (got {value!r} of type {type(value).__name__}).")
+    """An integer field. The one numeric type rule (shared with :func:`check_float`): numbers only — no strings,
+    no booleans; an integer field takes any integral number (``16``, ``16.0``, ``np.int64(16)``)."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise ParameterTypeError(f"{field} must be an integer (got {value!r}, {_kind(value)}).")
+    if not hasattr(value, "__index__"):
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ParameterTypeError(f"{field} must be an integer (got {value!r}, {_kind(value)}).") from None
+        if not math.isfinite(as_float) or not as_float.is_integer():
+            raise ValueError(f"{field} must be an integer (got {value!r}, not a whole number).")
+        value = int(as_float)
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         lo = f"[{low}" if low is not None else "(-inf"
@@ -53,12 +81,12 @@ def check_float(
     high_open: bool = False,
     allow_inf: bool = False,
 ) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{field} must be a real number (got {value!r}).")
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise ParameterTypeError(f"{field} must be a real number (got {value!r}, {_kind(value)}).")
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{field} must be a real number (got {value!r}).") from None
+        raise ParameterTypeError(f"{field} must be a real number (got {value!r}, {_kind(value)}).") from None
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
         raise ValueError(f"{field} must be a finite number (got {value}).")
     lo_bad = low is not None and (value <= low if low_open else value < low)
@@ -128,3 +156,51 @@ def apply_threads(parser: Any, value: Any) -> int:
     if n is not None:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: message`` on stderr, exit code 2 (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        import sys
+
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+#: Largest footprint any one tiltenv object may plan for, whatever the machine: 8 GiB.
+MAX_FOOTPRINT_BYTES = 8 * 2**30
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the OS reports available (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+def check_footprint(what: str, n_bytes: int, terms: str, fix: str, *, against_available: bool = True) -> None:
+    """Refuse, before allocating, a plan whose estimated memory exceeds :data:`MAX_FOOTPRINT_BYTES` or (when
+    ``against_available``) the memory available now.
+
+    Args:
+        what: what would be allocated (``"the task's contexts"``).
+        n_bytes: the estimate; terms: how it was computed, naming the parameters; fix: which to lower.
+    Raises:
+        ValueError: naming the parameters, the estimate and the limit.
+    """
+    limit, why = MAX_FOOTPRINT_BYTES, f"the {_gib(MAX_FOOTPRINT_BYTES)} limit"
+    avail = available_memory() if against_available else None
+    if avail is not None and avail < limit:
+        limit, why = avail, f"the {_gib(avail)} of memory available now"
+    if n_bytes > limit:
+        raise ValueError(f"{what} would need about {_gib(n_bytes)} ({terms}), more than {why}; {fix}.")

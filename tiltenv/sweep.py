@@ -11,7 +11,6 @@ temperature: they score each policy on the task's objective J_β. Formulas: docs
 
 from __future__ import annotations
 
-import argparse
 import ast
 import math
 import sys
@@ -20,7 +19,7 @@ import gymnasium as gym
 import pandas as pd
 
 import tiltenv
-from tiltenv._validation import add_threads_argument, apply_threads
+from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads
 from tiltenv.evaluation import overoptimization_report, resolve_judge
 from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
@@ -67,7 +66,7 @@ def explain() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tiltenv sweep", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="tiltenv sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="tiltenv/Hump-v0", help="registered env id (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="task parameter override")
     parser.add_argument("--explain", action="store_true", help="print what every column means (with formulas) and exit")
