@@ -248,10 +248,61 @@ def _show_board(st, suite: str, version: int, split: str, track: str = "agent") 
     if runs.empty:
         raise UserError(f"no results for suite {suite!r} v{version} ({split}, {track}) in this database; run `tiltenv score` first.")
     b = scoring.board(runs)
-    console.print(_rich_table(b, title=f"{suite} v{version} — {split} split — ranked by IQM of normalized score (95% CI)"))
+    console.print(_rich_table(_board_view(b, track),
+                              title=f"{suite} v{version} — {split} split — ranked by IQM of {b['metric'].iloc[0]}"))
+    console.print(BOARD_LEGEND[track], highlight=False)
     fails = st.failures(suite=suite, version=version, split=split)
     if len(fails):
         console.print(f"[yellow]{len(fails)} failed runs[/] (tiltenv report lists them with their reasons)")
+
+
+#: Board columns shown in the terminal: (header, column of scoring.board, format).
+_BOARD_VIEW = {
+    "agent": (("value gap", "value_gap", "{:.3f}"), ("KL", "kl", "{:.3f}"), ("KL-matched gap", "kl_matched_gap", "{:.3f}"),
+              ("reward var", "reward_variance_policy", "{:.3f}"), ("proxy-gold", "proxy_gold_gap", "{:+.3f}"),
+              ("overopt.", "overoptimization_rate", "{:.0%}"), ("fit s", "median_fit_time", "{:.1f}")),
+    "reward_model": (("acc on", "acc_onpolicy", "{:.3f}"), ("acc off", "acc_offpolicy", "{:.3f}"),
+                     ("spearman", "spearman", "{:.3f}"), ("BoN peak gold", "bon_peak_gold", "{:.3f}"),
+                     ("tilt gap", "tilt_value_gap", "{:.3f}"), ("RLOO score", "rloo_normalized_score", "{:.3f}"),
+                     ("overopt.", "overoptimization_rate", "{:.0%}")),
+}
+BOARD_LEGEND = {
+    "agent": (
+        "IQM / mean: interquartile mean and mean of the normalized score (J_β(π) − J_β(π_ref)) / (J*_β − J_β(π_ref)) "
+        "over runs (1 = the gold optimum, 0 = π_ref; a failed run counts 0), [95% stratified-bootstrap CI]. "
+        "value gap: J*_β − J_β(π). KL: KL(π‖π_ref). KL-matched gap: best gold at that KL minus the policy's gold. "
+        "reward var: the proxy's variance under π per context. proxy-gold: proxy value − gold value. "
+        "overopt.: runs whose gold fell from its peak along training by more than the tolerance."
+    ),
+    "reward_model": (
+        "Reward models are scored by fixed optimizers on their scores: IQM/mean of the tilt's normalized score at the "
+        "task's β; acc on/off: pairwise ranking accuracy under π_ref / an optimized policy; spearman: rank correlation "
+        "with the gold per context; BoN peak gold: best gold along the exact best-of-n sweep; RLOO score: normalized "
+        "score of RLOO trained on the reward model."
+    ),
+}
+
+
+def _board_view(b, track: str):
+    """The board with CIs folded into one cell and the track's columns formatted."""
+    import math
+
+    import pandas as pd
+
+    def ci(p, lo, hi):
+        return "" if math.isnan(p) else f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    def fmt(f, v):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v)
+
+    rows = []
+    for _, r in b.iterrows():
+        row = {"rank": int(r["rank"]), "submission": r["submission"], "runs": int(r["runs"]), "failed": int(r["failed"]),
+               "IQM [95% CI]": ci(r["iqm"], r["iqm_lo"], r["iqm_hi"]), "mean [95% CI]": ci(r["mean"], r["mean_lo"], r["mean_hi"])}
+        for head, col, f in _BOARD_VIEW[track]:
+            row[head] = fmt(f, r.get(col, math.nan))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _write_report(st, s, split: str, out: Path) -> None:

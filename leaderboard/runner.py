@@ -237,8 +237,9 @@ def score(
         summary.scored += 1
         summary.failed += not res.ok
         summary.results.append(res)
+        score_key = "normalized_score" if res.spec.track == "agent" else "tilt_normalized_score"
         what = f"{res.submission} {res.spec.task_key}#{res.spec.seed_index}: " + (
-            f"{res.metrics.get('normalized_score', float('nan')):+.3f}" if res.ok else f"FAILED ({res.reason})")
+            f"{score_key} {res.metrics.get(score_key, float('nan')):+.3f}" if res.ok else f"FAILED ({res.reason})")
         prog.update(bar, advance=1, last=what)
         if on_result is not None:
             on_result(res)

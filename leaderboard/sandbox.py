@@ -66,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from leaderboard._child import FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteProxy, check_array_specs, set_pipe_size, unpack_arrays
+from leaderboard._child import (FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteProxy, _reachable, check_array_specs,
+                                set_pipe_size, unpack_arrays)
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import Submission
 
@@ -152,7 +154,31 @@ def _private_paths() -> list[str]:
     """Paths a root child must never be given a way into (the scorer's home and proxy cache)."""
     from tiltenv.proxy_cache import cache_dir
 
-    return [os.path.expanduser("~"), str(cache_dir())]
+    paths = [os.path.expanduser("~"), str(cache_dir())]
+    try:
+        from leaderboard.seeds import default_salt_file
+
+        paths.append(str(default_salt_file()))
+    except ImportError:  # pragma: no cover - seeds is part of the package
+        pass
+    return paths
+
+
+_warned_cache = False
+
+
+def _warn_if_cache_reachable(uid: int | None, gid: int | None) -> None:
+    """Warn once when the run's uid could read the proxy cache (it holds the proxies' weights)."""
+    global _warned_cache
+    from tiltenv.proxy_cache import cache_dir
+
+    if _warned_cache or uid is None:
+        return
+    path = cache_dir()
+    if path.is_dir() and _reachable(str(path), uid, gid):
+        _warned_cache = True
+        warnings.warn(f"the proxy cache {path} is readable by the sandbox's uid (its weights would let a submission "
+                      "score candidates outside the budget): keep it under a private (0700) directory.", stacklevel=3)
 
 
 @functools.lru_cache(maxsize=1)
@@ -309,6 +335,7 @@ class _Child:
         self._fds: list[int] = []
         self.tmp = tempfile.mkdtemp(prefix="tiltenv-run-")
         self.uid, self.gid = _run_ids()
+        _warn_if_cache_reachable(self.uid, self.gid)
         self.file = None
         if sub.kind == "file":  # a private copy, readable by the run's uid
             os.makedirs(os.path.join(self.tmp, "submission"))
@@ -460,6 +487,12 @@ class _Child:
         except EOFError:
             self.died(f"in the middle of a {header['op']!r} frame")
 
+    def read_into(self, view: memoryview, what: str) -> None:
+        try:
+            self.chan._read_into(view)
+        except EOFError:
+            self.died(f"in the middle of {what}")
+
     def child_error(self, header: dict[str, Any], plen: int) -> None:
         kind = header.get("kind")
         reason = kind if kind in ("load", "memory", "invalid_output") else "error"
@@ -537,25 +570,36 @@ def _serve_proxy(child: _Child, proxy: torch.nn.Module, d: int, header: dict[str
     return n
 
 
-def _validate_logp(arr: np.ndarray, C: int, K: int, what: str) -> np.ndarray:
-    """A returned (C, K) log-probability array → float64, renormalized; ``invalid_output`` otherwise."""
+def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray) -> None:
+    """Check a returned (C, K) log-probability array and write it, renormalized in float64, into ``out``.
+
+    One pass in the good case: a row's logsumexp is NaN if the row has a NaN, +inf if it has a +inf, and
+    off 0 if it is not normalized; only failing rows are diagnosed.
+
+    Raises:
+        SandboxFailure: ``invalid_output`` naming what was returned.
+    """
     if arr.shape != (C, K):
         raise SandboxFailure("invalid_output", f"{what} returned shape {tuple(arr.shape)}, expected (C, K) = ({C}, {K})")
-    a = arr.astype(np.float64, copy=False)
-    nan, pinf = np.isnan(a), np.isposinf(a)
-    for mask, name in ((nan, "NaN"), (pinf, "+inf")):
-        if mask.any():
-            c, k = np.argwhere(mask)[0]
-            raise SandboxFailure("invalid_output", f"{what} returned {int(mask.sum())} {name} value(s) "
-                                                   f"(first at context {c}, candidate {k}); log-probabilities must be finite or -inf")
-    lse = torch.logsumexp(torch.from_numpy(a), dim=-1).numpy()
-    bad = ~(np.abs(lse) <= NORMALIZATION_TOL)
-    if bad.any():
-        c = int(np.argmax(np.where(np.isfinite(lse), np.abs(lse), np.inf)))
+    a = torch.from_numpy(arr).to(torch.float64)
+    lse = torch.logsumexp(a, dim=-1)
+    bad = ~(lse.abs() <= NORMALIZATION_TOL)
+    if bool(bad.any()):
+        for mask, name in ((torch.isnan(a), "NaN"), (torch.isposinf(a), "+inf")):
+            if bool(mask.any()):
+                c, k = (int(v) for v in torch.nonzero(mask)[0])
+                raise SandboxFailure("invalid_output", f"{what} returned {int(mask.sum())} {name} value(s) (first at "
+                                                       f"context {c}, candidate {k}); log-probabilities must be finite or -inf")
+        c = int(torch.nonzero(bad)[0, 0])
         raise SandboxFailure("invalid_output", f"{what} returned rows that are not normalized log-probabilities: "
                                                f"{int(bad.sum())} of {C} rows have |logsumexp| > {NORMALIZATION_TOL:g} "
-                                               f"(context {c}: logsumexp = {lse[c]:.4g}; probabilities or logits instead of log-probabilities?)")
-    return torch.log_softmax(torch.from_numpy(a), dim=-1).numpy()
+                                               f"(context {c}: logsumexp = {float(lse[c]):.4g}; probabilities or "
+                                               "logits instead of log-probabilities?)")
+    target = torch.from_numpy(out)
+    if a.data_ptr() == target.data_ptr():
+        target.sub_(lse.unsqueeze(-1))
+    else:
+        torch.sub(a, lse.unsqueeze(-1), out=target)
 
 
 def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Tensor, eval_ref_logp: torch.Tensor,
@@ -626,10 +670,21 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
                                        f"deployment cap of (n_checkpoints + 2)·C·K = {deploy_cap} queries")
             if header["op"] != "logp" or header.get("index") != i:
                 child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")
-            (arr,) = child.recv_arrays(header, plen) if _one_array(header) else child.fail(
-                "invalid_output", f"checkpoint {i} (step {step}) must return one (C, K) array (got {str(header.get('arrays'))[:200]})")
+            what = f"checkpoint {i} (step {step})"
+            _check_output_dtype(child, header, what)
             try:
-                logps[i] = _validate_logp(arr, C, K, f"checkpoint {i} (step {step})")
+                ((dt, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
+            except ProtocolError as e:
+                child.fail("protocol", f"bad {what} frame: {e}")
+            if shape != (C, K):
+                child.fail("invalid_output", f"{what} returned shape {shape}, expected (C, K) = ({C}, {K})")
+            if dt == np.float64:  # read straight into the result: no copy, no extra pages
+                child.read_into(memoryview(logps[i]).cast("B"), what)
+                arr = logps[i]
+            else:
+                (arr,) = child.recv_arrays(header, plen)
+            try:
+                _validate_logp(arr, C, K, what, logps[i])
             except SandboxFailure:
                 child.kill()
                 raise
@@ -637,6 +692,20 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
         return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started)
     finally:
         child.close()
+
+
+def _check_output_dtype(child: _Child, header: dict[str, Any], what: str) -> None:
+    """One array of float32/float64, else ``invalid_output`` naming what was returned."""
+    specs = header.get("arrays")
+    if not _one_array(header):
+        child.fail("invalid_output", f"{what} must return one array (got {str(specs)[:200]})")
+    dt = specs[0].get("dtype") if isinstance(specs[0], dict) else None
+    if dt not in FLOAT_DTYPES:
+        try:
+            shown = np.dtype(dt).name
+        except Exception:  # noqa: BLE001 - whatever the child declared
+            shown = repr(dt)[:40]
+        child.fail("invalid_output", f"{what} returned an array of dtype {shown}; expected float32 or float64")
 
 
 def _one_array(header: dict[str, Any]) -> bool:
@@ -706,8 +775,9 @@ class RemoteRewardModel:
         try:
             child.send({"op": "score"}, [x.contiguous().numpy()])
             header, plen = child.recv_header("scores")
-            if header["op"] != "scores" or not _one_array(header):
-                child.fail("protocol", f"expected one scores array, got {str(header['op'])[:40]!r}")
+            if header["op"] != "scores":
+                child.fail("protocol", f"expected scores, got {str(header['op'])[:40]!r}")
+            _check_output_dtype(child, header, "score()")
             (y,) = child.recv_arrays(header, plen)
             want = tuple(x.shape[:-1])
             if y.shape != want:

@@ -355,6 +355,14 @@ def _submission_keys(df: pd.DataFrame) -> pd.Series:
     return df["submission"].astype(str)
 
 
+def _failed_score(failed_score: Any, metric: str) -> float | None:
+    if isinstance(failed_score, str):
+        if failed_score != "auto":
+            raise ValueError(f"failed_score must be a number, None or 'auto' (got {failed_score!r}).")
+        return FAILED_SCORE if metric.endswith("normalized_score") else None
+    return None if failed_score is None else check_float("failed_score", failed_score)
+
+
 def _score_columns(df: pd.DataFrame, metric: str, ok: pd.Series, failed_score: float | None) -> dict[str, np.ndarray]:
     """Per task, the metric of every run (failed runs at ``failed_score``, or left out when it is None)."""
     vals = df[metric].astype(float).copy()
@@ -403,7 +411,7 @@ def board(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-    failed_score: float | None = FAILED_SCORE,
+    failed_score: float | None | str = "auto",
 ) -> pd.DataFrame:
     """The board of one suite version and split: one row per submission, ranked by the IQM of ``metric``.
 
@@ -414,8 +422,9 @@ def board(
         metric: the ranked score (default ``normalized_score``; ``tilt_normalized_score`` on the
             reward-model track). A wrong name gets the closest valid one.
         n_boot, confidence, seed: stratified bootstrap replicates, CI level, RNG seed (deterministic).
-        failed_score: the value a failed run gets in the IQM / mean (default 0, π_ref's normalized score);
-            ``None`` leaves failed runs out of them.
+        failed_score: the value a failed run gets in the IQM / mean; ``"auto"`` (default): :data:`FAILED_SCORE`
+            (0, π_ref's) for normalized scores (a metric named ``*normalized_score``), left out for any other
+            metric; ``None`` leaves failed runs out.
 
     Returns:
         DataFrame sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER` metrics), columns
@@ -435,8 +444,7 @@ def board(
     if metric is None:
         metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
     metric = _check_metric(runs, metric)
-    if failed_score is not None:
-        failed_score = check_float("failed_score", failed_score)
+    failed_score = _failed_score(failed_score, metric)
     ok = _ok_mask(runs)
     keys = _submission_keys(runs)
     extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS
@@ -502,7 +510,7 @@ def probability_of_improvement(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-    failed_score: float | None = FAILED_SCORE,
+    failed_score: float | None | str = "auto",
 ) -> tuple[float, float, float]:
     """Probability that submission ``a`` improves on ``b`` (rliable, Agarwal et al. 2021).
 
@@ -514,7 +522,7 @@ def probability_of_improvement(
     Args:
         runs: the runs frame of one suite version and split (see :func:`board`).
         a, b: submission names (or code hashes); a wrong name gets the closest valid one.
-        metric: the compared score (higher is better); failed runs get ``failed_score``.
+        metric: the compared score (higher is better); failed runs get ``failed_score`` (as in :func:`board`).
 
     Returns:
         ``(p, lo, hi)``.
@@ -526,6 +534,7 @@ def probability_of_improvement(
     n_boot, confidence = _check_boot(n_boot, confidence)
     _single_board(runs)
     metric = _check_metric(runs, metric)
+    failed_score = _failed_score(failed_score, metric)
     ma, mb = _find_submission(runs, a, "a"), _find_submission(runs, b, "b")
     ok = _ok_mask(runs)
     ca = _score_columns(runs[ma], metric, ok[ma], failed_score)
@@ -564,6 +573,17 @@ def _average_ranks(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _spearman_rows(xa: np.ndarray, ya: np.ndarray) -> np.ndarray:
+    """Per-row Spearman ρ of two validated, finite ``(C, K)`` float64 arrays (NaN for constant rows)."""
+    rx, ry = _average_ranks(xa), _average_ranks(ya)
+    rx -= rx.mean(1, keepdims=True)
+    ry -= ry.mean(1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+    return np.clip(rho, -1.0, 1.0)
+
+
 def spearman(x: Any, y: Any, per_context: bool = False):
     """Spearman rank correlation of ``x`` and ``y`` along the last axis (Pearson on average ranks).
 
@@ -586,13 +606,7 @@ def spearman(x: Any, y: Any, per_context: bool = False):
         raise ValueError(f"spearman needs at least 2 entries per row (got shape {xa.shape}).")
     if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
         raise ValueError("x and y must be finite.")
-    rx, ry = _average_ranks(np.atleast_2d(xa)), _average_ranks(np.atleast_2d(ya))
-    rx -= rx.mean(1, keepdims=True)
-    ry -= ry.mean(1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1.0), np.nan)
-    rho = np.clip(rho, -1.0, 1.0)
+    rho = _spearman_rows(np.atleast_2d(xa), np.atleast_2d(ya))
     if per_context:
         return rho
     return float(np.nanmean(rho)) if np.isfinite(rho).any() else math.nan
@@ -738,8 +752,8 @@ def score_reward_model(
         agent = RLOO(RLOOConfig(device=device, seed=seed)).fit(
             rm_task, TrainBudget(proxy_queries=rloo_queries, n_checkpoints=1))
         with torch.no_grad():
-            lp = agent.policy(judge.eval_candidates.to(agent_device(agent, device)),
-                              judge.eval_ref_logp.to(agent_device(agent, device)))
+            lp = agent.policy(judge.eval_candidates.to(_agent_device(agent, device)),
+                              judge.eval_ref_logp.to(_agent_device(agent, device)))
         lp = torch.log_softmax(lp.detach().cpu().to(torch.float64), dim=-1)
         rm = metrics_of_logp(lp, judge)
         out.update({
@@ -752,7 +766,7 @@ def score_reward_model(
     return {k: float(v) for k, v in out.items()}
 
 
-def agent_device(agent: Any, device: str) -> torch.device:
+def _agent_device(agent: Any, device: str) -> torch.device:
     """The device an agent trained on (``device='auto'`` resolved the way the agent did)."""
     from tiltenv._validation import resolve_device
 
@@ -819,7 +833,7 @@ def metric_predictiveness(
         rm_runs: rows with ``task_key`` and the metric columns (``status`` optional: failed rows are left out).
         downstream: the downstream column (default ``tilt_normalized_score``, comparable across tasks:
             0 = π_ref, 1 = optimal; ``tilt_gold_value``, ``rloo_normalized_score``, ``bon_peak_gold`` ...).
-        metrics: offline metrics to assess (default: those of :data:`RM_OFFLINE_METRICS` present).
+        metrics: offline metrics to assess (default: those of :data:`RM_OFFLINE_METRICS` with at least 3 values).
 
     Returns:
         DataFrame indexed by nothing, one row per metric: ``metric, downstream, n, rho, rho_lo, rho_hi,
@@ -832,11 +846,14 @@ def metric_predictiveness(
     n_boot, confidence = _check_boot(n_boot, confidence)
     downstream = _check_metric(rm_runs, downstream)
     valid = _numeric_columns(rm_runs)
-    if metrics is None:
-        metrics = [m for m in RM_OFFLINE_METRICS if m in valid]
+    df = rm_runs[_ok_mask(rm_runs)]
+    if metrics is None:  # those present with enough values (a frame of both tracks has NaN agent-only columns)
+        metrics = [m for m in RM_OFFLINE_METRICS if m in valid and (df[m].notna() & df[downstream].notna()).sum() >= 3]
+        if not metrics:
+            raise ValueError(f"metric_predictiveness needs at least 3 successful rows with an offline metric "
+                             f"({', '.join(RM_OFFLINE_METRICS)}) and {downstream!r}.")
     else:
         metrics = [_check_metric(rm_runs, m) for m in metrics]
-    df = rm_runs[_ok_mask(rm_runs)]
     group_keys = [c for c in ("task_key", "seed_index") if c in df.columns]
     rows = []
     for metric in metrics:
@@ -849,9 +866,12 @@ def metric_predictiveness(
         cols = [np.asarray(ix, dtype=np.int64) for _, ix in
                 sorted(d.reset_index(drop=True).groupby("task_key").indices.items())]
 
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError(f"{metric!r} and {downstream!r} must be finite in successful rows.")
+
         def stat(parts: list[np.ndarray], x=x, y=y) -> float:
             i = np.concatenate(parts).astype(np.int64)
-            return spearman(x[i], y[i])
+            return float(_spearman_rows(x[None, i], y[None, i])[0])
 
         rho, lo, hi = _stratified_ci([c.astype(np.float64) for c in cols], stat, reps=n_boot,
                                      confidence=confidence, seed=seed)

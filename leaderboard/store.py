@@ -50,6 +50,8 @@ import datetime as _dt
 import importlib.util
 import json
 import math
+import os
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -236,11 +238,14 @@ class Store:
             database cannot be reached, or it holds a board of another schema version (or tables of the
             same names that are not a tiltenv board).
 
-    A ``Store`` pickles as its URL (a worker process unpickles it into a fresh connection pool).
+    A ``Store`` pickles as its URL (a worker process unpickles it into a fresh connection pool), and a forked
+    child that inherits one uses new connections of its own (the parent's pooled ones are left to the parent).
+    An in-memory ``sqlite://`` board is private to its process.
     """
 
     def __init__(self, url: str | None = None) -> None:
         self._engine = _make_engine(DEFAULT_URL if url is None else url)
+        _ENGINES.add(self._engine)
         self.url: str = self._engine.url.render_as_string(hide_password=False)
         # Writes on SQLite take the write lock at BEGIN (see _install_sqlite_hooks); a no-op elsewhere.
         self._write_engine = self._engine.execution_options(tiltenv_write=True)
@@ -483,7 +488,7 @@ class Store:
 
         Returns:
             The four paths written, in that order. Submission configs are written as JSON text. CSV floats
-            are written exactly (read them with ``pd.read_csv(..., float_precision="round_trip")``).
+            are written with every digit (``pd.read_csv`` reads them back exactly).
 
         Raises:
             ValueError: unknown format. StoreError: Parquet without ``pyarrow``.
@@ -564,6 +569,20 @@ def _make_engine(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)
     return engine
+
+
+#: Engines of every open Store: a forked child drops the pooled connections it inherited (they belong to the
+#: parent: sharing a socket or a SQLite handle across processes corrupts both) and opens its own.
+_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _install_sqlite_hooks(engine: sa.Engine) -> None:

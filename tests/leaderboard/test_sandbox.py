@@ -1,0 +1,425 @@
+"""The sandbox: real child processes on a small task; good runs are valid and bit-identical, every fault is
+recorded with its reason, nothing secret reaches the child, and the scorer stays healthy."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines import BASELINES, TrainBudget
+from leaderboard import sandbox
+from leaderboard.sandbox import AgentOutcome, RemoteRewardModel, run_agent
+from leaderboard.spec import Limits, SandboxFailure
+from leaderboard.submission import EXAMPLES_DIR, load_submission
+from tiltenv import TaskConfig, make_world
+from tiltenv import metrics as M
+from tiltenv.evaluation import policy_logp
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 11
+BUDGET = TrainBudget(proxy_queries=2048, n_checkpoints=4)
+LIMITS = Limits(wall_time=60, memory_mb=2048)
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def world():
+    # ref_eta = 0: π_ref is uniform and its direction u (which would carry cos(α)·θ*) is not public
+    return make_world(TaskConfig(d=4, K=8, n_labels=200, n_eval_contexts=64, n_norm_contexts=64, seed=SEED), fresh=True)
+
+
+def run(world, sub, budget=BUDGET, limits=LIMITS, **kw) -> AgentOutcome:
+    return run_agent(sub, world.task, budget, world.judge.eval_candidates, world.judge.eval_ref_logp, limits, **kw)
+
+
+def write_agent(tmp_path, body: str, name: str = "agent.py", policy: str = "return torch.as_tensor(ref_logp)") -> str:
+    """A submission file with ``fit`` = ``body`` (indented code with ``task, budget, checkpoint`` in scope)."""
+    src = textwrap.dedent('''\
+        import os, sys, json, gc, time
+        import numpy as np
+        import torch
+
+        class Agent:
+            def fit(self, task, budget, checkpoint):
+        {body}
+            def policy(self, candidates, ref_logp):
+                {policy}
+
+        def make_agent():
+            return Agent()
+        ''').format(body=textwrap.indent(textwrap.dedent(body), " " * 8), policy=policy)
+    path = tmp_path / name
+    path.write_text(src)
+    return str(path)
+
+
+def fails(world, tmp_path, body, reason, *, policy="return torch.as_tensor(ref_logp)", limits=LIMITS, budget=BUDGET, **kw):
+    sub = load_submission(write_agent(tmp_path, body, policy=policy))
+    with pytest.raises(SandboxFailure) as info:
+        run(world, sub, budget, limits, **kw)
+    assert info.value.reason == reason, info.value.detail
+    return info.value.detail
+
+
+def assert_valid(out: AgentOutcome, C=64, K=8):
+    assert out.logps.dtype == np.float64 and out.logps.shape == (len(out.steps), C, K)
+    assert np.all(np.abs(np.logaddexp.reduce(out.logps, axis=-1)) < 1e-9)
+    assert not np.isnan(out.logps).any()
+
+
+# ----------------------------------------------------------------------------------------------- good runs
+@pytest.mark.parametrize("name", ["reinforce", "tilt", "dpo"])
+def test_baseline_valid_and_bit_identical(world, name):
+    sub = load_submission(name, config={"device": "cpu"})
+    a, b = run(world, sub), run(world, sub)
+    assert_valid(a)
+    assert a.steps == b.steps and np.array_equal(a.logps, b.logps)
+    assert a.proxy_queries == b.proxy_queries and a.deploy_queries == b.deploy_queries
+    assert a.steps[0] == 0
+    if name == "tilt":  # deploys: one proxy call per checkpoint over the eval contexts
+        assert a.proxy_queries == 0 and a.deploy_queries == 64 * 8 * len(a.steps)
+
+
+def test_budget_and_policy_match_in_process(world):
+    """The parent's count equals what the baseline spends in-process, and the policies agree."""
+    agent_cls, config_cls = BASELINES["reinforce"]
+    task = make_world(TaskConfig(d=4, K=8, n_labels=200, n_eval_contexts=64, n_norm_contexts=64, seed=SEED), fresh=True).task
+    snaps = []
+    agent = agent_cls(config_cls(device="cpu")).fit(task, BUDGET, lambda s, p: snaps.append((s, p)))
+    out = run(world, load_submission("reinforce", config={"device": "cpu"}))
+    assert out.proxy_queries == task.budget.proxy_queries == BUDGET.proxy_queries
+    assert out.steps == [s for s, _ in snaps] == agent.checkpoint_steps
+    for (_, p), lp in zip(snaps, out.logps):
+        ref = policy_logp(p, world.judge.eval_candidates, world.judge.eval_ref_logp).numpy()
+        np.testing.assert_allclose(lp, ref, atol=1e-6)
+
+
+def test_example_agent_learns(world):
+    out = run(world, load_submission(str(EXAMPLES_DIR / "reinforce_agent.py")), TrainBudget(proxy_queries=8192, n_checkpoints=4))
+    assert_valid(out)
+    j = world.judge
+    scores = [M.normalized_score(torch.from_numpy(lp), j.eval_ref_logp, j.eval_gold, j.config.beta) for lp in out.logps]
+    assert abs(scores[0]) < 1e-9  # w = 0 is π_ref
+    assert scores[-1] > 0.2, scores
+    assert out.proxy_queries <= 8192
+
+
+def test_popen_mode_gives_the_same_result(world):
+    sub = load_submission("reinforce", config={"device": "cpu"})
+    a, b = run(world, sub, spawn="popen"), run(world, sub)
+    assert np.array_equal(a.logps, b.logps) and a.proxy_queries == b.proxy_queries
+
+
+# ----------------------------------------------------------------------------------------------- faults
+def test_raises(world, tmp_path):
+    detail = fails(world, tmp_path, "raise ValueError('boom 42')", "error")
+    assert "ValueError: boom 42" in detail and "[fit]" in detail
+
+
+def test_load_failure(world, tmp_path):
+    path = tmp_path / "bad_import.py"
+    path.write_text("import no_such_module_xyz\ndef make_agent():\n    pass\n")
+    with pytest.raises(SandboxFailure) as info:
+        run(world, load_submission(str(path)))
+    assert info.value.reason == "load" and "no_such_module_xyz" in info.value.detail
+
+
+def test_hang_is_killed_at_the_wall_time_limit(world, tmp_path):
+    started = time.monotonic()
+    detail = fails(world, tmp_path, "time.sleep(600)", "timeout", limits=Limits(wall_time=3, memory_mb=2048))
+    assert time.monotonic() - started < 10 and "3 s" in detail
+
+
+@pytest.mark.parametrize("policy, words", [
+    ("return torch.full(ref_logp.shape, float('nan'))", "NaN"),
+    ("out = torch.as_tensor(ref_logp).clone(); out[0, 1] = float('inf'); return out", "+inf"),
+    ("return torch.as_tensor(ref_logp)[:, :-1]", "shape (64, 7)"),
+    ("return torch.as_tensor(ref_logp).exp()", "not normalized"),
+    ("return torch.zeros(ref_logp.shape, dtype=torch.int64)", "dtype int64"),
+    ("return np.zeros(ref_logp.shape, dtype=np.float16)", "dtype float16"),
+    ("return [[0.0] * 8] * 64", "not normalized"),
+])
+def test_invalid_outputs(world, tmp_path, policy, words):
+    detail = fails(world, tmp_path, "checkpoint(0, self)", "invalid_output", policy=policy)
+    assert words in detail, detail
+
+
+def test_memory_limit_rlimit(world, tmp_path):
+    detail = fails(world, tmp_path, "x = np.ones(3 * 2**30 // 8); x[::4096] = 2", "memory",
+                   limits=Limits(wall_time=60, memory_mb=1024))
+    assert "allocate" in detail or "Memory" in detail
+
+
+def test_memory_limit_polled_rss(world, tmp_path):
+    """Shared anonymous memory escapes RLIMIT_DATA; the scorer's RSS poll still kills the run."""
+    body = """
+        import mmap
+        m = mmap.mmap(-1, 1536 * 2**20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        for i in range(0, len(m), 4096):
+            m[i] = 1
+        time.sleep(30)
+    """
+    detail = fails(world, tmp_path, body, "memory", limits=Limits(wall_time=30, memory_mb=1024))
+    assert "resident memory" in detail
+
+
+@pytest.mark.parametrize("count", [True, False])
+def test_budget_enforced_even_with_count_false(world, tmp_path, count):
+    body = f"""
+        cand, ref = task.sample_contexts(100, seed=0)   # 800 candidates a query
+        for _ in range(10):
+            task.proxy_reward(cand, count={count})
+        checkpoint(0, self)
+    """
+    detail = fails(world, tmp_path, body, "budget", budget=TrainBudget(proxy_queries=2048))
+    assert "asked to score 800 candidates with 448 left" in detail and "1600 used" in detail
+
+
+def test_every_proxy_route_is_counted(world, tmp_path):
+    """task.proxy(x), task.proxy_on(dev)(x), proxy_reward(count=False) and a TiltEnv all count."""
+    body = """
+        from tiltenv.envs import TiltEnv, TiltVectorEnv
+        cand, ref = task.sample_contexts(10, seed=0)   # 80 candidates
+        task.proxy(cand); task.proxy_on('cpu')(cand); task.proxy_reward(cand, count=False); task.proxy_reward(cand)
+        env = TiltEnv.from_task(task); env.reset(seed=0)
+        for _ in range(5):
+            env.step(0)
+        venv = TiltVectorEnv.from_task(task, num_envs=16); venv.reset(seed=0)
+        venv.step(np.zeros(16, dtype=np.int64))
+        checkpoint(0, self)
+    """
+    out = run(world, load_submission(write_agent(tmp_path, body)))
+    assert out.proxy_queries == 4 * 80 + 5 + 16
+
+
+def test_child_exit_without_result(world, tmp_path):
+    detail = fails(world, tmp_path, "print('last words', file=sys.stderr, flush=True); os._exit(3)", "protocol")
+    assert "exited with code 3" in detail and "last words" in detail
+
+
+def test_too_many_checkpoints(world, tmp_path):
+    detail = fails(world, tmp_path, "for i in range(10):\n    checkpoint(i, self)", "error",
+                   budget=TrainBudget(proxy_queries=2048, n_checkpoints=4))
+    assert "n_checkpoints + 2 = 6" in detail
+
+
+# ----------------------------------------------------------------------------------------------- secrets
+@pytest.fixture
+def secrets(tmp_path, monkeypatch):
+    """A 0600 salt file in a world-readable directory, TILTENV_SALT in the scorer's environment, and a
+    proxy cache entry under a private (0700) directory, as ~/.cache is."""
+    public_dir = Path(tempfile.mkdtemp(prefix="tiltenv-salt-"))
+    os.chmod(public_dir, 0o755)
+    salt = public_dir / "salt"
+    salt.write_text("s3cr3t-salt-value")
+    os.chmod(salt, 0o600)
+    private = Path(tempfile.mkdtemp(prefix="tiltenv-home-"))  # 0700
+    cache = private / "tiltenv" / "proxies"
+    cache.mkdir(parents=True)
+    (cache / "entry.pt").write_text("proxy weights")
+    os.chmod(cache / "entry.pt", 0o644)
+    monkeypatch.setenv("TILTENV_SALT", "env-salt-value")
+    monkeypatch.setenv("TILTENV_SALT_FILE", str(salt))
+    monkeypatch.setenv("TILTENV_CACHE_DIR", str(private / "tiltenv"))
+    yield {"salt": str(salt), "cache": str(cache / "entry.pt"), "cache_dir": str(cache)}
+    import shutil
+
+    shutil.rmtree(public_dir, ignore_errors=True)
+    shutil.rmtree(private, ignore_errors=True)
+
+
+SPY = """
+    found = {{}}
+    found['env'] = {{k: v for k, v in os.environ.items()}}
+    for key, path in {paths!r}.items():
+        try:
+            found[key] = open(path).read()[:40]
+        except OSError as e:
+            found[key] = type(e).__name__
+    try:
+        found['listdir_cache'] = os.listdir({cache_dir!r})
+    except OSError as e:
+        found['listdir_cache'] = type(e).__name__
+    names, vecs = set(), []
+    for o in gc.get_objects():
+        t = type(o).__name__
+        if t in ('Judge', 'World', 'GoldProxy', 'LinearProxy', 'MLPProxy', 'TableProxy'):
+            names.add(t)
+        if isinstance(o, torch.Tensor) and o.dtype.is_floating_point and o.numel() == task.d:
+            vecs.append([float(v) for v in o.reshape(-1)])
+    found['types'] = sorted(names)
+    found['vectors'] = vecs[:40]
+    found['seed'] = task.config.seed
+    found['proxy'] = type(task.proxy).__name__
+    found['uid'] = os.getuid()
+    found['cwd'] = os.getcwd()
+    found['modules'] = [m for m in sys.modules if m.startswith('leaderboard.') and m != 'leaderboard._child']
+    raise RuntimeError('FOUND' + json.dumps(found) + 'END')
+"""
+
+
+def spy(world, tmp_path, secrets, spawn="zygote"):
+    paths = {"salt": secrets["salt"], "cache": secrets["cache"], "parent_environ": f"/proc/{os.getpid()}/environ",
+             "parent_mem": f"/proc/{os.getpid()}/mem"}
+    detail = fails(world, tmp_path, SPY.format(paths=paths, cache_dir=secrets["cache_dir"]), "error", spawn=spawn)
+    return json.loads(detail[detail.index("FOUND") + 5:detail.index("END")])
+
+
+@pytest.mark.parametrize("spawn", ["zygote", "popen"])
+def test_no_secret_reaches_the_child(world, tmp_path, secrets, spawn):
+    found = spy(world, tmp_path, secrets, spawn)
+    env = found["env"]
+    assert "TILTENV_SALT" not in env and not any(k.startswith("TILTENV") for k in env), env
+    assert set(env) <= {"PATH", "PYTHONPATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PYTHONHASHSEED",
+                        "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                        "OPENBLAS_NUM_THREADS"}
+    assert env["HOME"] == env["TMPDIR"] == found["cwd"] and "tiltenv-run-" in found["cwd"]
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert "s3cr3t" not in json.dumps(found) and "env-salt-value" not in json.dumps(found)
+    assert found["seed"] is None and found["proxy"] == "RemoteProxy"
+    assert found["types"] == [], found["types"]  # no judge, world or real proxy in the child's memory
+    theta = world.judge.theta.numpy()
+    for v in found["vectors"]:
+        assert not (np.allclose(v, theta, atol=1e-5) or np.allclose(v, -theta, atol=1e-5)), v
+    assert found["modules"] == [] or "leaderboard.seeds" not in found["modules"]
+    if IS_ROOT:
+        assert found["uid"] != 0
+        assert found["salt"] == "PermissionError" and found["cache"] == "PermissionError"
+        assert found["listdir_cache"] == "PermissionError"
+        assert found["parent_environ"] == "PermissionError" and found["parent_mem"] == "PermissionError"
+
+
+# ----------------------------------------------------------------------------------------------- the channel
+CHANNEL_ATTACKS = {
+    "garbage header": "os.write(ch.wfd, b'GARBAGE!' * 8)",
+    "bad json": "os.write(ch.wfd, struct.pack('<4sIQ', b'TLT1', 5, 0) + b'{nope')",
+    "pickle payload": """
+        payload = pickle.dumps(Boom())
+        h = json.dumps({'op': 'fit_done', 'steps': [0], 'payload': 'pickle'}).encode()
+        os.write(ch.wfd, struct.pack('<4sIQ', b'TLT1', len(h), len(payload)) + h + payload)
+    """,
+    "object dtype": """
+        payload = pickle.dumps(Boom())
+        h = json.dumps({'op': 'proxy', 'arrays': [{'dtype': '|O', 'shape': [1]}]}).encode()
+        os.write(ch.wfd, struct.pack('<4sIQ', b'TLT1', len(h), len(payload)) + h + payload)
+    """,
+    "huge declared length": """
+        h = json.dumps({'op': 'proxy', 'arrays': [{'dtype': '<f8', 'shape': [2**36, 4]}]}).encode()
+        os.write(ch.wfd, struct.pack('<4sIQ', b'TLT1', len(h), 2**36 * 32) + h)
+    """,
+    "huge header": "os.write(ch.wfd, struct.pack('<4sIQ', b'TLT1', 2**31, 0))",
+    "unknown op": "ch.send({'op': 'give_me_theta'})",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(CHANNEL_ATTACKS))
+def test_channel_attacks(world, tmp_path, attack):
+    canary = tmp_path / "canary"
+    body = f"""
+        import pickle, struct
+        from leaderboard import _child
+        ch = _child.CHANNEL
+        class Boom:
+            def __reduce__(self):
+                return (os.system, ('touch {canary}',))
+        {textwrap.indent(textwrap.dedent(CHANNEL_ATTACKS[attack]), ' ' * 8).strip()}
+        time.sleep(30)
+    """
+    started = time.monotonic()
+    expected = "budget" if attack == "huge declared length" else "protocol"
+    detail = fails(world, tmp_path, body, expected, limits=Limits(wall_time=20, memory_mb=2048))
+    assert time.monotonic() - started < 15, "the scorer must not wait out the limit"
+    assert not canary.exists()
+    assert detail
+    # the scorer is unharmed: the next run works
+    assert_valid(run(world, load_submission("tilt", config={"device": "cpu"})))
+
+
+def test_scorer_never_unpickles():
+    src = (ROOT / "leaderboard" / "sandbox.py").read_text()
+    assert "pickle.load" not in src and "torch.load" not in src
+
+
+def test_no_process_left_behind(world, tmp_path):
+    body = """
+        import subprocess
+        subprocess.Popen(['sleep', '301'])                            # in the run's process group
+        subprocess.Popen(['sleep', '302'], start_new_session=True)    # left the group: killed by uid when root
+        time.sleep(300)
+    """
+    fails(world, tmp_path, body, "timeout", limits=Limits(wall_time=3, memory_mb=2048))
+    time.sleep(0.2)
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 301" not in out
+    if IS_ROOT:
+        assert "sleep 302" not in out
+
+
+# ----------------------------------------------------------------------------------------------- reward models
+def test_remote_reward_model_example(world):
+    sub = load_submission(str(EXAMPLES_DIR / "linear_reward_model.py"))
+    assert sub.track == "reward_model"
+    prefs = world.task.preferences
+    with RemoteRewardModel(sub, world.task, LIMITS) as rm:
+        r = rm.score(world.judge.eval_candidates)
+        assert r.shape == (64, 8) and r.dtype == torch.float64 and torch.isfinite(r).all()
+        acc = ((rm.score(prefs.chosen) > rm.score(prefs.rejected)).double().mean())
+        assert acc > 0.8
+        again = rm.score(world.judge.eval_candidates)
+        assert torch.equal(r, again)
+    with pytest.raises(RuntimeError, match="closed"):
+        rm.score(world.judge.eval_candidates)
+
+
+RM_SRC = """
+import torch
+class RM:
+    def fit(self, data):
+        {fit}
+    def score(self, candidates):
+        {score}
+def make_reward_model():
+    return RM()
+"""
+
+
+@pytest.mark.parametrize("fit, score, reason, words", [
+    ("raise KeyError('nope')", "return candidates[..., 0]", "error", "KeyError"),
+    ("pass", "return candidates[..., 0] * float('nan')", "invalid_output", "NaN"),
+    ("pass", "return candidates[..., :2].sum(-1)[..., :1]", "invalid_output", "shape"),
+    ("pass", "return candidates[..., 0] / 0.0", "invalid_output", "inf"),
+])
+def test_remote_reward_model_faults(world, tmp_path, fit, score, reason, words):
+    path = tmp_path / "rm.py"
+    path.write_text(RM_SRC.format(fit=fit, score=score))
+    sub = load_submission(str(path))
+    with pytest.raises(SandboxFailure) as info:
+        with RemoteRewardModel(sub, world.task, LIMITS) as rm:
+            rm.score(world.judge.eval_candidates)
+    assert info.value.reason == reason and words in info.value.detail, info.value.detail
+
+
+def test_reward_model_has_no_proxy(world, tmp_path):
+    path = tmp_path / "rm.py"
+    path.write_text(RM_SRC.format(fit="self.d = data.x_a.shape[1]", score="return candidates[..., 0]"))
+    with RemoteRewardModel(load_submission(str(path)), world.task, LIMITS) as rm:
+        assert rm.score(torch.zeros(3, 4)).shape == (3,)
+
+
+# ----------------------------------------------------------------------------------------------- benchmark
+def test_bench_channel_quick():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_channel.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ratio" in out.stdout

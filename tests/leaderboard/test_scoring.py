@@ -1,0 +1,371 @@
+"""leaderboard.scoring: run metrics, rliable aggregation, probability of improvement, reward-model track."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from leaderboard import scoring as S
+from leaderboard.spec import CheckpointRow
+from tiltenv import TaskConfig, make_world
+from tiltenv import metrics as M
+from tiltenv.evaluation import metrics_of_logp
+
+SMALL = dict(d=6, K=16, n_labels=400, n_eval_contexts=512, n_norm_contexts=512, beta=0.1)
+
+
+@pytest.fixture(scope="module")
+def hump():
+    """Non-monotone gold, linear proxy, many candidates: tilting harder on the proxy overshoots the hump."""
+    return make_world(TaskConfig(d=4, K=256, link="hump", n_labels=2000, n_eval_contexts=256, n_norm_contexts=512,
+                                 beta=0.1, seed=3))
+
+
+def _tilts(judge, betas, reward=None):
+    r = judge.eval_proxy if reward is None else reward
+    return torch.stack([M.tilt_logp(judge.eval_ref_logp, r, b) for b in betas])
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+def test_run_metrics_are_the_judges_metrics_of_the_last_checkpoint(hump):
+    j = hump.judge
+    betas = [3.0, 1.0, 0.3, 0.1]
+    lps = _tilts(j, betas)
+    metrics, rows = S.score_agent_run(j, [0, 10, 100, 1000], lps)
+    ref = metrics_of_logp(lps[-1], j)
+    for k, v in ref.items():
+        assert metrics[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
+    assert metrics["proxy_gold_gap"] == pytest.approx(ref["proxy_value"] - ref["gold_value"])
+    assert metrics["gold_gain"] == pytest.approx(ref["gold_value"] - ref["ref_gold_value"])
+    assert set(S.AGENT_METRICS) <= set(metrics)
+    assert [r.step for r in rows] == [0, 10, 100, 1000] and all(isinstance(r, CheckpointRow) for r in rows)
+    for r, lp in zip(rows, lps):
+        m = metrics_of_logp(lp, j)
+        assert (r.gold_value, r.kl, r.normalized_score) == pytest.approx((m["gold_value"], m["kl"], m["normalized_score"]))
+    # a different β changes the objective-based metrics but not the value or KL
+    m2, _ = S.score_agent_run(j, [0, 10, 100, 1000], lps, beta=1.0)
+    assert m2["kl"] == metrics["kl"] and m2["value_gap"] != metrics["value_gap"] and m2["beta"] == 1.0
+
+
+def test_overoptimized_trajectory_is_flagged_with_its_peak(hump):
+    j = hump.judge
+    betas = [10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.001]
+    lps = _tilts(j, betas)
+    steps = [0, 1, 2, 4, 8, 16, 32, 64]
+    m, rows = S.score_agent_run(j, steps, lps)
+    gold = np.array([r.gold_value for r in rows])
+    kl = np.array([r.kl for r in rows])
+    assert np.all(np.diff(kl) > 0)
+    i = int(np.argmax(gold))
+    assert 0 < i < len(betas) - 1, "the hump world must peak inside the sweep"
+    assert m["peak_gold"] == gold[i] and m["final_gold"] == gold[-1]
+    assert m["gold_drop"] == pytest.approx(gold[i] - gold[-1]) and m["gold_drop"] > 10 * m["overopt_tol"]
+    assert m["kl_at_peak"] == kl[i] and m["step_at_peak"] == steps[i]
+    assert m["overoptimized"] == 1.0 and m["proxy_rising_while_gold_falls"] == 1.0
+    # the paired standard error of the drop, by brute force over the evaluation contexts
+    d = (torch.exp(lps[i]) * j.eval_gold).sum(-1) - (torch.exp(lps[-1]) * j.eval_gold).sum(-1)
+    assert m["gold_drop_se"] == pytest.approx(float(d.std() / math.sqrt(d.numel())), rel=1e-9)
+    for form in ("bon", "rl"):
+        assert math.isfinite(m[f"gao_{form}_alpha"]) and math.isfinite(m[f"gao_{form}_r2"])
+
+
+def test_monotone_trajectory_is_not_flagged(hump):
+    j = hump.judge
+    lps = _tilts(j, [10.0, 1.0, 0.3, 0.1], reward=j.eval_gold)  # the gold tilt: gold rises with KL
+    m, _ = S.score_agent_run(j, [0, 1, 2, 3], lps)
+    assert m["gold_drop"] == 0.0 and m["overoptimized"] == 0.0 and m["proxy_rising_while_gold_falls"] == 0.0
+
+
+def test_tolerance_ignores_noise_sized_drops(hump):
+    j = hump.judge
+    sd = math.sqrt(M.reward_variance(j.eval_ref_logp, j.eval_gold))
+    tiny = S.overoptimization_summary(j, [0.0, 1.0, 2.0], [0.0, 1.0, 1.0 - 1e-4 * sd], None)
+    assert M.overoptimization([0.0, 1.0, 2.0], [0.0, 1.0, 1.0 - 1e-4 * sd]).overoptimized  # the exact-sweep default would
+    assert tiny["overoptimized"] == 0.0 and tiny["overopt_tol"] == pytest.approx(S.OVEROPT_REL_TOL * sd)
+    real = S.overoptimization_summary(j, [0.0, 1.0, 2.0], [0.0, 1.0, 1.0 - 0.05 * sd], None)
+    assert real["overoptimized"] == 1.0 and real["gold_drop"] == pytest.approx(0.05 * sd)
+    one = S.overoptimization_summary(j, [0.0], [0.5], None)  # a single checkpoint: no fit possible, no drop
+    assert one["overoptimized"] == 0.0 and math.isnan(one["gao_bon_alpha"]) and math.isnan(one["gao_rl_r2"])
+
+
+def test_bad_run_inputs_are_named(hump):
+    j = hump.judge
+    lps = _tilts(j, [1.0, 0.1])
+    with pytest.raises(ValueError, match="shape"):
+        S.score_agent_run(j, [0, 1], lps[:, :10])
+    with pytest.raises(ValueError, match="steps has 3 entries"):
+        S.score_agent_run(j, [0, 1, 2], lps)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        S.score_agent_run(j, [5, 1], lps)
+    with pytest.raises(ValueError, match="normalized"):
+        S.score_agent_run(j, [0, 1], lps + 0.1)
+    bad = lps.clone()
+    bad[1, 3, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        S.score_agent_run(j, [0, 1], bad)
+
+
+# ------------------------------------------------------------------------------------------ board
+
+
+def _frame(scores: dict[str, np.ndarray], failed: dict[str, list[tuple[int, int]]] | None = None, **extra) -> pd.DataFrame:
+    """scores[name]: (runs, tasks) normalized scores; failed[name]: (run, task) cells that failed."""
+    rows = []
+    for name, a in scores.items():
+        for i in range(a.shape[0]):
+            for t in range(a.shape[1]):
+                bad = (i, t) in (failed or {}).get(name, [])
+                rows.append({"submission": name, "code_hash": f"h-{name}", "suite": "quick", "suite_version": 1,
+                             "split": "dev", "track": "agent", "task_key": f"task{t}", "seed_index": i,
+                             "status": "failed" if bad else "ok", "normalized_score": math.nan if bad else a[i, t],
+                             "value_gap": 1.0 - (0.0 if bad else a[i, t]), "kl": 0.5, "overoptimized": float(i == 0),
+                             "fit_time": float(i + 1), **extra})
+    return pd.DataFrame(rows)
+
+
+def _brute_iqm(a: np.ndarray) -> float:
+    v = np.sort(a.ravel())
+    cut = int(0.25 * v.size)
+    return float(v[cut:v.size - cut].mean())
+
+
+def _brute_ci(a: np.ndarray, stat, reps: int, seed: int = 0) -> tuple[float, float]:
+    """rliable's stratified bootstrap by hand: each replicate redraws the runs of every task (column)."""
+    rng = np.random.default_rng(seed)
+    R, T = a.shape
+    s = []
+    for _ in range(reps):
+        idx = rng.integers(0, R, size=(R, T))
+        res = np.empty_like(a)
+        for t in range(T):
+            for i in range(R):
+                res[i, t] = a[idx[i, t], t]
+        s.append(stat(res))
+    lo, hi = np.percentile(s, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def test_board_iqm_mean_and_cis_match_brute_force():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.6, 0.2, size=(6, 3))
+    b = rng.normal(0.3, 0.2, size=(6, 3))
+    df = _frame({"alpha": a, "beta<script>": b}, failed={"alpha": [(2, 1)]})
+    brd = S.board(df, n_boot=300)
+    assert list(brd["submission"]) == ["alpha", "beta<script>"] and list(brd["rank"]) == [1, 2]
+    a0 = a.copy()
+    a0[2, 1] = S.FAILED_SCORE  # a failed run scores as π_ref
+    row = brd.iloc[0]
+    assert row["iqm"] == pytest.approx(_brute_iqm(a0), abs=1e-12)
+    assert row["mean"] == pytest.approx(a0.mean(0).mean(), abs=1e-12)
+    lo, hi = _brute_ci(a0, _brute_iqm, 300)
+    assert (row["iqm_lo"], row["iqm_hi"]) == pytest.approx((lo, hi), abs=1e-12)
+    lo, hi = _brute_ci(a0, lambda s: s.mean(0).mean(), 300)
+    assert (row["mean_lo"], row["mean_hi"]) == pytest.approx((lo, hi), abs=1e-12)
+    assert row["failed"] == 1 and row["runs"] == 18 and row["tasks"] == 3
+    # other columns average the successful runs only
+    ok = np.ones_like(a, dtype=bool)
+    ok[2, 1] = False
+    assert row["value_gap"] == pytest.approx((1 - a[ok]).mean())
+    assert row["overoptimization_rate"] == pytest.approx(3 / 17)
+    assert row["median_fit_time"] == pytest.approx(np.median(np.repeat(np.arange(1, 7), 3)[np.r_[0:7, 8:18]]))
+    # dropping failed runs instead
+    brd2 = S.board(df, n_boot=50, failed_score=None)
+    assert brd2.iloc[0]["iqm"] == pytest.approx(_brute_iqm(a[ok]))
+    # a metric that is not a normalized score leaves failed runs out by default (0 would mean nothing there)
+    gap = S.board(df, metric="value_gap", n_boot=50).set_index("submission").loc["alpha"]
+    assert gap["iqm"] == pytest.approx(_brute_iqm(1 - a[ok])) and gap["failed"] == 1
+    with pytest.raises(ValueError, match="failed_score"):
+        S.board(df, failed_score="zero")
+
+
+def test_board_ci_contains_point_and_shrinks_with_more_runs():
+    rng = np.random.default_rng(7)
+    widths = []
+    for R in (5, 80):
+        df = _frame({"x": rng.normal(0.5, 0.3, size=(R, 4))})
+        row = S.board(df, n_boot=400).iloc[0]
+        for stat in ("iqm", "mean"):
+            assert row[f"{stat}_lo"] <= row[stat] <= row[f"{stat}_hi"]
+        widths.append(row["iqm_hi"] - row["iqm_lo"])
+    assert widths[1] < 0.5 * widths[0]
+
+
+def test_board_is_deterministic_and_handles_missing_runs():
+    rng = np.random.default_rng(3)
+    df = _frame({"x": rng.normal(size=(5, 3)), "y": rng.normal(size=(5, 3))})
+    pd.testing.assert_frame_equal(S.board(df, n_boot=100, seed=4), S.board(df, n_boot=100, seed=4))
+    ragged = df.drop(index=df.index[(df["submission"] == "x") & (df["task_key"] == "task0") & (df["seed_index"] == 4)])
+    row = S.board(ragged, n_boot=200).set_index("submission").loc["x"]
+    assert row["runs"] == 14 and row["iqm_lo"] < row["iqm"] < row["iqm_hi"] and row["mean_lo"] < row["mean"] < row["mean_hi"]
+    xs = ragged[ragged["submission"] == "x"]
+    # the ragged stratified bootstrap by hand: each task's runs redrawn to their own count
+    cols = [g.sort_values("seed_index")["normalized_score"].to_numpy() for _, g in xs.groupby("task_key")]
+    rng = np.random.default_rng(0)
+    reps = []
+    for _ in range(200):
+        reps.append(_brute_iqm(np.concatenate([c[rng.integers(0, len(c), size=len(c))] for c in cols])))
+    assert (row["iqm_lo"], row["iqm_hi"]) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])), abs=1e-12)
+    assert row["iqm"] == pytest.approx(_brute_iqm(xs["normalized_score"].to_numpy()))
+    assert row["mean"] == pytest.approx(xs.groupby("task_key")["normalized_score"].mean().mean())
+
+
+def test_board_rejects_bad_frames():
+    df = _frame({"x": np.ones((3, 2))})
+    with pytest.raises(ValueError, match="Did you mean 'normalized_score'"):
+        S.board(df, metric="normalised_score")
+    mixed = pd.concat([df, df.assign(suite_version=2)])
+    with pytest.raises(ValueError, match="never mix"):
+        S.board(mixed)
+    with pytest.raises(ValueError, match="lacks the column"):
+        S.board(df.drop(columns=["task_key"]))
+    nan = df.copy()
+    nan.loc[0, "normalized_score"] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        S.board(nan)
+    # a lower-is-better metric ranks ascending
+    two = _frame({"good": np.full((3, 2), 0.9), "bad": np.full((3, 2), 0.1)})
+    assert list(S.board(two, metric="value_gap", n_boot=20)["submission"]) == ["good", "bad"]
+
+
+# ------------------------------------------------------------------------------------------ P(X > Y)
+
+
+def test_probability_of_improvement():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    df = _frame({"hi": x + 10, "lo": x, "same": x.copy()})
+    assert S.probability_of_improvement(df, "hi", "lo", n_boot=100) == (1.0, 1.0, 1.0)
+    assert S.probability_of_improvement(df, "lo", "hi", n_boot=100) == (0.0, 0.0, 0.0)
+    p, lo, hi = S.probability_of_improvement(df, "lo", "same", n_boot=300)
+    assert p == 0.5 and lo < 0.5 < hi
+    p1 = S.probability_of_improvement(df, "hi", "same", n_boot=10)[0]
+    assert p1 + S.probability_of_improvement(df, "same", "hi", n_boot=10)[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="Did you mean 'same'"):
+        S.probability_of_improvement(df, "sane", "lo")
+
+
+def test_probability_of_improvement_hand_case():
+    # task0: x = [1, 2] vs y = [1.5, 1.5] -> S = (0 + 0 + 1 + 1)/4 = 0.5
+    # task1: x = [0, 1] vs y = [0, 2]     -> S = (0.5 + 0 + 1 + 0)/4 = 0.375      P = 0.4375
+    df = _frame({"x": np.array([[1.0, 0.0], [2.0, 1.0]]), "y": np.array([[1.5, 0.0], [1.5, 2.0]])})
+    p, lo, hi = S.probability_of_improvement(df, "x", "y", n_boot=500)
+    assert p == pytest.approx(0.4375) and lo <= p <= hi
+    # a failed run counts as 0: x's 2.0 in task0 fails -> task0 S = (0 + 0 + 0 + 0)/4 ... x = [1, 0] vs 1.5
+    dff = _frame({"x": np.array([[1.0, 0.0], [2.0, 1.0]]), "y": np.array([[1.5, 0.0], [1.5, 2.0]])},
+                 failed={"x": [(1, 0)]})
+    assert S.probability_of_improvement(dff, "x", "y", n_boot=10)[0] == pytest.approx((0.0 + 0.375) / 2)
+
+
+# ------------------------------------------------------------------------------------------ Spearman
+
+
+def test_spearman_matches_brute_force_with_ties():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, size=(50, 9)).astype(float)  # many ties
+    y = x + rng.integers(0, 3, size=(50, 9))
+
+    def ranks(v):  # average rank of ties: 1 + #smaller + (#equal - 1) / 2
+        return np.array([1 + np.sum(v < v[i]) + 0.5 * (np.sum(v == v[i]) - 1) for i in range(len(v))])
+
+    rho = S.spearman(x, y, per_context=True)
+    for c in range(50):
+        rx, ry = ranks(x[c]), ranks(y[c])
+        if rx.std() == 0 or ry.std() == 0:
+            assert math.isnan(rho[c])
+        else:
+            assert rho[c] == pytest.approx(np.corrcoef(rx, ry)[0, 1], abs=1e-12)
+    assert S.spearman(np.arange(6.0), np.exp(np.arange(6.0))) == pytest.approx(1.0)
+    assert S.spearman(np.arange(6.0), -np.arange(6.0) ** 3) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        S.spearman(np.ones((2, 3)), np.ones((3, 2)))
+
+
+# ------------------------------------------------------------------------------------------ reward-model track
+
+
+@pytest.fixture(scope="module")
+def rm_world():
+    return make_world(TaskConfig(**SMALL, seed=1))
+
+
+def test_gold_reward_model_is_perfect_and_best(rm_world):
+    cfg = TaskConfig(**SMALL, seed=1)
+    gold = S.score_builtin_reward_model("gold", cfg, rloo_queries=0)
+    lin = S.score_builtin_reward_model("linear", cfg.replace(n_labels=30, flip_rate=0.2), rloo_queries=0)
+    for k in ("acc_onpolicy", "acc_offpolicy", "acc_uniform", "spearman", "hacc", "gold_corr_ref"):
+        assert gold[k] == pytest.approx(1.0), k
+        assert lin[k] < 1.0, k
+    assert gold["bon_peak_gold"] > lin["bon_peak_gold"]
+    assert gold["tilt_normalized_score"] > lin["tilt_normalized_score"]
+    assert gold["tilt_value_gap"] < lin["tilt_value_gap"]
+    # best-of-n by the gold itself peaks at n = K (it never overoptimizes)
+    assert gold["bon_n_at_peak"] == cfg.K and gold["bon_drop"] == 0.0 and gold["bon_overoptimized"] == 0.0
+    assert set(S.RM_OFFLINE_METRICS) | set(S.RM_DOWNSTREAM_METRICS) <= set(gold)
+
+
+def test_reward_model_scores_are_normalized_so_scale_does_not_matter(rm_world):
+    j, task = rm_world.judge, rm_world.task
+    base = S.score_reward_model(j, task, task.proxy, rloo_queries=0)
+    scaled = S.score_reward_model(j, task, lambda x: 7.0 * task.proxy(x) + 3.0, rloo_queries=0)
+    for k in S.RM_OFFLINE_METRICS + ("bon_peak_gold", "tilt_gold_value", "tilt_normalized_score"):
+        assert scaled[k] == pytest.approx(base[k], rel=1e-9, abs=1e-12), k
+    assert scaled["rm_scale"] == pytest.approx(7.0 * base["rm_scale"])
+    # rank-based offline metrics equal the library's on the task's own proxy scores (affine invariance)
+    r, g, ref = j.eval_proxy, j.eval_gold, j.eval_ref_logp
+    harm = M.harm_aware_accuracies(r, g, ref)
+    assert base["acc_onpolicy"] == pytest.approx(M.ranking_accuracy(r, g, ref))
+    assert base["acc_uniform"] == pytest.approx(M.ranking_accuracy(r, g))
+    assert base["acc_offpolicy"] == pytest.approx(M.ranking_accuracy(r, g, M.tilt_logp(ref, g, rm_world.task.beta)))
+    assert (base["acc_w"], base["hacc"], base["hacc_w"]) == pytest.approx((harm["acc_w"], harm["hacc"], harm["hacc_w"]))
+    assert base["gold_corr_ref"] == pytest.approx(M.proxy_gold_correlation(ref, r, g))
+    assert base["spearman"] == pytest.approx(S.spearman(r, g))
+    assert len({base["acc_onpolicy"], base["acc_offpolicy"], base["hacc"], base["hacc_w"], base["acc_w"]}) == 3  # π_ref uniform: acc_w = acc_onpolicy, hacc_w = hacc
+
+
+def test_rloo_trains_on_the_submitted_reward_model(rm_world):
+    j, task = rm_world.judge, rm_world.task
+    gold_fn = lambda x: j.gold(x)  # noqa: E731
+    good = S.score_reward_model(j, task, gold_fn, rloo_queries=4096)
+    bad = S.score_reward_model(j, task, lambda x: -j.gold(x), rloo_queries=4096)
+    assert good["rloo_proxy_queries"] == 4096 and task.budget.proxy_queries == 0  # the public task is untouched
+    assert good["rloo_normalized_score"] > 0.3
+    assert bad["rloo_normalized_score"] < 0 and bad["tilt_normalized_score"] < 0 and bad["acc_onpolicy"] == 0.0
+    again = S.score_reward_model(j, task, gold_fn, rloo_queries=4096)
+    assert again == good  # deterministic
+
+
+def test_bad_reward_models_are_named(rm_world):
+    j, task = rm_world.judge, rm_world.task
+    with pytest.raises(ValueError, match="shape"):
+        S.score_reward_model(j, task, lambda x: x.sum(-1).reshape(-1), rloo_queries=0)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        S.score_reward_model(j, task, lambda x: torch.full(x.shape[:-1], float("nan")), rloo_queries=0)
+    with pytest.raises(ValueError, match="constant"):
+        S.score_reward_model(j, task, lambda x: torch.zeros(x.shape[:-1]), rloo_queries=0)
+    with pytest.raises(ValueError, match="Did you mean 'linear'"):
+        S.score_builtin_reward_model("linaer", TaskConfig(**SMALL))
+    assert S.builtin_reward_models() == ("linear", "mlp", "two_stage", "ensemble")
+
+
+def test_offline_accuracy_predicts_downstream_gold_across_label_counts():
+    rows = []
+    for seed in (0, 1):
+        for n in (10, 20, 40, 80, 160, 640):
+            cfg = TaskConfig(**{**SMALL, "n_labels": n}, flip_rate=0.1, seed=seed)
+            rows.append({"submission": f"linear-{n}", "task_key": "relu", "seed_index": seed, "status": "ok",
+                         **S.score_builtin_reward_model("linear", cfg, rloo_queries=0)})
+    df = pd.DataFrame(rows)
+    pred = S.metric_predictiveness(df, n_boot=300).set_index("metric")
+    acc = pred.loc["acc_onpolicy"]
+    assert acc["n"] == 12 and acc["rho"] > 0.6 and acc["rho_lo"] > 0 and acc["rho_lo"] <= acc["rho"] <= acc["rho_hi"]
+    assert acc["rho"] == pytest.approx(S.spearman(df["acc_onpolicy"].to_numpy(), df["tilt_normalized_score"].to_numpy()))
+    assert acc["n_groups"] == 2 and acc["rho_within"] > 0.6
+    assert list(pred.index) == sorted(pred.index, key=lambda m: -pred.loc[m, "rho"])
+    with pytest.raises(ValueError, match="Did you mean 'tilt_gold_value'"):
+        S.metric_predictiveness(df, downstream="tilt_gold_valu")
