@@ -30,7 +30,7 @@ import tiltenv
 from baselines import get_baseline
 from baselines.base import Agent, TrainBudget
 from tiltenv import metrics as M
-from tiltenv._validation import suggest
+from tiltenv._validation import check_env_id, suggest
 from tiltenv.evaluation import overoptimization_report, policy_logp, resolve_judge
 from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
@@ -76,6 +76,8 @@ def _coerce(text: str, optional: bool = True) -> Any:
         return None if optional else text.strip()
     if low in ("true", "false"):
         return low == "true"
+    if low in ("inf", "+inf", "-inf", "nan"):  # numbers, not strings (one numeric type rule)
+        return float(low)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -110,18 +112,6 @@ def parse_overrides(config_cls: type, overrides: Sequence[str] | Mapping[str, An
         if key not in names:
             raise ValueError(f"{config_cls.__name__} has no field {key!r}; valid fields are {names}." + suggest(key, names))
     return items
-
-
-def check_env_id(env_id: Any) -> str:
-    """A registered tiltenv id, else a ValueError naming the closest one (no Gymnasium traceback)."""
-    ids = sorted(k for k in gym.registry if k.startswith("tiltenv/"))
-    if not isinstance(env_id, str):
-        raise ValueError(f"env id must be a string, one of {ids} (got {env_id!r}).")
-    name = env_id.split(":", 1)[1] if ":" in env_id else env_id
-    if name not in ids:
-        what = "is not a tiltenv task" if name in gym.registry else "is not registered"
-        raise ValueError(f"env id {env_id!r} {what}; tiltenv ids are {ids}." + suggest(name, ids))
-    return env_id
 
 
 def trajectory_row(policy: Any, judge: Any) -> dict[str, float]:

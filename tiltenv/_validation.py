@@ -204,3 +204,18 @@ def check_footprint(what: str, n_bytes: int, terms: str, fix: str, *, against_av
         limit, why = avail, f"the {_gib(avail)} of memory available now"
     if n_bytes > limit:
         raise ValueError(f"{what} would need about {_gib(n_bytes)} ({terms}), more than {why}; {fix}.")
+
+
+def check_env_id(env_id: Any) -> str:
+    """A registered tiltenv id (``tiltenv/X-vN`` or ``tiltenv:tiltenv/X-vN``), else a ValueError naming the closest
+    one — instead of Gymnasium's NameNotFound or an AttributeError on a non-tiltenv env."""
+    import gymnasium as gym
+
+    ids = sorted(k for k in gym.registry if k.startswith("tiltenv/"))
+    if not isinstance(env_id, str):
+        raise ValueError(f"env id must be a string, one of {ids} (got {env_id!r}).")
+    name = env_id.split(":", 1)[1] if ":" in env_id else env_id
+    if name not in ids:
+        what = "is not a tiltenv task" if name in gym.registry else "is not registered"
+        raise ValueError(f"env id {env_id!r} {what}." + suggest(name, ids) + f" tiltenv ids: {ids}.")
+    return env_id

@@ -19,7 +19,7 @@ import gymnasium as gym
 import pandas as pd
 
 import tiltenv
-from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads
+from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads, check_env_id
 from tiltenv.evaluation import overoptimization_report, resolve_judge
 from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
@@ -31,8 +31,12 @@ def _parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--set expects key=value (got {item!r}).")
+            print(f"tiltenv sweep: error: --set expects key=value (got {item!r}).", file=sys.stderr)
+            raise SystemExit(2)
         key, value = item.split("=", 1)
+        if value.strip().lower() in ("inf", "+inf", "-inf", "nan"):  # numbers, not strings (one numeric type rule)
+            out[key] = float(value)
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     apply_threads(parser, args.threads)
     try:
+        check_env_id(args.env)
         env = gym.make(args.env, **_parse_set(args.set))
     except gym.error.Error as exc:
         ids = sorted(k for k in gym.registry if k.startswith("tiltenv/"))

@@ -34,3 +34,14 @@ def test_threads_are_applied():
         assert apply_threads(None, "2") == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_user_errors_are_one_line_exit_2(capsys):
+    for argv in (["--env", "CartPole-v1"], ["--env", "tiltenv/Hmp-v0"], ["--set", "d=16.5"], ["--set", "novalue"]):
+        try:
+            code = sweep.main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    assert sweep._parse_set(["beta=inf", "d=16"]) == {"beta": float("inf"), "d": 16}
