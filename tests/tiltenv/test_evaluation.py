@@ -182,5 +182,5 @@ def test_sweeps_label_rows_exactly_and_public_tasks_cannot_be_judged():
         tiltenv.evaluate(lambda c, r: r, env)
     with pytest.raises(ValueError, match=r"beta must be in \(0, inf\]"):
         tiltenv.evaluate(lambda c, r: r, world, beta=-1)
-    with pytest.raises(TypeError, match=r"beta must be a real number \(got 'x'\)"):
+    with pytest.raises(TypeError, match=r"beta must be a real number \(got 'x', a string\)"):
         tiltenv.evaluate(lambda c, r: r, world, beta="x")
