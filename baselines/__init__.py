@@ -94,4 +94,4 @@ def get_baseline(name: str) -> tuple[type[Agent], type]:
 def make_agent(name: str, **config: object) -> Agent:
     """Build a registered baseline from config keyword arguments: ``make_agent("grpo", beta=0.1)``."""
     agent_cls, config_cls = get_baseline(name)
-    return agent_cls(config_cls(**config))
+    return agent_cls(**config)  # Agent.__init__ names an unknown field with the closest valid one

@@ -65,7 +65,7 @@ from baselines.base import (
 )
 from baselines.policy import Policy, PolicySnapshot, check_head
 from tiltenv import metrics as M
-from tiltenv._validation import check_choice, check_float, check_int
+from tiltenv._validation import check_footprint, check_choice, check_float, check_int
 
 __all__ = ["PGConfig", "Rollout", "PolicyGradientAgent", "kl_estimate", "weighted_mean", "KL_ESTIMATORS"]
 
@@ -221,6 +221,12 @@ class PolicyGradientAgent(Agent):
         self.device = resolve_device(cfg.device)
         self.beta_ = float(task.beta if cfg.beta is None else cfg.beta)
         self.K_ = int(task.K)
+        # one update holds batch_size contexts of K candidates, the policy's activations over all of them (forward and
+        # backward) and the scored rewards: refuse before the allocator does
+        width = sum(cfg.hidden_sizes) if cfg.policy == "mlp" else 0
+        check_footprint(f"one {type(self).__name__} update", 4 * cfg.batch_size * self.K_ * (task.d + 3 * width + 16),
+                        f"batch_size {cfg.batch_size} × K {self.K_} × (d {task.d} + 3 × hidden_sizes {width} + 16) float32",
+                        "lower batch_size (or hidden_sizes)")
         self.net = Policy(task.d, cfg.policy, cfg.hidden_sizes, cfg.activation, seed=cfg.seed, device=self.device)
         self.opt = make_optimizer(self.net.parameters(), cfg.optimizer, cfg.learning_rate, cfg.momentum)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)

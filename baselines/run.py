@@ -30,10 +30,11 @@ import tiltenv
 from baselines import get_baseline
 from baselines.base import Agent, TrainBudget
 from tiltenv import metrics as M
-from tiltenv._validation import suggest
-from tiltenv.evaluation import policy_logp, resolve_judge
+from tiltenv._validation import check_env_id, suggest
+from tiltenv.evaluation import overoptimization_report, policy_logp, resolve_judge
+from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
-__all__ = ["TrainResult", "train", "parse_overrides", "trajectory_row", "format_result", "TRAJECTORY_METRICS"]
+__all__ = ["TrainResult", "train", "parse_overrides", "trajectory_row", "format_result", "interpret", "TRAJECTORY_METRICS"]
 
 TRAJECTORY_METRICS = ("gold_value", "proxy_value", "kl", "value_gap", "normalized_score")
 
@@ -50,6 +51,8 @@ class TrainResult:
         overoptimization: :class:`tiltenv.metrics.OveroptimizationReport` of the trajectory (None if < 2 points).
         fit_time: seconds spent in ``fit`` (scoring excluded); proxy_queries: queries the agent made.
         agent: the trained agent.
+        notes: budgets the agent could not honour (a proxy-query budget an offline agent ignores, a wall-time
+            overrun), one sentence each; printed by :func:`format_result`.
     """
 
     baseline: str
@@ -63,6 +66,7 @@ class TrainResult:
     fit_time: float
     proxy_queries: int
     agent: Agent = field(repr=False)
+    notes: list[str] = field(default_factory=list)
 
 
 def _coerce(text: str, optional: bool = True) -> Any:
@@ -72,6 +76,8 @@ def _coerce(text: str, optional: bool = True) -> Any:
         return None if optional else text.strip()
     if low in ("true", "false"):
         return low == "true"
+    if low in ("inf", "+inf", "-inf", "nan"):  # numbers, not strings (one numeric type rule)
+        return float(low)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -142,6 +148,7 @@ def train(
     Returns:
         :class:`TrainResult`.
     """
+    check_env_id(env_id)
     agent_cls, config_cls = get_baseline(baseline)
     kwargs = parse_overrides(config_cls, overrides)
     if seed is not None:
@@ -161,31 +168,66 @@ def train(
     queries = task.budget.proxy_queries - q0
     trajectory = [{"step": step, **trajectory_row(policy, judge)} for step, policy in snapshots]
     metrics = tiltenv.evaluate(agent, env)
-    report = None
-    if len(trajectory) >= 2:
-        report = M.overoptimization([r["kl"] for r in trajectory], [r["gold_value"] for r in trajectory],
-                                    [r["proxy_value"] for r in trajectory])
+    report = overoptimization_report(trajectory, judge) if len(trajectory) >= 2 else None
     env.close()
     return TrainResult(baseline, env_id, dict(env_kwargs or {}), config, budget, metrics, trajectory, report,
-                       fit_time, queries, agent)
+                       fit_time, queries, agent, budget_notes(baseline, budget, queries, fit_time))
 
 
-def format_result(res: TrainResult) -> str:
-    """A plain-text report: final metrics, the trajectory table and the overoptimization verdict."""
+#: Agents whose training is not bounded by proxy queries (their budget unit, for the note).
+OFFLINE_UNITS = {"dpo": "num_train_epochs × preference pairs", "tilt": "nothing (closed form)",
+                 "best_of_n": "nothing (closed form)"}
+
+
+def budget_notes(baseline: str, budget: TrainBudget, queries: int, fit_time: float) -> list[str]:
+    """Sentences for the budgets ``baseline`` could not honour (empty when it honoured them)."""
+    notes = []
+    if baseline in OFFLINE_UNITS and budget.proxy_queries != TrainBudget().proxy_queries:
+        notes.append(f"{baseline} does not spend proxy queries (its training is bounded by {OFFLINE_UNITS[baseline]}): "
+                     f"the proxy-query budget {budget.proxy_queries} (--queries) was not used; it made {queries} queries.")
+    if budget.wall_time is not None and fit_time > budget.wall_time * 1.05 + 0.05:
+        notes.append(f"fit took {fit_time:.2f} s, over the wall-time budget of {budget.wall_time:g} s: the limit is "
+                     "checked between updates and the last update (or set-up) ran past it.")
+    return notes
+
+
+def interpret(m: Mapping[str, float]) -> str:
+    """One sentence that reads the normalized score: where J_β's gain came from and where it went."""
+    gain, cost = m["gold_value"] - m["ref_gold_value"], m["beta"] * m["kl"]
+    room = m["optimal_objective"] - m["ref_gold_value"]
+    text = (f"normalized score = (gold gain {gain:+.4f} − β·KL {cost:.4f}) / (J*_β − V*(π_ref) = {room:.4f}) "
+            f"= {m['normalized_score']:+.4f} at β = {m['beta']:g}.")
+    if gain > 0.1 * max(room, 1e-12) and m["normalized_score"] < 0.1:
+        text += (" The policy gained gold but spent so much KL that β·KL ate the gain: it went past the gold tilt"
+                 " (optimizing the proxy further than its gold is worth at this β), not 'learned nothing'.")
+    elif abs(gain) <= 0.1 * max(room, 1e-12):
+        text += " The policy is still close to π_ref in gold (little learned, or gold-neutral moves)."
+    return text
+
+
+def format_result(res: TrainResult, explain: bool = False) -> str:
+    """A plain-text report: final metrics, the trajectory table, the overoptimization verdict and a legend.
+
+    ``explain`` appends every metric's meaning and formula (:mod:`tiltenv.glossary`).
+    """
     m = res.metrics
     lines = [
         f"{res.baseline} on {res.env_id} {res.env_kwargs or ''}".rstrip(),
         f"  config: {res.config}",
         f"  fit: {res.fit_time:.2f} s, {res.proxy_queries} proxy queries"
         + (f" ({res.proxy_queries / res.fit_time:,.0f}/s)" if res.fit_time > 0 and res.proxy_queries else ""),
+    ]
+    lines += [f"  note: {n}" for n in getattr(res, "notes", [])]
+    lines += [
         "",
-        f"  gold value        {m['gold_value']: .4f}   (π_ref: {m['ref_gold_value']: .4f})",
+        f"  gold value        {m['gold_value']: .4f}   (π_ref: {m['ref_gold_value']: .4f}, best candidate: {m['max_gold_value']: .4f})",
         f"  proxy value       {m['proxy_value']: .4f}",
         f"  KL(π‖π_ref)       {m['kl']: .4f}",
-        f"  value gap J*-J    {m['value_gap']: .4f}   (β = {m['beta']:g})",
-        f"  normalized score  {m['normalized_score']: .4f}",
+        f"  value gap J*-J    {m['value_gap']: .4f}   (β = {m['beta']:g}; 0 = optimal)",
+        f"  normalized score  {m['normalized_score']: .4f}   (1 = gold tilt π_ref·e^(r*/β), 0 = π_ref)",
+        f"  {interpret(m)}",
         "",
-        "  trajectory:",
+        "  trajectory (one row per checkpoint; the last row is the final policy):",
         f"  {'step':>10} {'gold':>9} {'proxy':>9} {'KL':>9} {'gap':>9} {'score':>9}",
     ]
     for r in res.trajectory:
@@ -193,11 +235,17 @@ def format_result(res: TrainResult) -> str:
             f"  {r['step']:>10d} {r['gold_value']:>9.4f} {r['proxy_value']:>9.4f} {r['kl']:>9.4f} "
             f"{r['value_gap']:>9.4f} {r['normalized_score']:>9.4f}"
         )
+    lines.append("  columns: step = proxy queries spent (pairs seen for DPO); gold/proxy = V*(π)/V̂(π); KL = KL(π‖π_ref);"
+                 f" gap = J*_β − J_β; score = normalized score (gap and score at β = {m['beta']:g}).")
     rep = res.overoptimization
     if rep is not None:
         verdict = "OVEROPTIMIZED" if rep.overoptimized else "no overoptimization"
         lines += ["", f"  {verdict}: peak gold {rep.peak_gold:.4f} at KL {rep.kl_at_peak:.3f}, final gold "
-                      f"{rep.final_gold:.4f}, drop {rep.drop:.4f}"
-                      + (" (proxy still rising)" if rep.proxy_rising_while_gold_falls else "")]
+                      f"{rep.final_gold:.4f}, drop {rep.drop:.4f} (threshold {rep.tol:.4f})"
+                      + (" (proxy still rising)" if rep.proxy_rising_while_gold_falls else ""),
+                  f"  rule: {OVEROPTIMIZATION_RULE}"]
+    if explain:
+        lines += ["", "  legend:"] + ["  " + line for line in legend(
+            ["step", *TRAJECTORY_METRICS, "ref_gold_value", "max_gold_value", "objective", "optimal_objective",
+             "kl_matched_gap", "beta", "drop"]).splitlines()]
     return "\n".join(lines)
-

@@ -101,7 +101,11 @@ class _Snapshot:
     """Frozen copy of an SB3 policy network as a ``(candidates, ref_logp) -> log-probs`` callable."""
 
     def __init__(self, sb3_policy: Any, obs_mode: str) -> None:
-        self.sb3_policy = copy.deepcopy(sb3_policy).eval()
+        # SB3 keeps the last minibatch's torch Distribution (non-leaf logits) on ``action_dist`` between updates;
+        # it is not part of the policy and cannot be deep-copied, so the copy leaves it out (memo -> None).
+        last = getattr(getattr(sb3_policy, "action_dist", None), "distribution", None)
+        memo = {} if last is None else {id(last): None}
+        self.sb3_policy = copy.deepcopy(sb3_policy, memo).eval()
         self.obs_mode = obs_mode
 
     def __call__(self, candidates: Any, ref_logp: Any) -> torch.Tensor:
@@ -155,8 +159,13 @@ class SB3PPO(Agent):
         agent = self
 
         class _Callback(BaseCallback):
-            def _on_step(self) -> bool:
+            # Checkpoints are taken when a rollout starts, i.e. after SB3 trained on every step collected so far:
+            # a snapshot taken inside a rollout (``_on_step``) is the policy *before* that rollout's update, so the
+            # last checkpoint was not the fitted policy (issue 9). ``finish`` reports the policy after the last update.
+            def _on_rollout_start(self) -> None:
                 ckpt(task.budget.proxy_queries - q0, agent.snapshot)
+
+            def _on_step(self) -> bool:
                 return not out_of_time(budget, started)
 
         ckpt.start(self.snapshot)

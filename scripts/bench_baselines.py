@@ -16,7 +16,6 @@ Usage: ``python scripts/bench_baselines.py [--quick] [--threads N] [--json out.j
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
@@ -27,6 +26,17 @@ import torch
 
 import tiltenv  # noqa: F401  (registers the envs)
 from baselines import BASELINES, PG_BASELINES, QUICK_BUDGET, TrainBudget, make_agent
+from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads
+
+#: Targets (issue 3 of the baselines): every fit at the quick budget under this many seconds; every torch PG agent
+#: at least this many times SB3 PPO's proxy queries/s through gym.make.
+FIT_TARGET_S = 60.0
+PG_RATIO_TARGET = 50.0
+
+
+def mark(ok: bool) -> str:
+    """✓ when a figure meets its target, ✗ when it misses it."""
+    return "✓" if ok else "✗"
 
 TASKS = {"SingleIndex-v0": {}, "Hump-v0": {}}
 #: SB3 PPO as a user would first run it: gym.make, one env at a time, SB3's default hyperparameters.
@@ -54,14 +64,13 @@ def best_of(repeat: int, fn):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the agents' tensors "
-                   "are small and a second thread only adds synchronization on a loaded 2-core machine)")
+    add_threads_argument(p)
     p.add_argument("--repeat", type=int, default=2, help="runs per figure; the best is reported")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args.threads = apply_threads(p, args.threads)
     quick = QUICK_BUDGET if not args.quick else TrainBudget(proxy_queries=4096)
     sb3_budget = TrainBudget(proxy_queries=8192 if not args.quick else 2048)
     repeat = 1 if args.quick else args.repeat
@@ -74,14 +83,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"1. fit wall time at the quick budget ({quick.proxy_queries:,} proxy queries), CPU, "
           f"{args.threads} torch thread(s), best of {repeat}")
-    print(f"   {'baseline':<10}" + "".join(f"{t:>18}" for t in TASKS))
+    print(f"   {'baseline':<10}" + "".join(f"{t:>18}" for t in TASKS) + f"   target < {FIT_TARGET_S:g} s")
     for name in BASELINES:
         row = {}
         for env_id in TASKS:
             seconds, queries = best_of(repeat, lambda: timed_fit(name, env_id, quick))
             row[env_id] = {"seconds": seconds, "queries": queries}
         out["wall_time"][name] = row
-        print(f"   {name:<10}" + "".join(f"{row[t]['seconds']:>16.2f} s" for t in TASKS), flush=True)
+        ok = max(row[t]["seconds"] for t in TASKS) < FIT_TARGET_S
+        print(f"   {name:<10}" + "".join(f"{row[t]['seconds']:>16.2f} s" for t in TASKS) + f"   {mark(ok)}", flush=True)
 
     print(f"\n2. proxy queries/s on SingleIndex-v0 (torch PG: quick budget; SB3: {sb3_budget.proxy_queries:,} queries)")
     contenders = [(n, n, {}, quick) for n in PG_BASELINES] + [
@@ -95,17 +105,20 @@ def main(argv: list[str] | None = None) -> dict:
             rates[label] = max(rates[label], queries / seconds)
     ref_1env = rates["sb3_ppo (gym.make, 1 env, SB3 defaults)"]
     ref_vec = rates["sb3_ppo (SB3VecEnv adapter, 16 envs)"]
-    print(f"   {'agent':<42}{'queries/s':>12}{'vs SB3 1 env':>14}{'vs SB3 adapter':>16}")
+    print(f"   {'agent':<42}{'queries/s':>12}{'vs SB3 1 env':>14}{'vs SB3 adapter':>16}   target >= {PG_RATIO_TARGET:g}x SB3 1 env")
     for label, rate in rates.items():
         out["throughput"][label] = {"queries_per_s": rate, "ratio_vs_sb3_1env": rate / ref_1env,
                                     "ratio_vs_sb3_adapter": rate / ref_vec}
-        print(f"   {label:<42}{rate:>12,.0f}{rate / ref_1env:>13.1f}x{rate / ref_vec:>15.1f}x")
+        verdict = f"   {mark(rate / ref_1env >= PG_RATIO_TARGET)}" if label in PG_BASELINES else "   (reference)"
+        print(f"   {label:<42}{rate:>12,.0f}{rate / ref_1env:>13.1f}x{rate / ref_vec:>15.1f}x{verdict}")
     worst = min(rates[n] for n in PG_BASELINES)
     slowest = max(r[t]["seconds"] for r in out["wall_time"].values() for t in TASKS)
     out["summary"] = {"slowest_fit_s": slowest, "min_pg_ratio_vs_sb3_1env": worst / ref_1env,
                       "min_pg_ratio_vs_sb3_adapter": worst / ref_vec}
-    print(f"\n   slowest baseline fit: {slowest:.1f} s (target < 60 s); slowest torch PG agent: "
-          f"{worst / ref_1env:.0f}x SB3 PPO through gym.make (target >= 50x), {worst / ref_vec:.1f}x SB3 on the adapter")
+    out["summary"]["pass"] = {"fit": slowest < FIT_TARGET_S, "pg_ratio": worst / ref_1env >= PG_RATIO_TARGET}
+    print(f"\n   {mark(slowest < FIT_TARGET_S)} slowest baseline fit: {slowest:.1f} s (target < {FIT_TARGET_S:g} s)")
+    print(f"   {mark(worst / ref_1env >= PG_RATIO_TARGET)} slowest torch PG agent: {worst / ref_1env:.0f}x SB3 PPO through "
+          f"gym.make (target >= {PG_RATIO_TARGET:g}x); {worst / ref_vec:.1f}x SB3 on the adapter (no target)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

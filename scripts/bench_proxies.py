@@ -13,13 +13,12 @@ Sections (each a function returning a pandas DataFrame):
 5. ``ensembles`` — the drop per diversity source × aggregator (members trained once per diversity source;
    aggregators applied to the same members).
 
-Usage: ``python scripts/bench_proxies.py [--quick] [--only timings,two_stage,...]``.
+Usage: ``.venv/bin/python scripts/bench_proxies.py [--quick] [--only timings,two_stage,...] [--threads N]``.
 The proxy cache goes to a temporary directory unless ``TILTENV_CACHE_DIR`` is set.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import subprocess
@@ -30,7 +29,29 @@ import time
 import pandas as pd
 import torch
 
+from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads
+
 NS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Targets of section 1: a cached construction (make_world from the cache; gym.make in a new process) and the
+#: training of any default proxy on 2 cores.
+CACHED_TARGET_S = 0.2
+TRAIN_TARGET_S = 10.0
+
+
+def mark(ok: bool) -> str:
+    """✓ when a figure meets its target, ✗ when it misses it."""
+    return "✓" if ok else "✗"
+
+
+def with_targets(df: pd.DataFrame) -> pd.DataFrame:
+    """The timings table with a ✓/✗ column after every figure that has a target."""
+    out = df.copy()
+    out.insert(out.columns.get_loc("build_uncached_s") + 1, f"<{TRAIN_TARGET_S:g}s",
+               [mark(v < TRAIN_TARGET_S) for v in df["build_uncached_s"]])
+    out.insert(out.columns.get_loc("build_cached_s") + 1, f"<{CACHED_TARGET_S:g}s",
+               [mark(v < CACHED_TARGET_S) for v in df["build_cached_s"]])
+    out[f"new_process_<{CACHED_TARGET_S:g}s"] = [mark(v < CACHED_TARGET_S) for v in df["gym_make_new_process_s"]]
+    return out
 
 
 def _cfg(**kw):
@@ -176,12 +197,20 @@ def ensembles(n_labels: int = 500, members=("mlp",), seeds=(0, 1, 2), k: int = 5
 
 
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one seed")
     parser.add_argument("--only", default="timings,two_stage,labels,hump,ensembles")
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    apply_threads(parser, args.threads)
+    known = ("timings", "two_stage", "labels", "hump", "ensembles")
+    for name in args.only.split(","):
+        if name not in known:
+            from tiltenv._validation import suggest
+
+            print(f"{parser.prog}: error: --only takes a comma-separated list of {list(known)} (got {name!r})."
+                  + suggest(name, known), file=sys.stderr)
+            raise SystemExit(2)
     if "TILTENV_CACHE_DIR" not in os.environ:
         os.environ["TILTENV_CACHE_DIR"] = tempfile.mkdtemp(prefix="tiltenv-bench-")
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 3)
@@ -209,6 +238,10 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
         elif name == "hump":
             print(df.groupby(["proxy", "setting"], sort=False)[["drop", "drop_se", "peak_n", "peak_gold",
                                                                "final_gold"]].agg(["mean", "min", "max"]).to_string())
+        elif name == "timings":
+            print(with_targets(df).to_string())
+            print(f"(targets: train < {TRAIN_TARGET_S:g} s, cached construction < {CACHED_TARGET_S:g} s; "
+                  "✓ met, ✗ missed; the other sections are measurements without targets)")
         else:
             print(df.to_string())
     return out

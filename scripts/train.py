@@ -1,10 +1,11 @@
 """Train one baseline on one tiltenv task and print its exact gold metrics and trajectory.
 
-Usage::
+Usage (from the repository root, after the Quickstart; or ``source .venv/bin/activate`` and drop ``.venv/bin/``)::
 
-    python scripts/train.py reinforce --env tiltenv/Hump-v0 --task beta=0.01 --set learning_rate=0.1
-    python scripts/train.py grpo --set scale_rewards=none --set kl_estimator=k3 --queries 131072
-    python scripts/train.py --list                     # baselines and their config fields
+    .venv/bin/python scripts/train.py reinforce --env tiltenv/Hump-v0 --task beta=0.01 --set learning_rate=0.1
+    .venv/bin/python scripts/train.py grpo --set scale_rewards=none --set kl_estimator=k3 --queries 131072
+    .venv/bin/python scripts/train.py --list                     # baselines and their config fields
+    .venv/bin/python scripts/train.py reinforce --explain        # ... and what every printed number means
 
 ``--set key=value`` overrides an agent config field, ``--task key=value`` a task parameter (a kwarg of
 ``gym.make``). The logic is :func:`baselines.run.train` (later the ``tiltenv train`` subcommand).
@@ -17,10 +18,10 @@ import dataclasses
 import json
 import sys
 
-import torch
-
 from baselines import BASELINES, TrainBudget
 from baselines.run import _coerce, format_result, train
+from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads
+from tiltenv.glossary import OVEROPTIMIZATION_RULE
 
 
 def _list() -> str:
@@ -34,7 +35,7 @@ def _list() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("baseline", nargs="?", help=f"one of {sorted(BASELINES)}")
     p.add_argument("--env", default="tiltenv/SingleIndex-v0", help="registered env id (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="agent config field")
@@ -43,17 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wall-time", type=float, default=None, help="wall-time budget in seconds")
     p.add_argument("--checkpoints", type=int, default=TrainBudget().n_checkpoints, help="log-spaced checkpoints")
     p.add_argument("--seed", type=int, default=None, help="agent seed")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print metrics and trajectory as JSON")
     p.add_argument("--list", action="store_true", help="list baselines and their config fields")
+    p.add_argument("--explain", action="store_true", help="append each printed metric's meaning and formula")
     args = p.parse_args(argv)
     if args.list:
         print(_list())
         return 0
     if args.baseline is None:
         p.error("a baseline name is required (or --list)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(p, args.threads)
     env_kwargs = {}
     for item in args.task:
         if "=" not in item:
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         budget = TrainBudget(proxy_queries=args.queries, wall_time=args.wall_time, n_checkpoints=args.checkpoints)
         res = train(args.baseline, args.env, overrides=args.overrides, env_kwargs=env_kwargs, budget=budget, seed=args.seed)
-    except (ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, FloatingPointError) as exc:  # user errors: one line, exit 2
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         rep = res.overoptimization
@@ -73,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             "config": dataclasses.asdict(res.config), "fit_time": res.fit_time, "proxy_queries": res.proxy_queries,
             "metrics": res.metrics, "trajectory": res.trajectory,
             "overoptimization": None if rep is None else {"drop": rep.drop, "overoptimized": rep.overoptimized,
-                                                          "peak_gold": rep.peak_gold, "kl_at_peak": rep.kl_at_peak},
+                                                          "peak_gold": rep.peak_gold, "kl_at_peak": rep.kl_at_peak,
+                                                          "tol": rep.tol, "rule": OVEROPTIMIZATION_RULE},
+            "notes": res.notes,
         }, indent=2, default=str))
     else:
-        print(format_result(res))
+        print(format_result(res, explain=args.explain))
+    for note in res.notes:
+        print(f"warning: {note}", file=sys.stderr)
     return 0
 
 

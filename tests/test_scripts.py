@@ -20,9 +20,10 @@ def test_main_job_prints_the_tilt_and_best_of_n_tables():
     out = _run("--env", "tiltenv/Hump-v0", "--set", "n_eval_contexts=512", "--set", "d=8")
     assert out.returncode == 0, out.stderr
     assert "tilt_beta" in out.stdout and "best-of-n" in out.stdout
-    assert out.stdout.count("OVEROPTIMIZED") == 2  # Hump overoptimizes under both sweeps
+    assert out.stdout.count("-> OVEROPTIMIZED") == 2  # Hump overoptimizes under both sweeps
+    assert out.stdout.count("at the task's β = 0.25 on every row") == 2 and "OVEROPTIMIZED when gold falls" in out.stdout
     lin = _run("--env", "tiltenv/Linear-v0", "--set", "n_eval_contexts=512", "--set", "d=8")
-    assert lin.returncode == 0 and lin.stdout.count("no overoptimization") == 2
+    assert lin.returncode == 0 and lin.stdout.count("-> no overoptimization") == 2
 
 
 def test_main_job_rejects_bad_input_clearly():

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tiltenv._validation import check_choice, check_float, check_int, suggest
+from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, suggest
 from tiltenv.links import LINKS
 
 __all__ = ["TaskConfig", "TabularConfig", "LABEL_KINDS", "config_from_kwargs"]
@@ -88,7 +88,6 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        _check_budget_size(self)
         set_("d", check_int("d", self.d, low=1, high=100_000))
         set_("K", check_int("K", self.K, low=2, high=1_000_000))
         check_choice("link", self.link, sorted(LINKS))
@@ -103,23 +102,26 @@ class TaskConfig:
         set_("label_bias", check_float("label_bias", self.label_bias))
         set_("pointwise_noise", check_float("pointwise_noise", self.pointwise_noise, low=0.0))
         if not isinstance(self.proxy, str):
-            raise TypeError(f"proxy must be a proxy name (got {self.proxy!r}).")
+            raise ParameterTypeError(f"proxy must be a proxy name (got {self.proxy!r}).")
         pk = self.proxy_kwargs
         if pk is None:
             pk = ()
         try:
             pk = dict(pk)
         except (TypeError, ValueError):
-            raise TypeError(f"proxy_kwargs must be a mapping of option names to values (got {pk!r}).") from None
+            raise ParameterTypeError(f"proxy_kwargs must be a mapping of option names to values (got {pk!r}).") from None
         set_("proxy_kwargs", _freeze(pk))
         set_("beta", check_float("beta", self.beta, low=0.0, low_open=True))
         set_("n_eval_contexts", check_int("n_eval_contexts", self.n_eval_contexts, low=1))
         set_("n_norm_contexts", check_int("n_norm_contexts", self.n_norm_contexts, low=2))
+        _check_budget_size(self)
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        from tiltenv.proxies import check_proxy  # late import: proxies import this module
+        from tiltenv._cost import check_proxy_cost
+        from tiltenv.proxies import parse_options  # late import: proxies import this module
 
-        check_proxy(self.proxy, dict(self.proxy_kwargs))
+        check_proxy_cost(self.proxy, parse_options(self.proxy, dict(self.proxy_kwargs)), d=self.d,
+                         n_labels=self.n_labels, label_kind=self.label_kind)
 
     # ------------------------------------------------------------------ helpers
     def public(self) -> "TaskConfig":
@@ -229,14 +231,28 @@ class TabularConfig:
 MAX_BATCH_ENTRIES = 2**31
 
 
+def footprint_bytes(n_labels: int, n_norm: int, n_eval: int, K: int, d: int) -> int:
+    """Estimated peak memory of building a task: every context batch it samples (float32 candidates) and the
+    float64 per-candidate arrays the judge keeps (ref log-probs, gold, proxy) — the whole footprint, not one batch."""
+    return 4 * K * d * (n_labels + n_norm + n_eval) + 3 * 8 * K * (n_norm + n_eval)
+
+
 def _check_budget_size(cfg: "TaskConfig") -> None:
-    for name in ("n_eval_contexts", "n_norm_contexts", "n_labels"):
-        n = getattr(cfg, name)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in (n, cfg.K, cfg.d)) and n * cfg.K * cfg.d > MAX_BATCH_ENTRIES:
-            raise ValueError(
-                f"{name} × K × d = {n} × {cfg.K} × {cfg.d} = {n * cfg.K * cfg.d:,} candidate entries exceeds "
-                f"{MAX_BATCH_ENTRIES:,} (8 GiB of float32); lower {name}, K or d."
-            )
+    """The whole footprint of the task's context batches against 8 GiB (machine-independent; ``make_world`` also
+    checks it against the memory available when it builds)."""
+    from tiltenv._validation import MAX_FOOTPRINT_BYTES, check_footprint
+
+    vals = (cfg.n_labels, cfg.n_norm_contexts, cfg.n_eval_contexts, cfg.K, cfg.d)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in vals):
+        return  # the field checks report the bad value itself
+    check_footprint("the task's contexts", footprint_bytes(*vals), footprint_terms(cfg),
+                    "lower n_labels, n_norm_contexts, n_eval_contexts, K or d", against_available=False)
+    assert MAX_FOOTPRINT_BYTES == 4 * MAX_BATCH_ENTRIES
+
+
+def footprint_terms(cfg: "TaskConfig") -> str:
+    return (f"(n_labels {cfg.n_labels} + n_norm_contexts {cfg.n_norm_contexts} + n_eval_contexts {cfg.n_eval_contexts})"
+            f" × K {cfg.K} × d {cfg.d} float32 candidates + float64 judge arrays")
 
 
 def config_from_kwargs(kwargs: Mapping[str, Any], cls: type = TaskConfig):
@@ -244,5 +260,6 @@ def config_from_kwargs(kwargs: Mapping[str, Any], cls: type = TaskConfig):
     names = [f.name for f in dataclasses.fields(cls)]
     for key in kwargs:
         if key not in names:
-            raise TypeError(f"unknown task parameter {key!r}; valid parameters are {names}." + suggest(key, names))
+            raise ParameterTypeError(f"unknown task parameter {key!r}." + suggest(key, names)
+                                     + f" Valid parameters: {names}.")
     return cls(**kwargs)

@@ -31,7 +31,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from tiltenv._validation import check_choice, resolve_device
+from tiltenv._validation import ParameterTypeError, check_choice, resolve_device
 from tiltenv.config import TabularConfig, TaskConfig, config_from_kwargs
 from tiltenv.world import PublicTask, make_world, torch_generator
 
@@ -105,7 +105,10 @@ class _TaskMixin:
         if task is not None and task_kwargs:
             raise TypeError(f"from_task takes the task's parameters from the task; got task parameters {sorted(task_kwargs)}.")
         if task is None:
-            self.config = config_from_kwargs(task_kwargs, self.config_cls)
+            try:
+                self.config = config_from_kwargs(task_kwargs, self.config_cls)
+            except TypeError as exc:  # read the same through gym.make (no Gymnasium suffix listing every kwarg)
+                raise ParameterTypeError(str(exc)) from exc.__cause__
             self.task: PublicTask = make_world(self.config).task
         else:
             self.config, self.task = task.config, task
@@ -247,9 +250,14 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
 
         self.num_envs = check_int("num_envs", num_envs, low=1)
         self._init_task(task_kwargs, obs_mode, device)
+        from tiltenv._validation import check_footprint
+
+        # candidates, the observation, final_obs and the batched space's low/high bounds: ~5 float32 copies
+        check_footprint(f"gym.make_vec(num_envs={self.num_envs})", 5 * 4 * self.num_envs * self.K * (self.d + 1),
+                        f"5 float32 copies of num_envs {self.num_envs} × K {self.K} × (d {self.d} + 1)", "lower num_envs")
         self.output = check_choice("output", output, OUTPUTS)
         if not isinstance(final_info, bool):
-            raise TypeError(f"final_info must be True or False (got {final_info!r}).")
+            raise ParameterTypeError(f"final_info must be True or False (got {final_info!r}).")
         self.final_info = final_info
         self._last_obs: Any = None
         self.single_observation_space = _observation_space(self.K, self.d, self.obs_mode)

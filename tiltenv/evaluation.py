@@ -4,10 +4,14 @@
 metric is a sum over the K candidates of each context (no sampling of actions), averaged over contexts.
 
 ``policy`` may be
-  * a tensor/array (C, K) of probabilities or log-probabilities over the judge's evaluation contexts;
-  * a callable ``f(candidates (C, K, d), ref_logp (C, K)) -> (C, K)`` log-probabilities or logits;
+  * a tensor/array (C, K) of log-probabilities over the judge's evaluation contexts;
+  * a callable ``f(candidates (C, K, d), ref_logp (C, K)) -> (C, K)`` log-probabilities;
   * an agent with a ``policy(candidates, ref_logp)`` method (the leaderboard protocol);
   * a stable-baselines3 model (its action distribution is read exactly, not sampled).
+
+The output is always **normalized log-probabilities** (``-inf`` = probability 0). evaluate never guesses:
+probabilities, scaled probabilities, logits or float16 are errors that say what was returned and how to fix
+it; pass ``logits=True`` to declare unnormalized scores.
 
 ``target`` is an env made by ``gym.make("tiltenv/...")`` (any wrappers), a vector env, a config, a
 :class:`~tiltenv.world.World` or a :class:`~tiltenv.world.Judge`.
@@ -32,7 +36,8 @@ from tiltenv import metrics as M
 from tiltenv._validation import check_float
 from tiltenv.config import TabularConfig, TaskConfig
 
-__all__ = ["evaluate", "evaluate_on_judge", "resolve_judge", "policy_logp", "tilt_sweep", "best_of_n_sweep"]
+__all__ = ["evaluate", "EvalResult", "evaluate_on_judge", "resolve_judge", "policy_logp", "tilt_sweep", "best_of_n_sweep",
+           "gold_range", "overoptimization_report"]
 
 
 def resolve_judge(target: Any):
@@ -86,54 +91,111 @@ def _sb3_logp(model: Any, candidates: torch.Tensor, ref_logp: torch.Tensor) -> t
     with torch.no_grad():
         obs_t, _ = policy.obs_to_tensor(obs_np)
         dist = policy.get_distribution(obs_t)
+        if not hasattr(dist.distribution, "logits"):
+            raise ValueError(f"the SB3 model's action distribution is {type(dist).__name__}, not categorical over the "
+                             f"K={K} candidates: train it on a tiltenv env (action space Discrete(K)).")
         return torch.log_softmax(dist.distribution.logits.to(torch.float64), dim=-1).cpu()
 
 
-def policy_logp(policy: Any, candidates: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+def policy_logp(policy: Any, candidates: torch.Tensor, ref_logp: torch.Tensor, *, logits: bool = False) -> torch.Tensor:
     """Turn any supported policy form into (C, K) float64 log-probabilities on ``candidates``.
 
+    The protocol is **normalized log-probabilities** (``logsumexp`` of each row is 0; ``-inf`` means
+    probability 0). Nothing else is guessed at: probabilities, scaled probabilities, logits and half-precision
+    outputs raise an error that says what was returned and how to fix it. ``logits=True`` declares that the
+    output is unnormalized scores, which are then normalized with ``log_softmax``.
+
     Raises:
-        ValueError: wrong shape, NaN, or rows that are neither probabilities nor log-probabilities.
+        ValueError: wrong shape, NaN or +inf, a row with no finite entry, or rows that are not normalized
+            log-probabilities (and ``logits`` is False).
         TypeError: an unsupported policy object.
     """
     C, K = ref_logp.shape
+    if not isinstance(logits, bool):
+        raise TypeError(f"logits must be True or False (got {logits!r}).")
     if hasattr(policy, "policy") and hasattr(policy, "observation_space") and hasattr(policy, "predict"):
         return _sb3_logp(policy, candidates, ref_logp)
     if callable(policy) or hasattr(policy, "policy"):
         fn = policy.policy if hasattr(policy, "policy") and not isinstance(policy, torch.nn.Module) else policy
         with torch.no_grad():
-            return _as_logp(fn(candidates, ref_logp), C, K, logits_ok=True)
+            return _as_logp(fn(candidates, ref_logp), C, K, logits=logits, what="the policy's output")
     if isinstance(policy, (np.ndarray, torch.Tensor, Sequence)):
-        return _as_logp(policy, C, K, logits_ok=False)
+        return _as_logp(policy, C, K, logits=logits, what="the policy array")
     raise TypeError(
-        f"unsupported policy {type(policy).__name__}: pass a (C, K) array of probabilities/log-probabilities, "
-        "a callable (candidates, ref_logp) -> log-probs, an agent with .policy(), or an SB3 model."
+        f"unsupported policy {type(policy).__name__}: pass a (C, K) array of log-probabilities, a callable "
+        "(candidates, ref_logp) -> log-probs, an agent with .policy(), or an SB3 model."
     )
 
 
-def _as_logp(values: Any, C: int, K: int, *, logits_ok: bool) -> torch.Tensor:
-    """A (C, K) policy output -> float64 log-probabilities.
+#: |logsumexp(row)| allowed for normalized log-probabilities, by dtype (float32 log_softmax rounds to ~1e-6·log K).
+_LOGP_TOL = {torch.float64: 1e-6, torch.float32: 1e-4}
 
-    Rows of probabilities (non-negative, sum 1) or of log-probabilities (logsumexp 0) are recognized —
-    both cannot hold at once (that would need rows of zeros summing to 1). Anything else is logits when
-    ``logits_ok`` (callables may return unnormalized scores), an error otherwise.
-    """
-    try:
-        arr = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values, dtype=np.float64))
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"policy output must be a numeric (C={C}, K={K}) array (got {type(values).__name__}).") from None
-    arr = arr.detach().cpu()
+
+def _as_logp(values: Any, C: int, K: int, *, logits: bool = False, what: str = "the policy output") -> torch.Tensor:
+    """A (C, K) policy output -> float64 log-probabilities (see :func:`policy_logp` for the rule)."""
+    fix = ("return log-probabilities (e.g. torch.log_softmax(scores, -1), or torch.log(p) for probabilities p), "
+           "or pass logits=True to have unnormalized scores normalized")
+    if isinstance(values, torch.Tensor):
+        arr = values.detach().cpu()
+    else:
+        try:
+            arr = torch.as_tensor(np.asarray(values))
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{what} must be a numeric (C={C}, K={K}) array of log-probabilities "
+                             f"(got {type(values).__name__}).") from None
+    if arr.dtype == torch.bool or arr.is_complex() or not (arr.is_floating_point() or arr.dtype in (
+            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"{what} must be a real (C={C}, K={K}) array of log-probabilities (got dtype {arr.dtype}).")
     _check_shape(arr, C, K)
+    dtype = arr.dtype
+    if dtype in (torch.float16, torch.bfloat16) and not logits:
+        raise ValueError(
+            f"{what} is {str(dtype).replace('torch.', '')}: 16-bit floats cannot hold normalized log-probabilities "
+            f"(rows are off by ~1e-3); return float32 or float64 (e.g. out.float()), or pass logits=True if these "
+            "are unnormalized scores.")
     arr = arr.to(torch.float64)
-    if torch.isnan(arr).any():
-        raise ValueError("policy output contains NaN.")
-    if bool((arr >= 0).all()) and torch.allclose(arr.sum(-1), torch.ones(C, dtype=torch.float64), atol=1e-6):
-        return torch.log(arr / arr.sum(-1, keepdim=True))
-    if bool((arr <= 0).all()) and torch.allclose(torch.logsumexp(arr, -1), torch.zeros(C, dtype=torch.float64), atol=1e-6):
+    nan = torch.isnan(arr)
+    if nan.any():
+        r, k = (int(i) for i in nan.nonzero()[0])
+        raise ValueError(f"{what} contains NaN ({int(nan.sum())} entries; first at row {r}, candidate {k}).")
+    pos = torch.isposinf(arr)
+    if pos.any():
+        r, k = (int(i) for i in pos.nonzero()[0])
+        raise ValueError(f"{what} contains +inf ({int(pos.sum())} entries; first at row {r}, candidate {k}); "
+                         "a log-probability is at most 0 (-inf means probability 0).")
+    dead = torch.isneginf(arr).all(-1)
+    if dead.any():
+        raise ValueError(f"{what} has rows that are all -inf (probability 0 everywhere; {int(dead.sum())} rows, "
+                         f"first row {int(dead.nonzero()[0])}); every row must put mass on some candidate.")
+    if logits:
         return torch.log_softmax(arr, dim=-1)
-    if logits_ok:
-        return torch.log_softmax(arr, dim=-1)
-    raise ValueError("policy array rows must be probabilities (sum to 1) or log-probabilities (logsumexp 0).")
+    lse = torch.logsumexp(arr, -1)
+    tol = _LOGP_TOL.get(dtype, 1e-6)
+    bad = lse.abs() > tol
+    if not bad.any():
+        return torch.log_softmax(arr, dim=-1)  # removes rounding below tol; not a guess
+    n_bad, first = int(bad.sum()), int(bad.nonzero()[0])
+    head = (f"{what} is not normalized log-probabilities: {n_bad} of {C} rows have logsumexp ≠ 0 "
+            f"(row {first}: logsumexp {float(lse[first]):.4g}, values {_short(arr[first])}, dtype {str(dtype).replace('torch.', '')}).")
+    finite = arr[torch.isfinite(arr)]
+    if finite.numel() and bool((finite >= 0).all()):
+        sums = arr.sum(-1)
+        if bool((finite <= 1).all()) and torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+            kind = "These look like probabilities (non-negative, rows sum to 1)"
+        else:
+            kind = (f"The values are non-negative (rows sum to {float(sums.min()):.4g}..{float(sums.max()):.4g}): "
+                    "probabilities, scaled probabilities or scores")
+    elif finite.numel() and bool((finite <= 0).all()):
+        kind = (f"The values are ≤ 0 but rows are not normalized (logsumexp {float(lse.min()):.4g}..{float(lse.max()):.4g}): "
+                "log of unnormalized weights")
+    else:
+        kind = "The values have both signs: these look like logits (unnormalized scores)"
+    raise ValueError(f"{head} {kind}; evaluate never guesses: {fix}.")
+
+
+def _short(row: torch.Tensor, n: int = 4) -> str:
+    vals = ", ".join(f"{float(v):.4g}" for v in row[:n])
+    return f"[{vals}{', ...' if row.numel() > n else ''}]"
 
 
 def _check_shape(out: torch.Tensor, C: int, K: int) -> None:
@@ -141,22 +203,55 @@ def _check_shape(out: torch.Tensor, C: int, K: int) -> None:
         raise ValueError(f"policy output must have shape (C={C}, K={K}) over the evaluation contexts (got {tuple(out.shape)}).")
 
 
-def evaluate_on_judge(policy: Any, judge: Any, *, beta: float | None = None) -> dict[str, float]:
+class EvalResult(dict):
+    """The metrics of one policy: a plain ``dict`` (``res["gold_value"]``, ``json.dumps(res)``, ``**res`` all work)
+    whose ``str()`` is a table with each metric's meaning (:mod:`tiltenv.glossary`, formulas in docs/metrics.md).
+
+    Attribute access works too: ``res.gold_value``.
+    """
+
+    def __getattr__(self, name: str) -> float:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __str__(self) -> str:
+        from tiltenv.glossary import METRICS
+
+        lines = [f"tiltenv.evaluate: exact metrics over the judge's held-out contexts (β = {self.get('beta', float('nan')):g})"]
+        for key, value in self.items():
+            lines.append(f"  {key:<23} {value: .4f}   {METRICS.get(key, (key, ''))[0]}")
+        lines.append("  (.explain() gives each metric's meaning; formulas: docs/metrics.md)")
+        return "\n".join(lines)
+
+    def explain(self) -> str:
+        """Each metric's meaning and formula, one line each (:mod:`tiltenv.glossary`)."""
+        from tiltenv.glossary import METRICS, legend
+
+        return legend([k for k in self if k in METRICS], width=23)
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython / Jupyter show the table
+        p.text(str(self))
+
+
+def evaluate_on_judge(policy: Any, judge: Any, *, beta: float | None = None, logits: bool = False) -> EvalResult:
     """All exact metrics of one policy (see :func:`evaluate`)."""
-    logp = policy_logp(policy, judge.eval_candidates, judge.eval_ref_logp)
+    logp = policy_logp(policy, judge.eval_candidates, judge.eval_ref_logp, logits=logits)
     return metrics_of_logp(logp, judge, beta=beta)
 
 
-def metrics_of_logp(logp: torch.Tensor, judge: Any, *, beta: float | None = None) -> dict[str, float]:
+def metrics_of_logp(logp: torch.Tensor, judge: Any, *, beta: float | None = None) -> EvalResult:
     """Metrics of (C, K) log-probabilities over the judge's evaluation contexts."""
     beta = judge.config.beta if beta is None else check_float("beta", beta, low=0.0, low_open=True, allow_inf=True)
     ref = judge.eval_ref_logp
     gold, proxy = judge.eval_gold, judge.eval_proxy
     kl = M.kl_divergence(logp, ref)
-    return {
+    return EvalResult({
         "gold_value": M.policy_value(logp, gold),
         "proxy_value": M.policy_value(logp, proxy),
         "ref_gold_value": M.policy_value(ref, gold),
+        "max_gold_value": M.soft_value(ref, gold, 0.0),
         "kl": kl,
         "chi2": M.chi2_divergence(logp, ref),
         "objective": M.regularized_objective(logp, ref, gold, beta),
@@ -168,25 +263,44 @@ def metrics_of_logp(logp: torch.Tensor, judge: Any, *, beta: float | None = None
         "reward_variance_policy": M.reward_variance(logp, proxy),
         "proxy_gold_corr": M.proxy_gold_correlation(ref, proxy, gold),
         "beta": beta,
-    }
+    })
 
 
-def evaluate(policy: Any, target: Any, *, beta: float | None = None) -> dict[str, float]:
+def evaluate(policy: Any, target: Any, *, beta: float | None = None, logits: bool = False) -> EvalResult:
     """Exact gold metrics of ``policy`` on the judge's held-out contexts.
 
     Args:
-        policy: see the module docstring.
+        policy: see the module docstring. Its output must be normalized log-probabilities; anything else
+            (probabilities, logits, float16) is an error that says how to fix it.
         target: env, vector env, config, World or Judge.
         beta: KL coefficient of J_β (default: the task's ``beta``).
+        logits: the policy returns unnormalized scores: normalize them with ``log_softmax`` (explicit, never guessed).
 
     Returns:
-        dict with ``gold_value``, ``proxy_value``, ``ref_gold_value``, ``kl``, ``chi2``, ``objective`` (J_β),
-        ``optimal_objective`` (J*_β), ``value_gap`` (J*_β − J_β), ``normalized_score``, ``kl_matched_gap``,
-        ``reward_variance_ref`` / ``reward_variance_policy`` (proxy variance per context, averaged),
-        ``proxy_gold_corr`` (under π_ref), ``beta``. Pairwise ranking diagnostics (O(K²) per context) live
-        in :mod:`tiltenv.diagnostics`.
+        :class:`EvalResult`, a dict with ``gold_value``, ``proxy_value``, ``ref_gold_value``, ``max_gold_value``,
+        ``kl``, ``chi2``, ``objective`` (J_β), ``optimal_objective`` (J*_β), ``value_gap`` (J*_β − J_β),
+        ``normalized_score``, ``kl_matched_gap``, ``reward_variance_ref`` / ``reward_variance_policy`` (proxy
+        variance per context, averaged), ``proxy_gold_corr`` (under π_ref), ``beta``; ``print(result)`` shows a
+        table with each metric's meaning (formulas: docs/metrics.md). Pairwise ranking diagnostics (O(K²) per
+        context) live in :mod:`tiltenv.diagnostics`.
     """
-    return evaluate_on_judge(policy, resolve_judge(target), beta=beta)
+    return evaluate_on_judge(policy, resolve_judge(target), beta=beta, logits=logits)
+
+
+def gold_range(judge: Any) -> float:
+    """``E_x max_k r*(x_k) − V*(π_ref)``: how much gold there is to gain on the task (the scale of every drop)."""
+    ref, gold = judge.eval_ref_logp, judge.eval_gold
+    return M.soft_value(ref, gold, 0.0) - M.policy_value(ref, gold)
+
+
+def overoptimization_report(rows: Sequence[dict], judge: Any):
+    """:func:`tiltenv.metrics.overoptimization` of rows with ``kl``/``gold_value``/``proxy_value``, with the
+    drop threshold relative to the task's gold range (:data:`tiltenv.glossary.OVEROPTIMIZATION_RULE`)."""
+    from tiltenv.glossary import OVEROPTIMIZATION_REL_TOL
+
+    tol = OVEROPTIMIZATION_REL_TOL * max(gold_range(judge), 0.0)
+    return M.overoptimization([r["kl"] for r in rows], [r["gold_value"] for r in rows],
+                              [r["proxy_value"] for r in rows], tol=tol)
 
 
 def tilt_sweep(target: Any, betas: Sequence[float], *, reward: str = "proxy") -> list[dict[str, float]]:

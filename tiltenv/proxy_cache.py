@@ -59,8 +59,19 @@ def cache_dir() -> Path:
     return Path(root) / "proxies"
 
 
+_ON, _OFF = ("1", "true", "on", "yes", ""), ("0", "false", "off", "no")
+
+
 def cache_enabled() -> bool:
-    return os.environ.get("TILTENV_PROXY_CACHE", "1").strip().lower() not in ("0", "false", "off", "no")
+    """``TILTENV_PROXY_CACHE``: 1/true/on/yes (default) or 0/false/off/no; anything else warns and keeps the cache on."""
+    raw = os.environ.get("TILTENV_PROXY_CACHE", "1")
+    value = raw.strip().lower()
+    if value in _OFF:
+        return False
+    if value not in _ON:
+        warnings.warn(f"TILTENV_PROXY_CACHE={raw!r} is not one of 1/true/on/yes or 0/false/off/no; using the cache "
+                      "(the default).", stacklevel=3)
+    return True
 
 
 def _training_device(options: Any) -> str:
@@ -133,15 +144,67 @@ def _save(path: Path, key: str, spec: ProxySpec, proxy: Proxy) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """Hold the entry's lock file; an unusable lock (unwritable, a directory, no ``flock`` on this filesystem)
+    warns and goes on without it (write-then-rename alone keeps entries whole; two builders may both train)."""
     if fcntl is None:  # pragma: no cover - write-then-rename alone (last identical writer wins)
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock = open(lock_path, "a+b")
+    except OSError as err:
+        warnings.warn(f"tiltenv proxy cache lock {lock_path} is not usable ({err}); building without the lock.",
+                      stacklevel=4)
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        except OSError as err:
+            warnings.warn(f"tiltenv proxy cache lock {lock_path} cannot be taken ({err}); building without the lock.",
+                          stacklevel=4)
+            yield
+            return
         try:
             yield
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+#: Builds estimated to take longer than this many seconds announce themselves (a rich spinner on a terminal).
+ANNOUNCE_SECONDS = 5.0
+
+
+def _train(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -> Proxy:
+    """``spec.build`` with progress for long builds: a line on stderr, and a rich spinner with the elapsed time
+    when stderr is a terminal. Ctrl-C stops it before anything is written (entries are saved only when complete)."""
+    import sys
+
+    from tiltenv._cost import estimated_seconds, proxy_flops
+
+    try:
+        est = estimated_seconds(proxy_flops(spec.name, options, d=ctx.d, n_labels=getattr(config, "n_labels", 0),
+                                            label_kind=getattr(config, "label_kind", "pairwise")))
+    except Exception:  # an estimate must never stop a build
+        est = 0.0
+    if est < ANNOUNCE_SECONDS:
+        return spec.build(options, ctx)
+    what = f"training the {spec.name!r} proxy (about {est:.0f} s on a 2-core CPU; cached afterwards)"
+    try:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    except ImportError:
+        console = None
+    if console is None or not console.is_terminal:
+        print(f"tiltenv: {what} ...", file=sys.stderr, flush=True)
+        return spec.build(options, ctx)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("tiltenv: {task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        progress.add_task(what, total=None)
+        return spec.build(options, ctx)
 
 
 def build_proxy(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -> Proxy:
@@ -151,7 +214,7 @@ def build_proxy(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -
     """
     if spec.skeleton is None or not cache_enabled():
         stats["uncached"] += 1
-        return spec.build(options, ctx)
+        return _train(spec, options, ctx, config)
     key = cache_key(config, spec, options)
     directory = cache_dir()
     path = directory / f"{spec.name}-{key[:32]}.pt"
@@ -166,7 +229,7 @@ def build_proxy(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -
         warnings.warn(f"tiltenv proxy cache directory {directory} is not usable ({err}); training without cache.",
                       stacklevel=2)
         stats["uncached"] += 1
-        return spec.build(options, ctx)
+        return _train(spec, options, ctx, config)
     with _locked(path):
         if path.exists():
             try:
@@ -180,7 +243,7 @@ def build_proxy(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -
                 stats["rebuilt"] += 1
         else:
             stats["misses"] += 1
-        proxy = spec.build(options, ctx)
+        proxy = _train(spec, options, ctx, config)  # a Ctrl-C here leaves no entry: only complete ones are saved
         try:
             _save(path, key, spec, proxy)
         except OSError as err:

@@ -2,11 +2,15 @@
 
 Example:
     tiltenv sweep --env tiltenv/Hump-v0 --set d=16 --set seed=1
+    tiltenv sweep --explain                 # what every column means, with its formula
+
+Every row is an exact evaluation on the judge's held-out contexts. ``value_gap`` and ``normalized_score``
+are computed at the **task's β** (the ``beta`` task parameter) on every row, not at the row's tilt
+temperature: they score each policy on the task's objective J_β. Formulas: docs/metrics.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import math
 import sys
@@ -15,7 +19,9 @@ import gymnasium as gym
 import pandas as pd
 
 import tiltenv
-from tiltenv import metrics as M
+from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads, check_env_id
+from tiltenv.evaluation import overoptimization_report, resolve_judge
+from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
 DEFAULT_BETAS = (math.inf, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03, 0.01, 0.0)
 DEFAULT_NS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -25,8 +31,12 @@ def _parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--set expects key=value (got {item!r}).")
+            print(f"tiltenv sweep: error: --set expects key=value (got {item!r}).", file=sys.stderr)
+            raise SystemExit(2)
         key, value = item.split("=", 1)
+        if value.strip().lower() in ("inf", "+inf", "-inf", "nan"):  # numbers, not strings (one numeric type rule)
+            out[key] = float(value)
+            continue
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -42,19 +52,36 @@ def _table(rows: list[dict], first: str) -> pd.DataFrame:
     return df[cols]
 
 
-def _report(name: str, df: pd.DataFrame) -> str:
-    rep = M.overoptimization(df["kl"].to_numpy(), df["gold_value"].to_numpy(), df["proxy_value"].to_numpy())
+COLUMNS = ("tilt_beta", "n", "kl", "sqrt_kl", "proxy_value", "gold_value", "value_gap", "normalized_score",
+           "reward_variance_policy")
+
+
+def _report(name: str, df: pd.DataFrame, judge) -> str:
+    rep = overoptimization_report(df.to_dict("records"), judge)
     verdict = "OVEROPTIMIZED" if rep.overoptimized else "no overoptimization"
     return (f"{name}: peak gold {rep.peak_gold:+.4f} at KL {rep.kl_at_peak:.3f}, final gold {rep.final_gold:+.4f}, "
-            f"drop {rep.drop:.4f} -> {verdict}")
+            f"drop {rep.drop:.4f} (threshold {rep.tol:.4f}) -> {verdict}")
+
+
+def explain() -> str:
+    """The legend of the sweep tables and the overoptimization rule."""
+    return (legend(COLUMNS, width=23) + "\nvalue_gap and normalized_score use the task's β on every row (not tilt_beta)."
+            + f"\n{OVEROPTIMIZATION_RULE}\nFormulas: docs/metrics.md.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tiltenv sweep", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="tiltenv sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="tiltenv/Hump-v0", help="registered env id (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="task parameter override")
+    parser.add_argument("--explain", action="store_true", help="print what every column means (with formulas) and exit")
+    add_threads_argument(parser)
     args = parser.parse_args(argv)
+    if args.explain:
+        print(explain())
+        return 0
+    apply_threads(parser, args.threads)
     try:
+        check_env_id(args.env)
         env = gym.make(args.env, **_parse_set(args.set))
     except gym.error.Error as exc:
         ids = sorted(k for k in gym.registry if k.startswith("tiltenv/"))
@@ -66,15 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     cfg = env.unwrapped.config
     print(f"{args.env}: {cfg}\n")
     K = env.unwrapped.K
+    judge = resolve_judge(env)
     pd.set_option("display.width", 160)
+    at_beta = f"value_gap and normalized_score at the task's β = {cfg.beta:g} on every row"
     tilt = _table(tiltenv.tilt_sweep(env, DEFAULT_BETAS), "tilt_beta")
-    print("Gold-blind tilt π ∝ π_ref·exp(r̂/β) on the proxy (exact over K candidates, held-out contexts):")
+    print("Gold-blind tilt π ∝ π_ref·exp(r̂/tilt_beta) on the proxy (exact over K candidates, held-out contexts;\n"
+          f"{at_beta}, not at tilt_beta):")
     print(tilt.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(_report("tilt sweep", tilt), "\n")
+    print(_report("tilt sweep", tilt, judge), "\n")
     bon = _table(tiltenv.best_of_n_sweep(env, [n for n in DEFAULT_NS if n <= K] or [1, K]), "n")
-    print("Exact best-of-n on the proxy:")
+    print(f"Exact best-of-n on the proxy ({at_beta}):")
     print(bon.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(_report("best-of-n", bon))
+    print(_report("best-of-n", bon, judge))
+    print(f"\nkl = KL(π‖π_ref); proxy_value/gold_value = V̂(π)/V*(π); value_gap = J*_β − J_β(π) (0 = optimal); "
+          "normalized_score: 1 = gold tilt, 0 = π_ref;\nreward_variance_policy = proxy variance under π. "
+          f"{OVEROPTIMIZATION_RULE}\n(tiltenv sweep --explain: every column with its formula; docs/metrics.md)")
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tiltenv._validation import check_int
+from tiltenv._validation import check_footprint, check_int
 from tiltenv.config import TabularConfig, TaskConfig
 from tiltenv.labels import PointwiseData, PreferenceData, make_pointwise, make_preferences
 from tiltenv.links import get_link
@@ -203,6 +203,8 @@ class PublicTask:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh training contexts: candidates (n, K, d) and ref_logp (n, K) on the generator's device."""
         n = check_int("n", n, low=1)
+        check_footprint(f"sample_contexts({n})", n * self.K * (4 * self.d + 8), f"n {n} × K {self.K} × (d {self.d} "
+                        "float32 + 1 float64)", "sample fewer contexts per call (e.g. in batches)")
         if generator is None:
             if seed is None:
                 seed = int(np.random.SeedSequence().entropy % 2**63)
@@ -419,6 +421,12 @@ def make_world(config: TaskConfig | TabularConfig, *, fresh: bool = False) -> Wo
             "this is a public view of a task config (its seed or gold is hidden): its world cannot be rebuilt; "
             "use the PublicTask you were given."
         )
+    if isinstance(config, TaskConfig):  # the whole footprint against the memory available now, before building
+        from tiltenv.config import footprint_bytes, footprint_terms
+
+        check_footprint("building this task", footprint_bytes(config.n_labels, config.n_norm_contexts,
+                                                              config.n_eval_contexts, config.K, config.d),
+                        footprint_terms(config), "lower n_labels, n_norm_contexts, n_eval_contexts, K or d")
     if fresh:
         return _make_world_cached.__wrapped__(config)
     cached = _make_world_cached(config)

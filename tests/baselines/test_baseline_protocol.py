@@ -129,6 +129,8 @@ def test_fit_checkpoints_and_policy_follow_the_protocol(name, small_env):
         logp = fn(cand, ref)
         assert isinstance(logp, torch.Tensor) and logp.shape == (7, SMALL["K"])
         assert torch.allclose(torch.logsumexp(logp.double(), -1), torch.zeros(7, dtype=torch.float64), atol=1e-5)
+    # the last checkpoint is the fitted policy (issue 9: sb3_ppo's last row was the policy before its last update)
+    assert torch.allclose(ckpts[-1][1](cand, ref).double(), agent.policy(cand, ref).double(), atol=1e-6), name
     np_logp = agent.policy(cand.numpy(), ref.numpy())  # numpy in, torch out
     assert torch.allclose(np_logp.double(), agent.policy(cand, ref).double(), atol=1e-6)
     if name not in ("tilt", "best_of_n"):

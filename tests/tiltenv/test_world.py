@@ -156,7 +156,22 @@ def test_public_task_rejects_bad_calls_without_touching_counters(call, pattern):
 
 
 def test_oversized_tasks_are_refused_before_allocating():
-    with pytest.raises(ValueError, match=r"n_eval_contexts × K × d .* exceeds"):
+    with pytest.raises(ValueError, match=r"n_eval_contexts 4096\) × K 1000000 × d 16 .* more than the 8.00 GiB"):
         TaskConfig(K=1_000_000, d=16)
+    # issue 9: three batches of 6.5 GB each passed a one-batch check and died in the allocator
+    big = dict(K=1000, d=400)  # one batch of 4000 contexts: 6.4 GB (< 8 GiB); all three: 19 GB
+    with pytest.raises(ValueError, match=r"n_labels 4000 \+ n_norm_contexts 4000 \+ n_eval_contexts 4000"):
+        TaskConfig(**big, n_labels=4000, n_norm_contexts=4000, n_eval_contexts=4000)
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match=r"num_envs=100000000\).*lower num_envs"):
+        gym.make_vec("tiltenv/SingleIndex-v0", num_envs=10**8, **SMALL)
+    task = make_world(TaskConfig(**SMALL)).task
+    with pytest.raises(ValueError, match=r"sample_contexts\(1000000000\).*n 1000000000 × K 8"):
+        task.sample_contexts(10**9)
+    from baselines import make_agent
+
+    with pytest.raises(ValueError, match=r"one REINFORCE update .*batch_size 100000000"):
+        make_agent("reinforce", batch_size=10**8, device="cpu").fit(task)
     with pytest.raises(TypeError, match="proxy_kwargs must be a mapping"):
         TaskConfig(proxy_kwargs=[1, 2])

@@ -1,0 +1,69 @@
+"""What every printed number means: one entry per metric, shared by ``evaluate``'s result, ``train.py``,
+``tiltenv sweep --explain`` and ``docs/metrics.md`` (a test checks that the doc lists every entry).
+
+Each entry is ``name -> (short label, one-line meaning with its formula)``. The formulas are DESIGN §3's
+and :mod:`tiltenv.metrics`'s; every expectation ``E_x`` is a mean over the judge's held-out evaluation
+contexts and every sum over the K candidates of a context is exact (no sampled actions).
+
+Example:
+    >>> from tiltenv.glossary import METRICS, legend
+    >>> METRICS["kl"][0]
+    'KL(π‖π_ref)'
+    >>> print(legend(["kl"]))
+    kl                   KL(π‖π_ref): E_x Σ_k π_k (log π_k − log π_ref,k), nats; 0 for π_ref, grows as π leaves π_ref.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["METRICS", "OVEROPTIMIZATION_RULE", "OVEROPTIMIZATION_REL_TOL", "legend"]
+
+#: A drop counts as overoptimization when it exceeds this fraction of the task's gold range.
+OVEROPTIMIZATION_REL_TOL = 0.01
+
+OVEROPTIMIZATION_RULE = (
+    "OVEROPTIMIZED when gold falls after its peak along the curve (points ordered by KL) by more than "
+    f"{OVEROPTIMIZATION_REL_TOL:.0%} of the task's gold range, i.e. drop = peak gold − gold at the largest KL "
+    f"> {OVEROPTIMIZATION_REL_TOL:g} × (E_x max_k r*(x_k) − V*(π_ref)); decided on the measured drop, never on a fit."
+)
+
+METRICS: dict[str, tuple[str, str]] = {
+    "gold_value": ("gold value V*(π)", "E_x Σ_k π_k r*(x_k): the true (hidden) reward the policy obtains."),
+    "proxy_value": ("proxy value V̂(π)", "E_x Σ_k π_k r̂(x_k): the reward the agent optimizes (proxy normalized "
+                    "to mean 0, variance 1 under π_ref)."),
+    "ref_gold_value": ("π_ref gold value", "V*(π_ref): gold of the reference policy, the starting point."),
+    "max_gold_value": ("max gold", "E_x max_k r*(x_k): gold of always picking the best candidate (β → 0)."),
+    "kl": ("KL(π‖π_ref)", "E_x Σ_k π_k (log π_k − log π_ref,k), nats; 0 for π_ref, grows as π leaves π_ref."),
+    "sqrt_kl": ("√KL", "sqrt(KL(π‖π_ref)): the distance axis of Gao et al.'s scaling laws."),
+    "chi2": ("χ²(π‖π_ref)", "E_x Σ_k π_k²/π_ref,k − 1."),
+    "objective": ("J_β(π)", "V*(π) − β·KL(π‖π_ref): the KL-regularized gold objective at the task's β."),
+    "optimal_objective": ("J*_β", "E_x β log Σ_k π_ref,k e^{r*_k/β}: the best J_β any policy reaches "
+                          "(attained by the gold tilt π ∝ π_ref e^{r*/β})."),
+    "value_gap": ("value gap J*_β − J_β", "J*_β − J_β(π) = β·KL(π‖π*_β) ≥ 0 at the task's β; 0 = optimal."),
+    "normalized_score": ("normalized score", "(J_β(π) − J_β(π_ref)) / (J*_β − J_β(π_ref)) at the task's β: "
+                         "1 = the gold tilt (optimal), 0 = no better than π_ref, < 0 = worse than π_ref."),
+    "kl_matched_gap": ("KL-matched gap", "V_frontier(KL(π)) − V*(π): gold left on the table versus the best "
+                       "policy (a gold tilt) spending the same KL; 0 = on the frontier."),
+    "reward_variance_ref": ("proxy variance under π_ref", "E_x Var_{k~π_ref} r̂(x_k) (Razin et al.: low variance "
+                            "slows learning)."),
+    "reward_variance_policy": ("proxy variance under π", "E_x Var_{k~π} r̂(x_k)."),
+    "proxy_gold_corr": ("proxy–gold correlation", "Pearson correlation of r̂ and r* under π_ref, pooled over "
+                        "contexts (Laidlaw et al.)."),
+    "beta": ("β", "KL coefficient of J_β (the task's beta unless given)."),
+    "tilt_beta": ("tilt temperature", "β' of the gold-blind proxy tilt π ∝ π_ref e^{r̂/β'} on that row "
+                  "(inf = π_ref, 0 = argmax of the proxy); not the β of J_β."),
+    "n": ("best-of-n n", "draws from π_ref; the candidate with the highest proxy is kept (exact over K)."),
+    "step": ("step", "budget spent at the checkpoint: proxy queries (preference pairs seen for DPO; 0 for "
+             "closed forms)."),
+    "drop": ("drop", "peak gold − gold at the largest KL along a curve."),
+}
+
+
+def legend(names: Iterable[str], width: int = 20) -> str:
+    """One line per name: ``name  label: meaning``."""
+    lines = []
+    for name in names:
+        label, meaning = METRICS[name]
+        lines.append(f"{name:<{width}} {label}: {meaning}")
+    return "\n".join(lines)
