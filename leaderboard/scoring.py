@@ -20,13 +20,12 @@ checkpoints with KL > 0).
 right for exact sweeps but flags any wobble of a trained agent. Here a run is *overoptimized* when its
 measured peak-to-final gold drop exceeds
 
-    tol = max(OVEROPT_REL_TOL · sd_ref(gold), OVEROPT_Z · SE(drop), 1e-6 · gold range)
+    tol = max(overoptimization_tol(judge), OVEROPT_Z · SE(drop), 1e-6 · curve's gold range)
 
-with ``sd_ref(gold)`` the within-context standard deviation of the gold reward under π_ref (the task's
-natural unit of gold, ``sqrt(reward_variance(π_ref, gold))``), ``OVEROPT_REL_TOL = 0.01`` and ``SE(drop)``
-the paired standard error over the evaluation contexts of (gold of the peak checkpoint − gold of the final
-one), ``OVEROPT_Z = 2``: a drop must be both material (1% of a gold standard deviation) and not an artefact of
-the finite evaluation set. As in :func:`~tiltenv.metrics.overoptimization`, points are ordered by KL and
+with :func:`tiltenv.evaluation.overoptimization_tol` the library's one rule (1% of the task's gold range
+``E_x max_k r* − V*(π_ref)``, :data:`tiltenv.glossary.OVEROPTIMIZATION_RULE`) and ``SE(drop)`` the paired
+standard error over the evaluation contexts of (gold of the peak checkpoint − gold of the final one),
+``OVEROPT_Z = 2``: a drop must be both material and not an artefact of the finite evaluation set. As in :func:`~tiltenv.metrics.overoptimization`, points are ordered by KL and
 "final" is the checkpoint with the largest KL (the last one when KL grows with training).
 
 Aggregation (rliable)
@@ -69,10 +68,9 @@ import torch
 from leaderboard.spec import CheckpointRow
 from tiltenv import metrics as M
 from tiltenv._validation import check_float, check_int, suggest
-from tiltenv.evaluation import metrics_of_logp
+from tiltenv.evaluation import metrics_of_logp, overoptimization_tol
 
 __all__ = [
-    "OVEROPT_REL_TOL",
     "OVEROPT_Z",
     "FAILED_SCORE",
     "AGENT_METRICS",
@@ -91,7 +89,6 @@ __all__ = [
 ]
 
 #: Relative part of the overoptimization tolerance, in units of the gold's within-context sd under π_ref.
-OVEROPT_REL_TOL = 0.01
 #: Statistical part: a drop must exceed this many paired standard errors over the evaluation contexts.
 OVEROPT_Z = 2.0
 #: Normalized score given to a failed run in the IQM / mean / probability of improvement (π_ref's score).
@@ -192,13 +189,12 @@ def overoptimization_summary(
     rep0 = M.overoptimization(kl, gold, proxy)  # default tol: only to locate the peak and final points
     order = np.argsort(np.asarray(kl, dtype=np.float64), kind="stable")
     i_peak, i_final = rep0.peak_index, int(order[-1])
-    ref, g = judge.eval_ref_logp, judge.eval_gold
-    sd_ref = math.sqrt(max(M.reward_variance(ref, g), 0.0))
+    g = judge.eval_gold
     se = math.nan
     if logps is not None and logps.shape[1] > 1:
         diff = M.policy_value(logps[i_peak], g, per_context=True) - M.policy_value(logps[i_final], g, per_context=True)
         se = float(diff.std() / math.sqrt(diff.shape[0]))
-    tol = max(OVEROPT_REL_TOL * sd_ref, 0.0 if math.isnan(se) else OVEROPT_Z * se, rep0.tol)
+    tol = max(overoptimization_tol(judge), 0.0 if math.isnan(se) else OVEROPT_Z * se, rep0.tol)
     rep = M.overoptimization(kl, gold, proxy, tol=tol)
     steps = list(range(len(kl))) if steps is None else list(steps)
     out = {
@@ -727,9 +723,8 @@ def score_reward_model(
         "bon_peak_gold": rep.peak_gold, "bon_final_gold": rep.final_gold, "bon_drop": rep.drop,
         "bon_drop_se": bon["drop_se"], "bon_n_at_peak": float(bon["peak_n"]), "bon_kl_at_peak": rep.kl_at_peak,
     })
-    sd_ref = math.sqrt(max(M.reward_variance(ref, gold), 0.0))
     se = 0.0 if math.isnan(bon["drop_se"]) else bon["drop_se"]
-    out["bon_overoptimized"] = float(rep.drop > max(OVEROPT_REL_TOL * sd_ref, OVEROPT_Z * se, rep.tol))
+    out["bon_overoptimized"] = float(rep.drop > max(overoptimization_tol(judge), OVEROPT_Z * se, rep.tol))
     # ---- tilt at the task's β
     tilt = M.tilt_logp(ref, r, beta)
     tm = metrics_of_logp(tilt, judge)

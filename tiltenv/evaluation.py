@@ -293,12 +293,18 @@ def gold_range(judge: Any) -> float:
     return M.soft_value(ref, gold, 0.0) - M.policy_value(ref, gold)
 
 
-def overoptimization_report(rows: Sequence[dict], judge: Any):
-    """:func:`tiltenv.metrics.overoptimization` of rows with ``kl``/``gold_value``/``proxy_value``, with the
-    drop threshold relative to the task's gold range (:data:`tiltenv.glossary.OVEROPTIMIZATION_RULE`)."""
+def overoptimization_tol(judge: Any) -> float:
+    """The drop that counts as overoptimization on this task: ``OVEROPTIMIZATION_REL_TOL × gold_range(judge)``
+    (:data:`tiltenv.glossary.OVEROPTIMIZATION_RULE`; the one rule of the library, the scripts and the leaderboard)."""
     from tiltenv.glossary import OVEROPTIMIZATION_REL_TOL
 
-    tol = OVEROPTIMIZATION_REL_TOL * max(gold_range(judge), 0.0)
+    return OVEROPTIMIZATION_REL_TOL * max(gold_range(judge), 0.0)
+
+
+def overoptimization_report(rows: Sequence[dict], judge: Any):
+    """:func:`tiltenv.metrics.overoptimization` of rows with ``kl``/``gold_value``/``proxy_value``, with the
+    drop threshold relative to the task's gold range (:func:`overoptimization_tol`)."""
+    tol = overoptimization_tol(judge)
     return M.overoptimization([r["kl"] for r in rows], [r["gold_value"] for r in rows],
                               [r["proxy_value"] for r in rows], tol=tol)
 

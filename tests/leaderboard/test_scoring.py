@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
+from tiltenv.evaluation import gold_range, overoptimization_tol
 import torch
 
 from leaderboard import scoring as S
@@ -87,7 +89,8 @@ def test_tolerance_ignores_noise_sized_drops(hump):
     sd = math.sqrt(M.reward_variance(j.eval_ref_logp, j.eval_gold))
     tiny = S.overoptimization_summary(j, [0.0, 1.0, 2.0], [0.0, 1.0, 1.0 - 1e-4 * sd], None)
     assert M.overoptimization([0.0, 1.0, 2.0], [0.0, 1.0, 1.0 - 1e-4 * sd]).overoptimized  # the exact-sweep default would
-    assert tiny["overoptimized"] == 0.0 and tiny["overopt_tol"] == pytest.approx(S.OVEROPT_REL_TOL * sd)
+    assert tiny["overoptimized"] == 0.0 and tiny["overopt_tol"] == pytest.approx(overoptimization_tol(j))
+    assert overoptimization_tol(j) == pytest.approx(0.01 * gold_range(j)) and 1e-4 * sd < overoptimization_tol(j) < 0.05 * sd
     real = S.overoptimization_summary(j, [0.0, 1.0, 2.0], [0.0, 1.0, 1.0 - 0.05 * sd], None)
     assert real["overoptimized"] == 1.0 and real["gold_drop"] == pytest.approx(0.05 * sd)
     one = S.overoptimization_summary(j, [0.0], [0.5], None)  # a single checkpoint: no fit possible, no drop
