@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,7 @@ def train(
     env_kwargs: Mapping[str, Any] | None = None,
     budget: TrainBudget | None = None,
     seed: int | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``baseline`` on ``gym.make(env_id, **env_kwargs)``'s public task and score it.
 
@@ -144,6 +145,7 @@ def train(
         overrides: agent config fields, ``["key=value", ...]`` or a mapping.
         env_kwargs: task parameters (e.g. ``{"beta": 0.01, "n_eval_contexts": 1024}``).
         budget: :class:`TrainBudget` (default: the quick budget).
+        on_checkpoint: called with the step of each checkpoint as training reaches it (a progress bar).
         seed: the agent's seed (overrides ``seed=`` in ``overrides``); the task seed is ``env_kwargs["seed"]``.
     Returns:
         :class:`TrainResult`.
@@ -163,7 +165,12 @@ def train(
     snapshots: list[tuple[int, Any]] = []
     q0 = task.budget.proxy_queries
     started = time.perf_counter()
-    agent.fit(task, budget, checkpoint=lambda step, policy: snapshots.append((step, policy)))
+    def checkpoint(step: int, policy: Any) -> None:
+        snapshots.append((step, policy))
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    agent.fit(task, budget, checkpoint=checkpoint)
     fit_time = time.perf_counter() - started
     queries = task.budget.proxy_queries - q0
     trajectory = [{"step": step, **trajectory_row(policy, judge)} for step, policy in snapshots]

@@ -176,8 +176,16 @@ def train(
     if not baseline:
         raise UserError(f"a baseline name is required, one of {sorted(BASELINES)} (or --list).")
     torch.set_num_threads(threads)
-    res = run_train(baseline, env, overrides=set_ or [], env_kwargs=_parse_kv(task, "--task"),
-                    budget=TrainBudget(proxy_queries=queries, n_checkpoints=checkpoints), seed=seed)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    unit = "pairs" if baseline == "dpo" else "proxy queries"
+    with Progress(TextColumn(f"[bold]training {baseline}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn(unit), TimeElapsedColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as prog:
+        bar = prog.add_task("train", total=queries)
+        res = run_train(baseline, env, overrides=set_ or [], env_kwargs=_parse_kv(task, "--task"),
+                        budget=TrainBudget(proxy_queries=queries, n_checkpoints=checkpoints), seed=seed,
+                        on_checkpoint=lambda step: prog.update(bar, completed=min(step, queries)))
     if as_json:
         print(json.dumps({"baseline": res.baseline, "env_id": res.env_id, "metrics": res.metrics,
                           "trajectory": res.trajectory, "fit_time": res.fit_time}, indent=2, default=str))
