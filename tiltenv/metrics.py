@@ -1585,6 +1585,8 @@ def stratified_bootstrap_ci(
 # --------------------------------------------------------------------------------------------------
 
 _GAO_FORMS = ("bon", "rl")
+#: Relative size below which a fitted β is rounding noise (see :func:`gao_fit`).
+_GAO_BETA_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -1653,7 +1655,9 @@ def gao_fit(kl, gold_gain, form: str) -> GaoFit:
 
     Returns:
         :class:`GaoFit` with ``d_star = max(0, α/(2β))`` (bon) or ``exp(α/β − 1)`` (rl); ``inf``
-        if β ≤ 0.
+        if β ≤ 0. A β whose term ``|β|·max|x₂|`` (``x₂ = d²`` or ``d log d``) is at most 1e-9 of
+        ``max|gold_gain|`` is rounding noise of the least-squares solve (a straight line fits β ≈ ±1e-17
+        depending on the BLAS): it is reported as exactly 0, with ``d_star = inf``.
 
     Raises:
         ValueError: on an unknown ``form``, mismatched lengths, negative/non-finite values, or fewer
@@ -1684,6 +1688,11 @@ def gao_fit(kl, gold_gain, form: str) -> GaoFit:
     sse = float(resid @ resid)
     sst = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - sse / sst if sst > 0 else math.nan
+    # A β within rounding of zero at the data's scale is no turning point: its term β·x₂ is below
+    # _GAO_BETA_RTOL of the gains everywhere on the data (a peak, if any, lies ≳ 1/_GAO_BETA_RTOL times
+    # beyond the largest d fitted), and its sign is whatever the BLAS's rounding made it.
+    if abs(beta) * float(np.abs(X[:, 1]).max()) <= _GAO_BETA_RTOL * float(np.abs(y).max()):
+        beta = 0.0
     if beta <= 0:
         d_star = math.inf
     elif form == "bon":

@@ -598,6 +598,32 @@ def test_gao_fit_recovers_parameters(form):
     assert M.gao_fit(kl, 2 * d, form).d_star == math.inf
 
 
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_gao_fit_on_a_straight_line_has_no_turning_point_under_rounding_noise(form):
+    # A straight line in d fits β = 0 exactly in exact arithmetic; in floating point the solve returns
+    # ±1e-17-ish depending on the BLAS. Perturb the inputs at rounding level (as another BLAS or another
+    # summation order would) and require β == 0, d_star == inf every time, at any scale of the data.
+    rng = np.random.default_rng(0)
+    kl = np.linspace(0.0, 9.0, 25)
+    signs = set()
+    for scale in (1e-6, 1.0, 1e6):
+        for _ in range(50):
+            d = np.sqrt(kl)
+            y = scale * 0.7 * d * (1 + 4e-16 * rng.standard_normal(d.size))
+            k = kl * (1 + 4e-16 * rng.standard_normal(kl.size))
+            raw = np.linalg.lstsq(np.stack([d, -d * d] if form == "bon" else [d, -d * np.log(np.where(d > 0, d, 1))], 1),
+                                  y, rcond=None)[0][1]
+            signs.add(np.sign(raw))
+            fit = M.gao_fit(k, y, form)
+            assert fit.beta == 0.0 and fit.d_star == math.inf, (scale, fit)
+            assert fit.alpha == pytest.approx(0.7 * scale, rel=1e-9)
+    assert 1.0 in signs  # the unguarded solve does return β > 0 on some of these inputs
+    # a small but real curvature is still a turning point
+    d = np.sqrt(kl)
+    fit = M.gao_fit(kl, d * (1.0 - 1e-3 * d), "bon")
+    assert fit.beta == pytest.approx(1e-3) and fit.d_star == pytest.approx(500.0)
+
+
 def test_overoptimization_rising_then_falling():
     kl = np.linspace(0, 8, 17)
     d = np.sqrt(kl)
