@@ -782,3 +782,33 @@ def test_chi2_tilt_maximizes_the_chi2_regularized_objective():
             t = torch.rand(6, 1, generator=g, dtype=torch.float64) ** 3
             lp = torch.log(t * q + (1 - t) * star.exp())
             assert bool((objective(lp) <= best + 1e-12).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels sized for the device (checked on CPU with device objects; no CUDA needed)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_chunk_sizes_are_chosen_per_device():
+    from tiltenv.metrics import _rows_per_chunk
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    # CPU: 2 MB of float64 per array, so temporaries stay in cache
+    assert _rows_per_chunk(16, cpu) * 16 * 8 == 2 * 2**20
+    assert _rows_per_chunk(16, cpu, cost=2) == _rows_per_chunk(16, cpu) // 2
+    # GPU: the bench's 10^6 x 16 batch (cost 2, as best-of-n) is one chunk: one launch per op
+    assert _rows_per_chunk(16, gpu, cost=2) >= 1_000_000
+    assert _rows_per_chunk(16, torch.device("mps")) == _rows_per_chunk(16, gpu)
+    assert _rows_per_chunk(16, "cuda") == _rows_per_chunk(16, gpu)  # strings are device specs too
+    assert _rows_per_chunk(10**9, gpu) == 1 and _rows_per_chunk(10**9, cpu) == 1
+
+
+def test_outer_scan_cumsum_matches_the_row_cumsum_with_infinities():
+    from tiltenv.metrics import _cumsum_outer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((1000, 16), generator=g, dtype=torch.float64)
+    x[3, 5] = math.inf
+    x[7, 0] = math.inf
+    out = _cumsum_outer(x)
+    assert torch.equal(out, torch.cumsum(x, -1))  # same additions in the same order: bit-identical
