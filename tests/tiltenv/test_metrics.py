@@ -431,7 +431,7 @@ def _brute_rank(proxy, gold, p=None):
 @pytest.mark.parametrize("path", ["loop", "merge"])
 def test_ranking_accuracy_matches_brute_force(path, monkeypatch):
     if path == "merge":  # the O(K log² K) merge count used for large K, forced on small K
-        monkeypatch.setattr(M, "_PAIR_LOOP_MAX_K", 0)
+        monkeypatch.setattr(M.reward_model_eval, "_PAIR_LOOP_MAX_K", 0)
     rng = np.random.default_rng(11)
     for _ in range(10):
         C, K = int(rng.integers(1, 5)), int(rng.integers(2, 7))
@@ -717,7 +717,7 @@ def test_chunked_path_matches_single_pass(monkeypatch):
         "bon_broadcast": lambda: M.best_of_n_logp(ref, proxy[0], 5),
     }
     full = {k: f() for k, f in calls.items()}
-    monkeypatch.setattr(M, "_CHUNK_ELEMS_CPU", 4 * K)  # 4 contexts per chunk
+    monkeypatch.setitem(M._CHUNK_ELEMS, "cpu", 4 * K)  # 4 contexts per chunk
     for k, f in calls.items():
         assert torch.allclose(f(), full[k], atol=1e-12, equal_nan=True), k
 
