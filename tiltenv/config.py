@@ -28,6 +28,7 @@ import numpy as np
 
 from tiltenv._validation import check_choice, check_float, check_int, suggest
 from tiltenv.links import LINKS
+from tiltenv.proxies import check_proxy
 
 __all__ = ["TaskConfig", "TabularConfig", "LABEL_KINDS", "config_from_kwargs"]
 
@@ -117,8 +118,6 @@ class TaskConfig:
         set_("n_norm_contexts", check_int("n_norm_contexts", self.n_norm_contexts, low=2))
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        from tiltenv.proxies import check_proxy  # late import: proxies import this module
-
         check_proxy(self.proxy, dict(self.proxy_kwargs))
 
     # ------------------------------------------------------------------ helpers

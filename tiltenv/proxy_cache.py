@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from tiltenv.proxies import Proxy, ProxyContext, ProxySpec
+from tiltenv.reward_models import resolve_device
 
 try:  # POSIX only
     import fcntl
@@ -64,8 +65,6 @@ def cache_enabled() -> bool:
 
 
 def _training_device(options: Any) -> str:
-    from tiltenv.reward_models import resolve_device
-
     device = getattr(options, "device", "cpu")
     return resolve_device(device).type if isinstance(device, str) else torch.device(device).type
 

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 
 from tiltenv._validation import check_choice, check_float, check_int
 from tiltenv.links import LINKS
-from tiltenv.proxies import Proxy, ProxyContext, ProxySpec, parse_options, register_proxy
+from tiltenv.labels import PointwiseData, PreferenceData
+from tiltenv.proxy_base import LinearProxy, Proxy, ProxyContext, ProxySpec, _build_linear, parse_options, register_proxy
 
 __all__ = [
     "ACTIVATIONS",
@@ -762,8 +763,6 @@ def _context_size(ctx: ProxyContext) -> int:
 
 
 def _member_skeleton(opts: EnsembleOptions, d: int) -> Proxy:
-    from tiltenv.proxies import LinearProxy
-
     mo = opts.member_options
     if opts.member == "mlp":
         return _mlp_skeleton(mo, d)
@@ -777,9 +776,6 @@ def _ensemble_skeleton(opts: EnsembleOptions, d: int) -> EnsembleProxy:
 
 
 def _fit_linear_member(data: TrainData, l2: Any) -> Proxy:
-    from tiltenv.proxies import _build_linear
-    from tiltenv.labels import PointwiseData, PreferenceData
-
     if data.kind == "pairwise":
         zeros = torch.zeros(len(data))
         prefs = PreferenceData(data.x_a, data.x_b, data.label, zeros, zeros)
