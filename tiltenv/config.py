@@ -28,6 +28,8 @@ import numpy as np
 
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, suggest
 from tiltenv.links import LINKS
+from tiltenv._cost import check_proxy_cost
+from tiltenv.proxies import check_proxy, parse_options
 
 __all__ = ["TaskConfig", "TabularConfig", "LABEL_KINDS", "config_from_kwargs"]
 
@@ -117,9 +119,7 @@ class TaskConfig:
         _check_budget_size(self)
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        from tiltenv._cost import check_proxy_cost
-        from tiltenv.proxies import parse_options  # late import: proxies import this module
-
+        check_proxy(self.proxy, dict(self.proxy_kwargs))
         check_proxy_cost(self.proxy, parse_options(self.proxy, dict(self.proxy_kwargs)), d=self.d,
                          n_labels=self.n_labels, label_kind=self.label_kind)
 

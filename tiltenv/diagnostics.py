@@ -36,7 +36,9 @@ import pandas as pd
 import torch
 
 from tiltenv import metrics as M
+from tiltenv.evaluation import resolve_judge
 from tiltenv.reward_models import EnsembleProxy, TrainData, TwoStageProxy, effective_sample_size, stage1_weights
+from tiltenv.world import World, make_world
 
 __all__ = [
     "proxy_values",
@@ -55,9 +57,6 @@ __all__ = [
 
 
 def _judge_and_task(target: Any):
-    from tiltenv.evaluation import resolve_judge
-    from tiltenv.world import World, make_world
-
     if isinstance(target, World):
         return target.judge, target.task
     judge = resolve_judge(target)

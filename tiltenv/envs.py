@@ -33,43 +33,17 @@ from gymnasium.vector.utils import batch_space
 
 from tiltenv._validation import ParameterTypeError, check_choice, resolve_device
 from tiltenv.config import TabularConfig, TaskConfig, config_from_kwargs
+from tiltenv.observations import OBS_MODES, REF_LOGP_FLOOR, format_obs, observation_space, to_numpy
 from tiltenv.world import PublicTask, make_world, torch_generator
 
-__all__ = ["TiltEnv", "TabularEnv", "TiltVectorEnv", "TabularVectorEnv", "SB3VecEnv", "OBS_MODES", "REF_LOGP_FLOOR"]
+__all__ = ["TiltEnv", "TabularEnv", "TiltVectorEnv", "TabularVectorEnv", "SB3VecEnv", "FinalObs", "OBS_MODES",
+           "REF_LOGP_FLOOR"]
 
-OBS_MODES = ("dict", "flat")
 OUTPUTS = ("numpy", "torch")
-#: Observed reference log-probabilities are clipped below at this value (an arm π_ref never plays).
-REF_LOGP_FLOOR = -100.0
+FINAL_OBS = ("view", "array")
 
-
-def _observation_space(K: int, d: int, obs_mode: str) -> spaces.Space:
-    if obs_mode == "dict":
-        return spaces.Dict(
-            {
-                "candidates": spaces.Box(-np.inf, np.inf, shape=(K, d), dtype=np.float32),
-                "ref_logp": spaces.Box(REF_LOGP_FLOOR, 0.0, shape=(K,), dtype=np.float32),
-            }
-        )
-    return spaces.Box(-np.inf, np.inf, shape=(K * (d + 1),), dtype=np.float32)
-
-
-def _format_obs(cand: torch.Tensor, ref_logp: torch.Tensor, obs_mode: str) -> Any:
-    """Batched obs (n, K, d) / (n, K) torch -> dict or flat (n, K*(d+1)) torch.
-
-    Always new memory: a user editing an observation in place must not change the env's state.
-    """
-    ref_logp = ref_logp.clamp_min(REF_LOGP_FLOOR)
-    if obs_mode == "dict":
-        return {"candidates": cand.clone(), "ref_logp": ref_logp}
-    n = cand.shape[0]
-    return torch.cat([cand.reshape(n, -1), ref_logp], dim=1)
-
-
-def _to_numpy(obs: Any) -> Any:
-    if isinstance(obs, dict):
-        return {k: v.cpu().numpy() for k, v in obs.items()}
-    return obs.cpu().numpy()
+# Kept under their old private names for code that imported them from here.
+_observation_space, _format_obs, _to_numpy = observation_space, format_obs, to_numpy
 
 
 def take_candidates(candidates: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -81,6 +55,74 @@ def take_candidates(candidates: torch.Tensor, actions: torch.Tensor) -> torch.Te
     n, K, d = candidates.shape
     rows = torch.arange(n, device=candidates.device) * K
     return candidates.reshape(n * K, d).index_select(0, rows + actions)
+
+
+class FinalObs:
+    """Zero-copy SAME_STEP ``info["final_obs"]`` of :class:`TiltVectorEnv`: a view of the batched observation.
+
+    A bandit's terminal observation is the observation the action was taken on, so the env keeps a
+    reference to that batch (fresh memory every step) instead of building Gymnasium's object array of
+    per-env observations, which costs O(num_envs) Python objects per step. It behaves like that array:
+    ``final_obs[i]`` is sub-env ``i``'s observation (a dict of row views, or a row), ``len``, iteration,
+    ``shape == (num_envs,)``, item assignment (Gymnasium's observation wrappers write into it) and
+    ``np.asarray(final_obs)`` (the object array itself, built on demand). ``final_obs.batched`` is the
+    batched observation, for code that wants all of them at once without a copy.
+    """
+
+    __slots__ = ("batched", "_n", "_array")
+
+    def __init__(self, batched: Any, num_envs: int) -> None:
+        self.batched = batched
+        self._n = num_envs
+        self._array: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self._n,)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(object)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _row(self, i: int) -> Any:
+        if isinstance(self.batched, dict):
+            return {k: v[i] for k, v in self.batched.items()}
+        return self.batched[i]
+
+    def __getitem__(self, i: Any) -> Any:
+        if self._array is None and isinstance(i, (int, np.integer)):
+            j = int(i) + self._n if int(i) < 0 else int(i)
+            if not 0 <= j < self._n:
+                raise IndexError(f"final_obs index {i} is out of range for {self._n} envs.")
+            return self._row(j)
+        return self.to_array()[i]
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        self.to_array()[i] = value
+
+    def __iter__(self):
+        if self._array is not None:
+            return iter(self._array)
+        return (self._row(i) for i in range(self._n))
+
+    def to_array(self) -> np.ndarray:
+        """Gymnasium's layout: an object array of the per-env observations (built once, then kept)."""
+        if self._array is None:
+            arr = np.empty(self._n, dtype=object)
+            for i in range(self._n):  # rows are arrays: assign one by one (no broadcasting)
+                arr[i] = self._row(i)
+            self._array = arr
+        return self._array
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.to_array()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"FinalObs(num_envs={self._n}, batched={type(self.batched).__name__})"
 
 
 class _TaskMixin:
@@ -179,7 +221,7 @@ class TiltEnv(_TaskMixin, gym.Env):
     def __init__(self, obs_mode: str = "dict", device: str = "cpu", **task_kwargs: Any) -> None:
         super().__init__()
         self._init_task(task_kwargs, obs_mode, device)
-        self.observation_space = _observation_space(self.K, self.d, self.obs_mode)
+        self.observation_space = observation_space(self.K, self.d, self.obs_mode)
         self.action_space = spaces.Discrete(self.K)
         self._gen: torch.Generator | None = None
         self._cand: torch.Tensor | None = None
@@ -194,7 +236,7 @@ class TiltEnv(_TaskMixin, gym.Env):
         return self._obs(), {}
 
     def _obs(self) -> Any:
-        obs = _to_numpy(_format_obs(self._cand, self._ref, self.obs_mode))
+        obs = to_numpy(format_obs(self._cand, self._ref, self.obs_mode))
         # fresh arrays on every call: users keep what they are returned (Gymnasium's checker asserts it)
         return {k: v[0].copy() for k, v in obs.items()} if isinstance(obs, dict) else obs[0].copy()
 
@@ -229,10 +271,14 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
 
     Autoreset is ``SAME_STEP``: every episode ends after one step, so ``step`` returns the reward of the
     current contexts and, as the observation, the next contexts (the default NEXT_STEP mode would waste
-    every other step). As Gymnasium's SAME_STEP vector envs do, ``info`` carries ``final_obs`` (an object
-    array of each sub-env's terminal observation — for a bandit, the observation the action was taken
-    on), ``final_info`` and their ``_final_obs`` / ``_final_info`` masks (all True); ``final_info=False``
-    leaves ``info`` empty, for throughput.
+    every other step). As Gymnasium's SAME_STEP vector envs do, ``info`` carries ``final_obs`` (each
+    sub-env's terminal observation — for a bandit, the observation the action was taken on),
+    ``final_info`` and their ``_final_obs`` / ``_final_info`` masks (all True).
+
+    ``final_obs="view"`` (default) gives ``final_obs`` as a :class:`FinalObs`: a zero-copy view of the
+    batched observation that indexes, iterates and converts (``np.asarray``) like Gymnasium's object array
+    but costs nothing per step. ``final_obs="array"`` builds Gymnasium's object array itself every step
+    (O(num_envs) Python objects: slow at large N). ``final_info=False`` leaves ``info`` empty.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -244,6 +290,7 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
         device: str = "cpu",
         output: str = "numpy",
         final_info: bool = True,
+        final_obs: str = "view",
         **task_kwargs: Any,
     ) -> None:
         from tiltenv._validation import check_int
@@ -259,8 +306,12 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
         if not isinstance(final_info, bool):
             raise ParameterTypeError(f"final_info must be True or False (got {final_info!r}).")
         self.final_info = final_info
+        self.final_obs = check_choice("final_obs", final_obs, FINAL_OBS)
+        # the all-True masks are the same every step: one read-only array each, shared
+        self._mask = np.ones(self.num_envs, dtype=bool)
+        self._mask.flags.writeable = False
         self._last_obs: Any = None
-        self.single_observation_space = _observation_space(self.K, self.d, self.obs_mode)
+        self.single_observation_space = observation_space(self.K, self.d, self.obs_mode)
         self.single_action_space = spaces.Discrete(self.K)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -279,7 +330,7 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
             self._np_random, self._np_random_seed = seeding.np_random(seed)
             self._gen = torch_generator(int(self._np_random.integers(2**63 - 1)), self.device)
         self._sample()
-        self._last_obs = self._emit(_format_obs(self._cand, self._ref, self.obs_mode))
+        self._last_obs = self._emit(format_obs(self._cand, self._ref, self.obs_mode))
         return self._last_obs, {}
 
     def _sample(self) -> None:
@@ -287,18 +338,20 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
         self.task.budget.contexts_sampled += self.num_envs
 
     def _emit(self, x: Any) -> Any:
-        return x if self.output == "torch" else _to_numpy(x)
+        return x if self.output == "torch" else to_numpy(x)
 
     def step(self, actions: Any):
         if self._cand is None:
             raise RuntimeError("call reset() before step().")
-        a = torch.as_tensor(actions, device=self.device)
+        # Host actions (numpy, lists) are checked on the host before the transfer: a range check on the
+        # device would be a host sync every step. Device tensors are checked where they are (one sync).
+        a = actions if isinstance(actions, torch.Tensor) else torch.as_tensor(np.asarray(actions))
         if a.shape != (self.num_envs,):
             raise ValueError(f"actions must have shape ({self.num_envs},) (got {tuple(a.shape)}).")
-        a = self._check_actions(a)
+        a = self._check_actions(a).to(self.device, non_blocking=True)
         rewards = self.task.proxy_reward(take_candidates(self._cand, a))
         self._sample()  # SAME_STEP autoreset: every episode has terminated
-        final, self._last_obs = self._last_obs, self._emit(_format_obs(self._cand, self._ref, self.obs_mode))
+        final, self._last_obs = self._last_obs, self._emit(format_obs(self._cand, self._ref, self.obs_mode))
         info = self._final_infos(final) if self.final_info else {}
         if self.output == "torch":
             return self._last_obs, rewards.to(torch.float32), self._term.clone(), self._trunc.clone(), info
@@ -311,17 +364,10 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
         )
 
     def _final_infos(self, final: Any) -> dict[str, Any]:
-        """Gymnasium's SAME_STEP info layout: ``final_obs`` as an object array of per-env observations."""
-        split = (lambda x: x.unbind(0)) if self.output == "torch" else (lambda x: x)
-        arr = np.empty(self.num_envs, dtype=object)
-        if isinstance(final, dict):
-            arr[:] = [{"candidates": c, "ref_logp": r}
-                      for c, r in zip(split(final["candidates"]), split(final["ref_logp"]))]
-        else:
-            for i, row in enumerate(split(final)):  # rows are arrays: assign one by one (no broadcasting)
-                arr[i] = row
-        mask = np.ones(self.num_envs, dtype=bool)
-        return {"final_obs": arr, "_final_obs": mask, "final_info": {}, "_final_info": mask.copy()}
+        """Gymnasium's SAME_STEP info layout; ``final_obs`` a zero-copy view unless ``final_obs="array"``."""
+        view = FinalObs(final, self.num_envs)
+        obs = view.to_array() if self.final_obs == "array" else view
+        return {"final_obs": obs, "_final_obs": self._mask, "final_info": {}, "_final_info": self._mask}
 
     @property
     def np_random(self) -> np.random.Generator:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from tiltenv.proxies import Proxy, ProxyContext, ProxySpec
+from tiltenv.reward_models import resolve_device
 
 try:  # POSIX only
     import fcntl
@@ -46,7 +47,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["PROXY_VERSION", "NOT_IN_PROXY", "cache_dir", "cache_enabled", "cache_key", "build_proxy", "clear", "stats"]
 
 #: Version of the proxy-training code; part of every cache key.
-PROXY_VERSION = 1
+PROXY_VERSION = 2  # 2: MLP members trained together with batched weights (train_mlps)
 #: TaskConfig fields that the proxy build never reads (left out of the key so, e.g., a β sweep reuses a proxy).
 NOT_IN_PROXY = ("beta", "n_eval_contexts", "n_norm_contexts")
 #: Counters of this process's cache events (for tests and benchmarks).
@@ -75,8 +76,6 @@ def cache_enabled() -> bool:
 
 
 def _training_device(options: Any) -> str:
-    from tiltenv.reward_models import resolve_device
-
     device = getattr(options, "device", "cpu")
     return resolve_device(device).type if isinstance(device, str) else torch.device(device).type
 

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 
 from tiltenv._validation import check_choice, check_float, check_int
 from tiltenv.links import LINKS
-from tiltenv.proxies import Proxy, ProxyContext, ProxySpec, parse_options, register_proxy
+from tiltenv.labels import PointwiseData, PreferenceData
+from tiltenv.proxy_base import LinearProxy, Proxy, ProxyContext, ProxySpec, _build_linear, parse_options, register_proxy
 
 __all__ = [
     "ACTIVATIONS",
@@ -68,6 +69,7 @@ __all__ = [
     "effective_sample_size",
     "resolve_device",
     "train_mlp",
+    "train_mlps",
     "single_threaded",
     "fit_stage1",
     "fit_stage2",
@@ -297,15 +299,6 @@ class _Activation(torch.nn.Module):
         return self.name
 
 
-def _bt_or_mse_loss(score: Callable[[torch.Tensor], torch.Tensor], data: TrainData) -> torch.Tensor:
-    if data.kind == "pairwise":
-        n = data.x_a.shape[0]
-        r = score(torch.cat([data.x_a, data.x_b]))
-        # Bradley–Terry NLL (TRL RewardTrainer: -log σ(r_chosen − r_rejected)); soft labels allowed.
-        return F.binary_cross_entropy_with_logits(r[:n] - r[n:], data.label)
-    return F.mse_loss(score(data.x), data.y)
-
-
 def train_mlp(
     model: MLPProxy,
     data: TrainData,
@@ -319,27 +312,101 @@ def train_mlp(
 
     Minibatch order comes from a generator seeded with ``seed``; the model's initialization is the
     caller's (see :meth:`MLPProxy.init_parameters`). ``readout_only`` freezes the hidden layers.
+    One member of :func:`train_mlps` (the same code path as an ensemble's members).
     """
-    model = model.to(device)
-    data = data.to(device)
-    params = list(model.readout.parameters()) if readout_only else list(model.features.parameters()) + list(model.readout.parameters())
-    opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    g = _generator(seed)
-    n = len(data)
+    return train_mlps([model], [data], opts, [seed], device, readout_only=readout_only)[0]
+
+
+def _stacked_score(weights: list[torch.Tensor], biases: list[torch.Tensor], act: Callable, x: torch.Tensor,
+                   readout_only: bool) -> torch.Tensor:
+    """k MLPs at once: stacked weights (k, out, in), biases (k, out), x (k, B, d) -> scores (k, B)."""
+    h = x
+    with torch.no_grad() if readout_only else contextlib.nullcontext():
+        for W, b in zip(weights[:-1], biases[:-1]):
+            h = act(torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))
+    return torch.baddbmm(biases[-1].unsqueeze(1), h, weights[-1].transpose(1, 2)).squeeze(-1)
+
+
+def train_mlps(
+    models: list[MLPProxy],
+    datas: list[TrainData],
+    opts: MLPOptions,
+    seeds: list[int],
+    device: torch.device,
+    *,
+    readout_only: bool = False,
+) -> list[MLPProxy]:
+    """Train k same-architecture MLPs together, each on its own data and minibatch order (batched weights).
+
+    The members' parameters are stacked into (k, ...) tensors and every step runs one batched forward /
+    backward (``baddbmm``) and one AdamW step for all of them: no Python loop over members. The loss is
+    the sum of the members' own mean losses, so each member's gradient — and, AdamW being elementwise,
+    its update — is exactly what training it alone would give (up to floating-point rounding of the
+    batched kernels). All members need the same number of labels (a bootstrap resample keeps ``n``).
+    Minibatch orders for all epochs are drawn up front from each member's generator (seeded with its
+    ``seeds[i]``) and moved to ``device`` once; the loop reads nothing back to the host.
+
+    Returns:
+        the trained models, on the CPU, with ``requires_grad`` off.
+    """
+    k = len(models)
+    if not (k == len(datas) == len(seeds)) or k == 0:
+        raise ValueError(f"train_mlps needs one data set and one seed per model (got {k} models, "
+                         f"{len(datas)} data sets, {len(seeds)} seeds).")
+    n = len(datas[0])
+    if any(len(dt) != n for dt in datas) or any(dt.kind != datas[0].kind for dt in datas):
+        raise ValueError("train_mlps: every member needs the same kind and number of labels.")
+    pairwise = datas[0].kind == "pairwise"
+    cols = ("x_a", "x_b", "label") if pairwise else ("x", "y")
+    stacked = {c: torch.stack([getattr(dt, c) for dt in datas]).to(device=device, dtype=torch.float32) for c in cols}
+    linears = [[m for m in model.features if isinstance(m, torch.nn.Linear)] + [model.readout] for model in models]
+    weights = [torch.stack([ls[j].weight.detach() for ls in linears]).to(device).contiguous()
+               for j in range(len(linears[0]))]
+    biases = [torch.stack([ls[j].bias.detach() for ls in linears]).to(device).contiguous()
+              for j in range(len(linears[0]))]
+    params = [weights[-1], biases[-1]] if readout_only else weights + biases
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay, fused=device.type == "cuda")
+    act = ACTIVATIONS[models[0].activation]
     bs = n if opts.batch_size == 0 or opts.batch_size >= n else opts.batch_size
+    offsets = (torch.arange(k) * n).unsqueeze(1)
+    if bs < n:  # (epochs, k, n) flat row indices into the stacked data, one generator per member
+        gens = [_generator(s) for s in seeds]
+        order = torch.stack([torch.stack([torch.randperm(n, generator=g) for g in gens]) + offsets
+                             for _ in range(opts.epochs)]).to(device)
+    flat = {c: t.reshape(k * n, *t.shape[2:]) for c, t in stacked.items()}
+
+    def take(c: str, idx: torch.Tensor | None) -> torch.Tensor:
+        if idx is None:
+            return stacked[c]
+        return flat[c].index_select(0, idx.reshape(-1)).reshape(k, idx.shape[1], *flat[c].shape[1:])
+
     with torch.enable_grad():
-        for p in params:
-            p.requires_grad_(True)
-        for _ in range(opts.epochs):
-            perm = torch.randperm(n, generator=g).to(device) if bs < n else None
+        for epoch in range(opts.epochs):
             for start in range(0, n, bs):
-                batch = data if perm is None else data.subset(perm[start:start + bs])
-                loss = _bt_or_mse_loss(model.score, batch)
+                idx = None if bs == n else order[epoch, :, start:start + bs]
+                if pairwise:
+                    m = stacked["x_a"].shape[1] if idx is None else idx.shape[1]
+                    r = _stacked_score(weights, biases, act, torch.cat([take("x_a", idx), take("x_b", idx)], 1),
+                                       readout_only)
+                    # Bradley–Terry NLL (TRL RewardTrainer: -log σ(r_chosen − r_rejected)); soft labels allowed.
+                    loss = F.binary_cross_entropy_with_logits(r[:, :m] - r[:, m:], take("label", idx)) * k
+                else:
+                    loss = F.mse_loss(_stacked_score(weights, biases, act, take("x", idx), readout_only),
+                                      take("y", idx)) * k
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-    model.requires_grad_(False)
-    return model.cpu()
+    out = []
+    for i, (model, ls) in enumerate(zip(models, linears)):
+        with torch.no_grad():
+            for j, layer in enumerate(ls):
+                layer.weight.copy_(weights[j][i].cpu())
+                layer.bias.copy_(biases[j][i].cpu())
+        model.requires_grad_(False)
+        out.append(model.cpu())
+    return out
 
 
 def _mlp_skeleton(opts: MLPOptions, d: int) -> MLPProxy:
@@ -696,8 +763,6 @@ def _context_size(ctx: ProxyContext) -> int:
 
 
 def _member_skeleton(opts: EnsembleOptions, d: int) -> Proxy:
-    from tiltenv.proxies import LinearProxy
-
     mo = opts.member_options
     if opts.member == "mlp":
         return _mlp_skeleton(mo, d)
@@ -711,9 +776,6 @@ def _ensemble_skeleton(opts: EnsembleOptions, d: int) -> EnsembleProxy:
 
 
 def _fit_linear_member(data: TrainData, l2: Any) -> Proxy:
-    from tiltenv.proxies import _build_linear
-    from tiltenv.labels import PointwiseData, PreferenceData
-
     if data.kind == "pairwise":
         zeros = torch.zeros(len(data))
         prefs = PreferenceData(data.x_a, data.x_b, data.label, zeros, zeros)
@@ -746,29 +808,34 @@ def _build_ensemble_members(opts: EnsembleOptions, ctx: ProxyContext) -> Ensembl
         elif opts.member == "two_stage":
             base = _train_two_stage(data, data, mo, member_seeds[0], device)
             shared = (base.W.clone(), base.b.clone(), float(base.stage1_ess))
-    for s in member_seeds:
-        own = data if opts.diversity == "init" else resample(s)
-        if opts.member == "linear":
-            m = _fit_linear_member(own, mo)
-        elif opts.member == "mlp":
+    owns = [data if opts.diversity == "init" else resample(s) for s in member_seeds]
+    if opts.member == "mlp":
+        # all members train together (batched weights), each on its own labels and minibatch order
+        models = []
+        for s in member_seeds:
             m = _mlp_skeleton(mo, ctx.d)
             if opts.diversity == "shared_features":
                 m.load_state_dict(shared.state_dict())
                 m.init_parameters(_generator(s), readout_only=True)
-                m = train_mlp(m, own, mo, s + 1, device, readout_only=True)
             else:
                 m.init_parameters(_generator(s))
-                m = train_mlp(m, own, mo, s + 1, device)
-                if opts.diversity == "independent_features":
-                    m = train_mlp(m, data, mo, s + 2, device, readout_only=True)
-        else:
-            if opts.diversity == "shared_features":
+            models.append(m)
+        seeds1 = [s + 1 for s in member_seeds]
+        members = train_mlps(models, owns, mo, seeds1, device, readout_only=opts.diversity == "shared_features")
+        if opts.diversity == "independent_features":
+            members = train_mlps(members, [data] * opts.k, mo, [s + 2 for s in member_seeds], device,
+                                 readout_only=True)
+    else:
+        for s, own in zip(member_seeds, owns):
+            if opts.member == "linear":
+                m = _fit_linear_member(own, mo)
+            elif opts.diversity == "shared_features":
                 m = _train_two_stage(data, own, mo, s, device, features=shared)
             elif opts.diversity == "independent_features":
                 m = _train_two_stage(own, data, mo, s, device)
             else:
                 m = _train_two_stage(own, own, mo, s, device)
-        members.append(m)
+            members.append(m)
     for m, s in zip(members, _child_seeds(norm_seed, opts.k)):
         _normalize_member(m, ctx, s)
     return EnsembleProxy(members, opts.aggregator, opts.lam)

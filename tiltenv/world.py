@@ -35,6 +35,7 @@ from tiltenv.labels import PointwiseData, PreferenceData, make_pointwise, make_p
 from tiltenv.links import get_link
 from tiltenv.proxies import PROXIES, Proxy, ProxyContext, TableProxy, parse_options
 from tiltenv.proxy_cache import build_proxy
+from tiltenv.scoring import evaluate_on_judge
 
 __all__ = [
     "STREAMS",
@@ -258,8 +259,6 @@ class Judge:
 
     def evaluate(self, policy: Any, **kwargs: Any) -> dict[str, float]:
         """Exact gold metrics of ``policy`` on the evaluation contexts (see :func:`tiltenv.evaluate`)."""
-        from tiltenv.evaluation import evaluate_on_judge
-
         return evaluate_on_judge(policy, self, **kwargs)
 
 

@@ -232,3 +232,68 @@ def test_spec_records_the_validated_config_and_round_trips_numpy_inputs():
     tab = gym.make("tiltenv/Tabular-v0", gold=np.array([0.0, 1.0, 2.0]), proxy=np.array([2.0, 1.0, 0.0]),
                    ref_probs=np.array([0.5, 0.25, 0.25]))
     assert json.loads(tab.spec.to_json())["kwargs"]["gold"] == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("output", ["numpy", "torch"])
+@pytest.mark.parametrize("obs_mode", ["dict", "flat"])
+def test_final_obs_view_is_gymnasiums_object_array_without_the_per_step_cost(output, obs_mode):
+    from tiltenv.envs import FinalObs
+
+    kw = dict(num_envs=5, output=output, obs_mode=obs_mode, **SMALL)
+    lazy = gym.make_vec("tiltenv/SingleIndex-v0", **kw)
+    exact = gym.make_vec("tiltenv/SingleIndex-v0", final_obs="array", **kw)
+    obs, _ = lazy.reset(seed=4)
+    exact.reset(seed=4)
+    actions = np.array([0, 1, 2, 3, 4])
+    _, r_lazy, *_, info = lazy.step(actions)
+    _, r_exact, *_, info_exact = exact.step(actions)
+    view, arr = info["final_obs"], info_exact["final_obs"]
+    assert isinstance(view, FinalObs) and view.batched is obs  # a reference, not a copy
+    assert isinstance(arr, np.ndarray) and arr.dtype == object and arr.shape == view.shape == (5,)
+    assert len(view) == 5 and np.asarray(view).dtype == object
+
+    def same(a, b):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+            return True
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        return True
+
+    for i in (0, 3, -1):
+        same(view[i], arr[i])
+    for a, b in zip(view, arr):
+        same(a, b)
+    for a, b in zip(np.asarray(view), arr):
+        same(a, b)
+    assert (r_lazy == r_exact).all()
+    with pytest.raises(IndexError):
+        view[5]
+    view[2] = "replaced"  # Gymnasium's observation wrappers write into final_obs
+    assert view[2] == "replaced" and view[1] is not None
+    # the masks are Gymnasium's: all True, one per env (shared read-only arrays)
+    assert info["_final_obs"].shape == (5,) and info["_final_obs"].all() and info["_final_info"].all()
+    with pytest.raises(ValueError, match="final_obs must be one of"):
+        gym.make_vec("tiltenv/SingleIndex-v0", num_envs=2, final_obs="list", **SMALL)
+
+
+def test_final_obs_supports_gymnasiums_same_step_wrapper_loop():
+    # gymnasium.wrappers.vector.VectorizeTransformObservation's SAME_STEP branch, verbatim in shape
+    venv = gym.make_vec("tiltenv/SingleIndex-v0", num_envs=3, obs_mode="flat", **SMALL)
+    obs, _ = venv.reset(seed=0)
+    *_, infos = venv.step(np.zeros(3, dtype=int))
+    final_obs = infos["final_obs"]
+    for i, (sub_obs, has_final_obs) in enumerate(zip(final_obs, infos["_final_obs"], strict=True)):
+        if has_final_obs:
+            final_obs[i] = sub_obs * 2
+    for i in range(3):
+        np.testing.assert_allclose(infos["final_obs"][i], 2 * obs[i])
+
+
+def test_host_actions_are_range_checked_before_the_device_transfer():
+    venv = gym.make_vec("tiltenv/SingleIndex-v0", num_envs=3, **SMALL)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match=r"\[0, 7\]"):
+        venv.step(np.array([0, 8, 1]))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        venv.step([0, 1])
+    venv.step([0, 1, 2])  # a plain list is a valid batch of actions

@@ -234,3 +234,50 @@ def test_device_auto_trains_on_cuda_and_returns_a_cpu_proxy():
     world = make_world(TaskConfig(**SMALL, n_labels=300, proxy="mlp", proxy_kwargs={"epochs": 3}))
     assert next(world.task.proxy.parameters()).device.type == "cpu"
     assert math.isfinite(proxy_report(world)["gold_corr_ref"])
+
+
+@pytest.mark.parametrize("readout_only", [False, True])
+def test_mlp_members_trained_together_match_members_trained_alone(readout_only):
+    from tiltenv import reward_models as R
+
+    d, n = 6, 300
+    g = torch.Generator().manual_seed(3)
+    datas = [R.TrainData("pairwise", x_a=torch.randn(n, d, generator=g), x_b=torch.randn(n, d, generator=g),
+                         label=(torch.rand(n, generator=g) > 0.5).float()) for _ in range(3)]
+    opts = R.MLPOptions(width=8, depth=2, epochs=4, batch_size=64, device="cpu")
+
+    def fresh(i):
+        m = R._mlp_skeleton(opts, d)
+        m.init_parameters(R._generator(100 + i))
+        return m
+
+    together = R.train_mlps([fresh(i) for i in range(3)], datas, opts, [7, 8, 9], torch.device("cpu"),
+                            readout_only=readout_only)
+    for i, m in enumerate(together):
+        alone = R.train_mlps([fresh(i)], [datas[i]], opts, [7 + i], torch.device("cpu"), readout_only=readout_only)[0]
+        # the same function up to rounding (AdamW normalizes gradients, so near-zero gradients amplify
+        # rounding: compare the learned reward differences; a BT readout bias has gradient 0 in theory)
+        x = torch.randn(500, d, generator=torch.Generator().manual_seed(i))
+        ra, rb = m.score(x), alone.score(x)
+        torch.testing.assert_close(ra - ra.mean(), rb - rb.mean(), rtol=0, atol=2e-3 * float(rb.std()))
+        for name, a in m.features.state_dict().items():
+            torch.testing.assert_close(a, alone.features.state_dict()[name], rtol=0, atol=1e-3)
+        if readout_only:  # hidden layers frozen
+            torch.testing.assert_close(m.features.state_dict(), fresh(i).features.state_dict())
+    # each member really is trained: its own data changes it
+    assert not torch.allclose(together[0].readout.weight, together[1].readout.weight)
+    again = R.train_mlps([fresh(i) for i in range(3)], datas, opts, [7, 8, 9], torch.device("cpu"),
+                         readout_only=readout_only)
+    for a, b in zip(together, again):  # deterministic
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_ensemble_members_train_in_one_batched_call(monkeypatch):
+    from tiltenv import reward_models as R
+
+    calls = []
+    real = R.train_mlps
+    monkeypatch.setattr(R, "train_mlps", lambda models, *a, **k: calls.append(len(models)) or real(models, *a, **k))
+    make_world(TaskConfig(**SMALL, n_labels=200, proxy="ensemble",
+                          proxy_kwargs={"k": 4, "member_kwargs": {"epochs": 2}}), fresh=True)
+    assert calls == [4]  # no Python loop over members

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pytest
 import torch
+
+import tiltenv
 
 from tiltenv import TabularConfig, TaskConfig, make_world
 from tiltenv.world import seed_streams
@@ -175,3 +178,28 @@ def test_oversized_tasks_are_refused_before_allocating():
         make_agent("reinforce", batch_size=10**8, device="cpu").fit(task)
     with pytest.raises(TypeError, match="proxy_kwargs must be a mapping"):
         TaskConfig(proxy_kwargs=[1, 2])
+
+
+def test_preference_ref_logps_belong_to_their_own_candidates_with_a_tilted_ref():
+    # π_ref ∝ exp(η <u, x>): within a context log π_ref(a) − log π_ref(b) = η <u, x_a − x_b>, whatever the
+    # normalizer. A swap of ref_logp_a / ref_logp_b flips the sign (η = 0 could not tell them apart).
+    eta = 1.5
+    world = tiltenv.make_world(tiltenv.TaskConfig(d=4, K=8, n_labels=500, ref_eta=eta, n_eval_contexts=16))
+    p, u = world.task.preferences, world.task.sampler.ref_direction.double()
+    got = (p.ref_logp_a - p.ref_logp_b).double()
+    want = eta * (p.x_a.double() - p.x_b.double()) @ u
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    assert float(want.abs().mean()) > 0.5
+
+
+def test_measured_flip_rate_matches_flip_rate():
+    # deterministic labeler (τ = 0): a label disagreeing with the gold comparison is a flip
+    n, eps = 20_000, 0.25
+    world = tiltenv.make_world(tiltenv.TaskConfig(d=4, K=8, n_labels=n, flip_rate=eps, label_temp=0.0,
+                                                  n_eval_contexts=16))
+    p = world.task.preferences
+    delta = world.judge.gold(p.x_a) - world.judge.gold(p.x_b)
+    clean = delta != 0
+    flipped = (p.label.bool() != (delta > 0))[clean].double().mean().item()
+    se = math.sqrt(eps * (1 - eps) / int(clean.sum()))
+    assert abs(flipped - eps) < 4 * se, (flipped, eps, se)
