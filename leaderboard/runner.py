@@ -34,7 +34,7 @@ from typing import Any
 from leaderboard.spec import Limits, RunResult, RunSpec, SandboxFailure
 from tiltenv._validation import suggest
 
-__all__ = ["BACKENDS", "ScoreSummary", "world_of", "score_one", "plan", "score"]
+__all__ = ["BACKENDS", "ScoreSummary", "world_of", "judge_on", "score_one", "plan", "score"]
 
 BACKENDS = ("serial", "pool", "ray")
 
@@ -64,6 +64,25 @@ def world_of(spec: RunSpec):
         env.close()
 
 
+def judge_on(judge: Any, device: str) -> Any:
+    """The judge's evaluation tensors on ``device`` (a view for exact scoring there; the judge itself is untouched).
+
+    On ``cpu`` the judge itself. Elsewhere a namespace with ``config`` and the ``eval_*`` tensors moved: what
+    :func:`leaderboard.scoring.score_agent_run` reads.
+    """
+    import types
+
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return judge
+    return types.SimpleNamespace(
+        config=judge.config, theta=None,
+        **{k: getattr(judge, k).to(dev) for k in ("eval_candidates", "eval_ref_logp", "eval_gold", "eval_proxy")},
+    )
+
+
 def _seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -89,7 +108,7 @@ def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = 
                 sub, world.task, spec.budget(), world.judge.eval_candidates, world.judge.eval_ref_logp, limits,
                 device=device,
             )
-            metrics, rows = scoring.score_agent_run(world.judge, out.steps, out.logps)
+            metrics, rows = scoring.score_agent_run(judge_on(world.judge, device), out.steps, out.logps)
             metrics = {**metrics, "deploy_queries": float(out.deploy_queries)}
             return RunResult(**base, status="ok", metrics=metrics, checkpoints=rows,
                              proxy_queries=int(out.proxy_queries), fit_time=float(out.fit_time),

@@ -135,12 +135,13 @@ LOWER_IS_BETTER = frozenset({
 
 def _as_logps(logps: Any, judge: Any) -> torch.Tensor:
     if isinstance(logps, torch.Tensor):
-        t = logps.detach().cpu()
+        t = logps.detach()
     else:
         try:
             t = torch.as_tensor(np.asarray(logps))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"logps must be a numeric (n_checkpoints, C, K) array ({exc}).") from None
+    t = t.to(judge.eval_ref_logp.device)  # scored where the judge's tensors live (a GPU with --device cuda)
     if not (t.is_floating_point()):
         raise ValueError(f"logps must be floating-point log-probabilities (got dtype {t.dtype}).")
     C, K = judge.eval_ref_logp.shape

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from leaderboard.runner import score
+from leaderboard.runner import score, world_of
 from leaderboard.spec import Limits
 from leaderboard.store import Store
 from leaderboard.submission import load_submission
@@ -107,7 +107,7 @@ import sys
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {here!r})
 from test_runner import SUITE, LIMITS
-from leaderboard.runner import score
+from leaderboard.runner import score, world_of
 from leaderboard.store import Store
 from leaderboard.submission import load_submission
 score([load_submission("reinforce"), load_submission("rloo")], SUITE, store=Store({url!r}), limits=LIMITS,
@@ -156,3 +156,28 @@ def test_sqlite_and_postgresql_give_the_same_board(sqlite_url, postgresql_url):
         assert len(runs) == 8
         boards.append(scoring.board(runs).drop(columns="median_fit_time"))  # wall time differs from run to run
     pd.testing.assert_frame_equal(boards[0], boards[1], check_exact=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_scoring_on_a_judge_view_matches_the_judge(device):
+    """--device scores on a view of the judge's tensors on the device: the same metrics as the judge itself."""
+    import torch
+
+    from leaderboard import scoring
+    from leaderboard.runner import judge_on
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import types
+
+    world = world_of(SUITE.runs("dev")[0])
+    j = world.judge
+    logps = torch.stack([torch.log_softmax(j.eval_ref_logp + j.eval_proxy / b, -1) for b in (10.0, 1.0, 0.1)])
+    want, rows = scoring.score_agent_run(j, [0, 1, 2], logps)
+    view = judge_on(j, device) if device == "cuda" else types.SimpleNamespace(
+        config=j.config, **{k: getattr(j, k).clone() for k in ("eval_candidates", "eval_ref_logp", "eval_gold", "eval_proxy")})
+    got, rows2 = scoring.score_agent_run(view, [0, 1, 2], logps)
+    assert judge_on(j, "cpu") is j
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12, nan_ok=True), k
