@@ -233,9 +233,8 @@ def _solve_betas(ref: torch.Tensor, S: torch.Tensor, kappa: float, kl_max: torch
         tn = tn.clamp(-700.0, 700.0)
         scale = torch.clamp(t.abs(), min=1.0)
         done = (err.abs() <= 1e-13 * kappa) | (both & ((hi - lo) <= 1e-14 * scale)) | ((tn - t).abs() <= 1e-16 * scale)
-        t = torch.where(active, tn, t)
+        t = torch.where(active & ~done, tn, t)  # a converged row keeps the point it was evaluated at
         active = active & ~done
-    # the last accepted iterate: re-evaluate at the best bracketed point (t holds it)
     betas[idx] = t.exp()
     return betas
 
@@ -325,7 +324,7 @@ def front_gap(logp, ref_logp, golds, weights) -> float:
     w, one = _weights(weights, m, C)
     kappa = max(kl_divergence(logp, ref), 0.0)
     s = torch.einsum("m,mck->ck", w[0].to(g.device), g) if one else torch.einsum("cm,mck->ck", w.to(g.device), g)
-    return front_support(ref, g, w[0] if one else w, kappa) - policy_value(logp, s)
+    return front_support(ref, g, kappa, w[0] if one else w) - policy_value(logp, s)
 
 
 # --------------------------------------------------------------------------------------------------
