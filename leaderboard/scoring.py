@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -389,6 +390,20 @@ _AGENT_COLUMNS = (
     ("overoptimization_rate", "overoptimized", "mean"),
     ("median_fit_time", "fit_time", "median"),
 )
+#: Per-dimension columns of multi-objective runs (tiltenv.multiobjective): means over the runs that have them.
+_DIM_COLUMN = re.compile(r"^(gold_value|gold_gain)_dim(\d+)$")
+
+
+def _dimension_columns(runs: pd.DataFrame) -> tuple[tuple[str, str, str], ...]:
+    """``gold_value_dim{i}``, ``gold_gain_dim{i}`` (by dimension), ``min_dim_gain`` and the rate of runs with every
+    dimension at or above π_ref, for the metrics present in ``runs`` (none on a single-objective board)."""
+    found = sorted((int(mt.group(2)), mt.group(1)) for c in runs.columns if (mt := _DIM_COLUMN.match(str(c))))
+    cols = tuple((f"{kind}_dim{i}", f"{kind}_dim{i}", "mean") for i, kind in found)
+    if "min_dim_gain" in runs.columns:
+        cols += (("min_dim_gain", "min_dim_gain", "mean"), ("dims_at_or_above_ref_rate", "dims_at_or_above_ref", "mean"))
+    return cols
+
+
 _RM_COLUMNS = (
     ("acc_onpolicy", "acc_onpolicy", "mean"),
     ("acc_offpolicy", "acc_offpolicy", "mean"),
@@ -428,7 +443,8 @@ def board(
         ``rank, submission, code_hash, metric, runs, failed, tasks, iqm, iqm_lo, iqm_hi, mean, mean_lo,
         mean_hi`` then the track's columns (agents: ``value_gap, kl, kl_matched_gap, reward_variance_policy,
         proxy_gold_gap, overoptimization_rate, median_fit_time``; means over successful runs, NaN when
-        none succeeded or the column is absent).
+        none succeeded or the column is absent); with multi-objective runs also ``gold_value_dim{i}``,
+        ``gold_gain_dim{i}``, ``min_dim_gain`` and ``dims_at_or_above_ref_rate`` (means over the runs that have them).
 
     Raises:
         ValueError: a frame mixing suite versions, splits or tracks; a missing column; an unknown metric;
@@ -444,7 +460,7 @@ def board(
     failed_score = _failed_score(failed_score, metric)
     ok = _ok_mask(runs)
     keys = _submission_keys(runs)
-    extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS
+    extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS + _dimension_columns(runs)
     rows = []
     for key in sorted(keys.unique()):
         m = keys == key

@@ -17,7 +17,8 @@ suite      what
            every built-in baseline in under two minutes on two CPU cores
 ``quick``  every phenomenon (Hump at two KL strengths, Linear, HighExponent, NoisyLabels, Spurious,
            Ensemble, Shang et al.'s tabular bandit), 2 seeds, 65,536 queries — minutes
-``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries
+``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries, and (version 2) the
+           multi-objective tasks: HelpfulHarmless, one dimension overoptimizing, context-type weights
 =========  ===================================================================================================
 
 Example:
@@ -40,10 +41,13 @@ from leaderboard.seeds import dev_seed, load_salt, test_seed
 from leaderboard.spec import SPLITS, TRACKS, RunSpec
 from tiltenv._validation import suggest
 
-__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS"]
+__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS"]
 
 #: Tasks without preference data (explicit arms): left out of the reward-model track.
 NO_PREFERENCE_TASKS = ("tiltenv/Tabular-v0",)
+#: Multi-objective tasks (per-dimension preference data, an aggregate gold): left out of the reward-model track,
+#: whose scorer builds single-index reward models.
+MULTI_OBJECTIVE_TASKS = ("tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0")
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ class Suite:
             raise ValueError(f"track must be one of {TRACKS} (got {track!r})." + suggest(str(track), TRACKS))
         entries = list(self.entries) if tasks is None else [self.entry(k) for k in tasks]
         if track == "reward_model":  # a tabular task has no preference data to learn a reward model from
-            entries = [e for e in entries if e.task_id not in NO_PREFERENCE_TASKS]
+            entries = [e for e in entries if e.task_id not in NO_PREFERENCE_TASKS + MULTI_OBJECTIVE_TASKS]
         total = self.n_dev_seeds if split == "dev" else self.n_test_seeds
         if n_seeds is not None:
             if not isinstance(n_seeds, int) or not 1 <= n_seeds <= total:
@@ -218,6 +222,21 @@ def _phenomena(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     )
 
 
+def _multi_objective(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
+    ev = {"n_eval_contexts": n_eval}
+    return (
+        SuiteEntry("helpful-harmless", "tiltenv/HelpfulHarmless-v0", {**ev, "beta": 0.1}, queries,
+                   what="two conflicting dimensions (cos -0.5), weighted per-dimension reward models"),
+        SuiteEntry("mo-one-dim-overopt", "tiltenv/MultiObjective-v0",
+                   {**ev, "links": ["linear", "hump"], "cosines": [0.8], "weights": [0.6, 0.4], "K": 256, "beta": 0.05},
+                   queries, what="a hump dimension overoptimizes while the aggregate gold still rises"),
+        SuiteEntry("mo-context-weights", "tiltenv/MultiObjective-v0",
+                   {**ev, "n_objectives": 3, "cosines": [-0.3, 0.2, -0.4], "weight_mode": "context",
+                    "weights": [[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]], "type_probs": [0.5, 0.5], "K": 64, "beta": 0.1},
+                   queries, what="three dimensions, weights set by a public context type"),
+    )
+
+
 #: The registered suites, by name.
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -237,8 +256,8 @@ SUITES: dict[str, Suite] = {
         ),
         Suite("quick", 1, _phenomena(1024, 65_536), n_dev_seeds=2, n_test_seeds=3,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
-        Suite("full", 1, _phenomena(4096, 262_144), n_dev_seeds=5, n_test_seeds=10,
-              description="every phenomenon, 5 dev seeds, 4x the budget"),
+        Suite("full", 2, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144), n_dev_seeds=5, n_test_seeds=10,
+              description="every phenomenon and the multi-objective tasks, 5 dev seeds, 4x the budget"),
     )
 }
 

@@ -21,6 +21,7 @@ import gymnasium as gym
 from tiltenv.config import TabularConfig, TaskConfig
 from tiltenv.evaluation import best_of_n_sweep, evaluate, tilt_sweep
 from tiltenv.links import LINKS, get_link
+from tiltenv.multiobjective import MultiObjectiveConfig
 from tiltenv.world import Judge, PublicTask, World, make_world
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "TaskConfig",
     "TabularConfig",
+    "MultiObjectiveConfig",
     "make_world",
     "World",
     "PublicTask",
@@ -87,6 +89,24 @@ TASKS: dict[str, tuple[type, dict, str]] = {
         {},
         "Explicit arms (gold, proxy, π_ref): controlled experiments from papers through the same agents and scorer.",
     ),
+    "HelpfulHarmless": (
+        MultiObjectiveConfig,
+        {"n_objectives": 2, "cosines": -0.5, "K": 64, "n_labels": (2000, 500)},
+        "Two conflicting dimensions (cos -0.5; helpful has 4x the labels of harmless): per-dimension reward models "
+        "and their weighted aggregate; optimizing one dimension costs the other; the exact Pareto front at any KL.",
+    ),
+    "MultiObjective": (
+        MultiObjectiveConfig,
+        {},
+        "General multi-objective task: m hidden indices at set cosines, per-dimension links and labels, fixed / "
+        "context-type / hidden (trade-off-revealed) weights; every MultiObjectiveConfig field is a kwarg.",
+    ),
+}
+
+#: Env classes of the config classes that are not single-index: (entry point, vector entry point).
+_ENTRY_POINTS = {
+    TabularConfig: ("tiltenv.envs:TabularEnv", "tiltenv.envs:TabularVectorEnv"),
+    MultiObjectiveConfig: ("tiltenv.mo_envs:MultiObjectiveEnv", "tiltenv.mo_envs:MultiObjectiveVectorEnv"),
 }
 
 VERSION = 0
@@ -98,14 +118,9 @@ def register_all() -> None:
         env_id = f"tiltenv/{name}-v{VERSION}"
         if env_id in gym.registry:
             continue
-        tabular = cls is TabularConfig
+        entry, vector_entry = _ENTRY_POINTS.get(cls, ("tiltenv.envs:TiltEnv", "tiltenv.envs:TiltVectorEnv"))
         kwargs = {**_defaults(cls), **preset}
-        gym.register(
-            id=env_id,
-            entry_point="tiltenv.envs:TabularEnv" if tabular else "tiltenv.envs:TiltEnv",
-            vector_entry_point="tiltenv.envs:TabularVectorEnv" if tabular else "tiltenv.envs:TiltVectorEnv",
-            kwargs=kwargs,
-        )
+        gym.register(id=env_id, entry_point=entry, vector_entry_point=vector_entry, kwargs=kwargs)
 
 
 register_all()

@@ -34,7 +34,7 @@ from gymnasium.vector.utils import batch_space
 from tiltenv._validation import ParameterTypeError, check_choice, resolve_device
 from tiltenv.config import TabularConfig, TaskConfig, config_from_kwargs
 from tiltenv.observations import OBS_MODES, REF_LOGP_FLOOR, format_obs, observation_space, to_numpy
-from tiltenv.world import PublicTask, make_world, torch_generator
+from tiltenv.world import PublicTask, is_task_config, make_world, torch_generator
 
 __all__ = ["TiltEnv", "TabularEnv", "TiltVectorEnv", "TabularVectorEnv", "SB3VecEnv", "FinalObs", "OBS_MODES",
            "REF_LOGP_FLOOR"]
@@ -138,7 +138,7 @@ class _TaskMixin:
     def spec(self, value) -> None:
         # gym.make records the raw kwargs; record the validated config instead, so ``spec.to_json()`` works for
         # numpy inputs (np.int64 seeds, array gold) and shows exactly what was built.
-        if value is not None and isinstance(getattr(self, "config", None), (TaskConfig, TabularConfig)):
+        if value is not None and is_task_config(getattr(self, "config", None)):
             value = dataclasses.replace(value, kwargs={**value.kwargs, **self.config.to_dict()})
         self.__dict__["_spec"] = value
 

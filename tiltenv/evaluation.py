@@ -32,7 +32,7 @@ from typing import Any
 from tiltenv import metrics as M
 from tiltenv.config import TabularConfig, TaskConfig
 from tiltenv.scoring import EvalResult, _as_logp, _sb3_logp, evaluate_on_judge, metrics_of_logp, policy_logp  # noqa: F401
-from tiltenv.world import Judge, World, make_world
+from tiltenv.world import Judge, World, is_task_config, make_world
 
 __all__ = ["evaluate", "EvalResult", "evaluate_on_judge", "resolve_judge", "policy_logp", "metrics_of_logp",
            "tilt_sweep", "best_of_n_sweep", "gold_range", "overoptimization_tol", "overoptimization_report"]
@@ -44,11 +44,11 @@ def resolve_judge(target: Any):
         return target
     if isinstance(target, World):
         return target.judge
-    if isinstance(target, (TaskConfig, TabularConfig)):
+    if is_task_config(target):
         return make_world(target).judge
     env = _tiltenv_env(target)
     config = getattr(env, "config", None)
-    if isinstance(config, (TaskConfig, TabularConfig)):
+    if is_task_config(config):
         return make_world(config).judge
     raise TypeError(
         f"cannot find a tiltenv task in {type(target).__name__}; pass an env made by gym.make('tiltenv/...'), "

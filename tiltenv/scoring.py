@@ -195,7 +195,7 @@ def metrics_of_logp(logp: torch.Tensor, judge: Any, *, beta: float | None = None
     ref = judge.eval_ref_logp
     gold, proxy = judge.eval_gold, judge.eval_proxy
     kl = M.kl_divergence(logp, ref)
-    return EvalResult({
+    out = EvalResult({
         "gold_value": M.policy_value(logp, gold),
         "proxy_value": M.policy_value(logp, proxy),
         "ref_gold_value": M.policy_value(ref, gold),
@@ -212,3 +212,7 @@ def metrics_of_logp(logp: torch.Tensor, judge: Any, *, beta: float | None = None
         "proxy_gold_corr": M.proxy_gold_correlation(ref, proxy, gold),
         "beta": beta,
     })
+    extra = getattr(judge, "extra_metrics", None)  # e.g. a multi-objective judge's per-dimension values
+    if extra is not None:
+        out.update(extra(logp, beta))
+    return out

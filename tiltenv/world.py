@@ -47,6 +47,9 @@ __all__ = [
     "Judge",
     "World",
     "make_world",
+    "WORLD_BUILDERS",
+    "register_world",
+    "is_task_config",
 ]
 
 #: Names of the independent random streams spawned from the task seed, in spawn order (append only:
@@ -395,8 +398,25 @@ def _build_tabular(config: TabularConfig) -> World:
     return World(task, Judge(config, gold, None, eval_x, eval_ref, proxy))
 
 
+#: Other task families (e.g. :mod:`tiltenv.multiobjective`): config class -> ``(build(config) -> World, check(config))``,
+#: registered by the module that defines them (it imports this one, so this one cannot import it).
+WORLD_BUILDERS: dict[type, tuple[Callable[[Any], World], Callable[[Any], None]]] = {}
+
+
+def register_world(config_cls: type, build: Callable[[Any], World], check: Callable[[Any], None] = lambda c: None) -> None:
+    """Make :func:`make_world` build configs of ``config_cls`` with ``build`` (``check`` runs first, uncached)."""
+    WORLD_BUILDERS[config_cls] = (build, check)
+
+
+def is_task_config(config: Any) -> bool:
+    """Whether ``config`` is a task config :func:`make_world` can build."""
+    return isinstance(config, (TaskConfig, TabularConfig)) or type(config) in WORLD_BUILDERS
+
+
 @functools.lru_cache(maxsize=32)
 def _make_world_cached(config: TaskConfig | TabularConfig) -> World:
+    if type(config) in WORLD_BUILDERS:
+        return WORLD_BUILDERS[type(config)][0](config)
     if isinstance(config, TabularConfig):
         return _build_tabular(config)
     return _build_single_index(config)
@@ -413,8 +433,9 @@ def make_world(config: TaskConfig | TabularConfig, *, fresh: bool = False) -> Wo
     Raises:
         TypeError: if ``config`` is not a task config.
     """
-    if not isinstance(config, (TaskConfig, TabularConfig)):
-        raise TypeError(f"config must be a TaskConfig or TabularConfig (got {type(config).__name__}).")
+    if not is_task_config(config):
+        names = ", ".join(["TaskConfig", "TabularConfig", *(c.__name__ for c in WORLD_BUILDERS)])
+        raise TypeError(f"config must be one of {names} (got {type(config).__name__}).")
     if getattr(config, "seed", 0) is None or getattr(config, "gold", 0) is None:
         raise ValueError(
             "this is a public view of a task config (its seed or gold is hidden): its world cannot be rebuilt; "
@@ -426,6 +447,8 @@ def make_world(config: TaskConfig | TabularConfig, *, fresh: bool = False) -> Wo
         check_footprint("building this task", footprint_bytes(config.n_labels, config.n_norm_contexts,
                                                               config.n_eval_contexts, config.K, config.d),
                         footprint_terms(config), "lower n_labels, n_norm_contexts, n_eval_contexts, K or d")
+    elif type(config) in WORLD_BUILDERS:
+        WORLD_BUILDERS[type(config)][1](config)
     if fresh:
         return _make_world_cached.__wrapped__(config)
     cached = _make_world_cached(config)

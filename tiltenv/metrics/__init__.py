@@ -31,7 +31,8 @@ Layout: a package split along these sections — ``_kernels`` (conversion, valid
 row kernels), ``policy`` (value, KL, χ², reward variance), ``objective`` (tilt, soft value, J_β, value
 gap), ``frontier`` (gold-tilt frontier, KL-matched gap), ``best_of_n``, ``reward_model_eval`` (ranking
 and harm-aware accuracies, proxy–gold correlation), ``aggregation`` (IQM, bootstrap CIs) and
-``overoptimization`` (Gao et al.'s fits). Every public name is importable from ``tiltenv.metrics``;
+``overoptimization`` (Gao et al.'s fits) and ``pareto`` (multi-objective: per-dimension values, the exact
+Pareto front at a KL budget, hypervolume, the gap to the front along a weight direction). Every public name is importable from ``tiltenv.metrics``;
 each submodule imports only the ones listed before it.
 
 Implementation notes: per-context computations run over chunks of contexts (about 2 MB per array on
@@ -102,6 +103,19 @@ from tiltenv.metrics.overoptimization import (  # noqa: F401
     gao_fit,
     overoptimization,
 )
+from tiltenv.metrics.pareto import (  # noqa: F401
+    ParetoFront,
+    dimension_gains,
+    dimension_values,
+    front_gap,
+    front_support,
+    hypervolume,
+    no_dimension_below_ref,
+    pareto_front,
+    pareto_mask,
+    scalarize,
+    simplex_grid,
+)
 
 __all__ = [
     "as_float64",
@@ -131,4 +145,15 @@ __all__ = [
     "gao_fit",
     "OveroptimizationReport",
     "overoptimization",
+    "ParetoFront",
+    "dimension_values",
+    "dimension_gains",
+    "no_dimension_below_ref",
+    "simplex_grid",
+    "scalarize",
+    "pareto_front",
+    "front_support",
+    "front_gap",
+    "pareto_mask",
+    "hypervolume",
 ]

@@ -1,0 +1,50 @@
+"""Multi-objective tasks on the leaderboard: sandboxed runs carry per-dimension gold metrics, the board shows
+per-dimension columns, the reward-model track leaves the tasks out."""
+
+from __future__ import annotations
+
+import math
+
+from leaderboard.runner import score
+from leaderboard.scoring import board
+from leaderboard.spec import Limits
+from leaderboard.store import Store
+from leaderboard.submission import load_submission
+from leaderboard.suites import Suite, SuiteEntry, get_suite
+
+TINY = dict(d=6, K=16, n_labels=300, n_eval_contexts=128, n_norm_contexts=256)
+SUITE = Suite(
+    "tiny-mo", 1,
+    (SuiteEntry("hh", "tiltenv/HelpfulHarmless-v0", {**TINY, "beta": 0.1}, 4096, 4),
+     SuiteEntry("ctx", "tiltenv/MultiObjective-v0", {**TINY, "n_objectives": 3, "weight_mode": "context",
+                                                     "cosines": [-0.3, 0.2, -0.4],
+                                                     "weights": [[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]],
+                                                     "type_probs": [0.5, 0.5], "beta": 0.1}, 4096, 4)),
+    n_dev_seeds=1, n_test_seeds=1,
+)
+
+
+def test_multi_objective_runs_have_per_dimension_metrics_and_board_columns(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'b.db'}")
+    subs = [load_submission("tilt"), load_submission("baselines.constrained:ConstrainedPG")]
+    out = score(subs, SUITE, store=store, limits=Limits(wall_time=120, memory_mb=4096, threads=1), progress=False)
+    assert (out.scored, out.failed) == (4, 0)
+    runs = store.runs(suite="tiny-mo", version=1, split="dev")
+    hh = runs[runs.task_key == "hh"]
+    assert hh[["gold_value_dim0", "gold_value_dim1", "gold_gain_dim1", "min_dim_gain"]].notna().all().all()
+    ctx = runs[runs.task_key == "ctx"]
+    assert ctx["gold_gain_dim2"].notna().all() and hh["gold_gain_dim2"].isna().all()
+    b = board(runs, n_boot=50)
+    for col in ("gold_value_dim0", "gold_gain_dim2", "min_dim_gain", "dims_at_or_above_ref_rate"):
+        assert col in b.columns and b[col].notna().all()
+    # the gain columns average each dimension over the runs that have it
+    row = b[b.submission == "tilt"].iloc[0]
+    assert math.isclose(row["gold_gain_dim2"], float(ctx[ctx.submission == "tilt"]["gold_gain_dim2"].mean()))
+
+
+def test_full_lists_the_multi_objective_tasks_and_the_reward_model_track_leaves_them_out():
+    full = get_suite("full")
+    ids = {e.task_id for e in full.entries}
+    assert {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"} <= ids and full.version == 2
+    rm = {r.task_id for r in full.runs("dev", track="reward_model", n_seeds=1)}
+    assert not rm & {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"}

@@ -1,0 +1,135 @@
+"""tiltenv.metrics.pareto against brute force on small K (m = 2, 3): the exact front, its support, the gap along a
+weight direction, hypervolume."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import tiltenv.metrics as M
+
+
+def _simplex_policies(K: int, n: int) -> np.ndarray:
+    """Every distribution over K candidates with probabilities in multiples of 1/n (the brute-force policy set)."""
+    return M.simplex_grid(K, n)
+
+
+def _kl_rows(P: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(P > 0, P * (np.log(P) - ref), 0.0)
+    return t.sum(-1)
+
+
+def _problem(seed: int, m: int, C: int, K: int):
+    rng = np.random.default_rng(seed)
+    ref = M.log_normalize(rng.normal(size=(C, K))).numpy()
+    golds = rng.normal(size=(m, C, K))
+    return ref, golds
+
+
+@pytest.mark.parametrize("m,K,n", [(2, 3, 200), (3, 4, 48)])
+def test_front_support_matches_brute_force_one_context(m, K, n):
+    ref, golds = _problem(m, m, 1, K)
+    P = _simplex_policies(K, n)  # (N, K)
+    V = P @ golds[:, 0, :].T  # (N, m)
+    kl = _kl_rows(P, ref[0])
+    for kappa in (0.02, 0.2, 10.0):
+        feasible = kl <= kappa
+        W = M.simplex_grid(m, 6)
+        front = M.pareto_front(ref, golds, kappa, W)
+        assert np.all(front.kl <= kappa + 1e-9)
+        for w, h in zip(W, front.support):
+            brute = (V[feasible] @ w).max()
+            assert brute <= h + 1e-9  # no feasible policy beats the front along w
+            assert brute >= h - 0.05  # and the grid gets close (its resolution)
+        # the front's own points are achievable: V is the tilt's, at KL = κ (or the argmax's below κ)
+        for w, beta, v in zip(W, front.betas, front.values):
+            s = np.einsum("m,mck->ck", w, golds)
+            lp = M.tilt_logp(ref, s, beta)
+            np.testing.assert_allclose(M.dimension_values(lp, golds), v, atol=1e-12)
+
+
+def test_front_support_matches_brute_force_two_contexts_shared_budget():
+    """Two contexts share one KL budget (the mean): the front spends it unevenly, with one β."""
+    m, K, n = 2, 3, 30
+    ref, golds = _problem(7, m, 2, K)
+    P = _simplex_policies(K, n)
+    V0, V1 = P @ golds[:, 0, :].T, P @ golds[:, 1, :].T  # (N, m) per context
+    kl0, kl1 = _kl_rows(P, ref[0]), _kl_rows(P, ref[1])
+    kappa = 0.15
+    feasible = (kl0[:, None] + kl1[None, :]) / 2 <= kappa
+    for w in M.simplex_grid(m, 4):
+        h = M.front_support(ref, golds, kappa, w)
+        brute = ((V0 @ w)[:, None] + (V1 @ w)[None, :])[feasible].max() / 2
+        assert brute <= h + 1e-9
+        assert brute >= h - 0.03
+
+
+def test_front_is_exact_in_beta_and_nondominated():
+    ref, golds = _problem(3, 3, 16, 8)
+    W = M.simplex_grid(3, 8)
+    front = M.pareto_front(ref, golds, 0.5, W)
+    inner = front.betas > 0
+    np.testing.assert_allclose(front.kl[inner], 0.5, rtol=1e-10)
+    positive = np.all(W > 0, axis=1)  # strictly positive weights give strictly Pareto-optimal points
+    assert M.pareto_mask(front.values[positive]).all()
+    # κ = 0 is π_ref for every weight; a huge κ is the argmax of λ·r
+    f0 = M.pareto_front(ref, golds, 0.0, W)
+    np.testing.assert_allclose(f0.values, np.tile(M.dimension_values(ref, golds), (len(W), 1)), atol=1e-12)
+    big = M.pareto_front(ref, golds, 1e3, W[:3])
+    for w, v in zip(W[:3], big.values):
+        s = np.einsum("m,mck->ck", w, golds)
+        np.testing.assert_allclose(v @ w, s.max(-1).mean(), atol=1e-12)
+
+
+def test_front_gap_is_zero_for_scalarized_tilts_and_positive_otherwise():
+    ref, golds = _problem(5, 2, 32, 6)
+    rng = np.random.default_rng(0)
+    for w in ([0.3, 0.7], [1.0, 0.0]):
+        s = np.einsum("m,mck->ck", np.array(w), golds)
+        for beta in (0.1, 1.0):
+            assert abs(M.front_gap(M.tilt_logp(ref, s, beta), ref, golds, w)) < 1e-9
+    for _ in range(5):
+        lp = M.log_normalize(rng.normal(size=(32, 6)))
+        assert M.front_gap(lp, ref, golds, [0.5, 0.5]) > 1e-6
+    # per-context weights: equal rows give the shared answer
+    w = np.tile([0.4, 0.6], (32, 1))
+    lp = M.log_normalize(rng.normal(size=(32, 6)))
+    assert M.front_gap(lp, ref, golds, w) == pytest.approx(M.front_gap(lp, ref, golds, [0.4, 0.6]), abs=1e-10)
+
+
+def _hv_inclusion_exclusion(points: np.ndarray, ref: np.ndarray) -> float:
+    q = np.maximum(points - ref, 0.0)
+    total = 0.0
+    for r in range(1, len(q) + 1):
+        for S in itertools.combinations(range(len(q)), r):
+            total += (-1) ** (r + 1) * np.prod(q[list(S)].min(0))
+    return total
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_hypervolume_matches_inclusion_exclusion(m):
+    rng = np.random.default_rng(m)
+    for n in (1, 2, 5, 8):
+        pts = rng.normal(size=(n, m))
+        ref = rng.normal(size=m) - 1.0
+        assert M.hypervolume(pts, ref) == pytest.approx(_hv_inclusion_exclusion(pts, ref), abs=1e-12)
+    assert M.hypervolume([[1.0, 1.0]], [2.0, 0.0]) == 0.0  # below the reference in one coordinate: nothing
+
+
+def test_dimension_checks_and_errors():
+    ref, golds = _problem(1, 2, 4, 5)
+    assert M.no_dimension_below_ref(ref, ref, golds)
+    np.testing.assert_allclose(M.dimension_gains(ref, ref, golds), 0.0, atol=1e-15)
+    with pytest.raises(ValueError, match="non-negative"):
+        M.pareto_front(ref, golds, 0.1, [[-0.5, 1.5]])
+    with pytest.raises(ValueError, match="weights must have shape"):
+        M.pareto_front(ref, golds, 0.1, [[0.2, 0.3, 0.5]])
+    with pytest.raises(ValueError, match="kl must be"):
+        M.pareto_front(ref, golds, -1.0, [0.5, 0.5])
+    with pytest.raises(ValueError, match="golds must have shape"):
+        M.pareto_front(ref, torch.zeros(2, 2, 2, 2), 0.1, [0.5, 0.5])
+    assert M.simplex_grid(3, 2).shape == (6, 3)
