@@ -272,6 +272,47 @@ class RemoteProxy(torch.nn.Module):
         return f"kind={self.kind!r}, d={self.d}, remote"
 
 
+class RemoteDimStack(torch.nn.Module):
+    """A multi-objective task's per-dimension reward models as the child sees them: ``dim_rewards(x)`` sends the
+    candidates to the scorer, which scores them with every dimension's real model and counts one query per
+    candidate (as ``task.dim_proxy_rewards`` does in-process). The weights never reach the child."""
+
+    def __init__(self, m: int, d: int) -> None:
+        super().__init__()
+        self.m, self.d = int(m), int(d)
+
+    def dim_rewards(self, x: Any) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        if x.ndim < 1 or x.shape[-1] != self.d:
+            raise ValueError(f"candidates must have last dimension d={self.d} (got shape {tuple(x.shape)}).")
+        if CHANNEL is None:
+            raise RuntimeError("these reward models live in the scorer's process and are reached through the sandbox's channel only.")
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        CHANNEL.send({"op": "proxy", "model": "dims"}, [x.detach().to("cpu", dtype).contiguous().numpy()])
+        header, arrays = CHANNEL.recv_arrays()
+        if header["op"] != "proxy_ok" or len(arrays) != 1:
+            raise RuntimeError(f"the scorer refused the query: {header.get('message', header['op'])}")
+        return torch.from_numpy(arrays[0]).to(x.device)
+
+    def __deepcopy__(self, memo: dict) -> "RemoteDimStack":
+        return self
+
+
+class RemoteDimProxy(torch.nn.Module):
+    """One dimension's reward model in the child: ``forward(x)`` is column ``index`` of the remote stack (each call
+    counts its candidates)."""
+
+    def __init__(self, stack: RemoteDimStack, index: int, kind: str) -> None:
+        super().__init__()
+        self.stack, self.index, self.kind, self.d = stack, int(index), str(kind), stack.d
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.stack.dim_rewards(x)[..., self.index]
+
+    def __deepcopy__(self, memo: dict) -> "RemoteDimProxy":
+        return self
+
+
 class NoProxy(RemoteProxy):
     """The reward-model track's task: there is no proxy to query (learn from ``task.preferences``)."""
 

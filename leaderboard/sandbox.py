@@ -74,8 +74,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from leaderboard._child import (FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteProxy, _reachable, check_array_specs,
-                                set_pipe_size, unpack_arrays)
+from leaderboard._child import (FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteDimProxy, RemoteDimStack, RemoteProxy,
+                                _reachable, check_array_specs, set_pipe_size, unpack_arrays)
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import Submission
 
@@ -542,7 +542,21 @@ def _public_copy(task: Any, proxy: torch.nn.Module) -> Any:
     public.proxy = proxy
     public._proxy_on = {torch.device("cpu"): proxy}
     public.budget = Budget()
+    if hasattr(task, "dim_proxies"):  # a multi-objective task: its per-dimension models stay here too
+        stack = RemoteDimStack(len(task.dim_proxies), task.d)
+        public.dim_proxies = [RemoteDimProxy(stack, i, getattr(p, "kind", "proxy")) for i, p in enumerate(task.dim_proxies)]
+        public._stack = stack
     return public
+
+
+def _model_of(task: Any, header: dict[str, Any]) -> Any:
+    """The real model a proxy request asks for: the task's proxy, or (``model: dims``) every dimension's."""
+    model = header.get("model", "proxy")
+    if model == "dims" and hasattr(task, "dim_proxies"):
+        return task._stack.dim_rewards
+    if model == "proxy":
+        return task.proxy
+    return None
 
 
 def _start_payload(sub: Submission, track: str, public: Any, budget: Any, device: str, file: str | None) -> bytes:
@@ -552,9 +566,12 @@ def _start_payload(sub: Submission, track: str, public: Any, budget: Any, device
                          "file": file}, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _serve_proxy(child: _Child, proxy: torch.nn.Module, d: int, header: dict[str, Any], plen: int,
-                 left: int, what: str) -> int:
-    """Score one ``proxy`` request if it fits in ``left`` candidates; returns the number scored."""
+def _serve_proxy(child: _Child, task: Any, d: int, header: dict[str, Any], plen: int, left: int, what: str) -> int:
+    """Score one ``proxy`` request (the task's proxy, or ``model: dims``: a multi-objective task's per-dimension
+    models) if it fits in ``left`` candidates; returns the number scored."""
+    proxy = _model_of(task, header)
+    if proxy is None:
+        child.fail("protocol", f"a proxy request names an unknown model {str(header.get('model'))[:40]!r}")
     try:
         specs = check_array_specs(header, plen, FLOAT_DTYPES)
     except ProtocolError as e:
@@ -632,8 +649,7 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
     if cand.ndim != 3 or ref.shape != cand.shape[:2]:
         raise ValueError(f"eval_candidates must be (C, K, d) and eval_ref_logp (C, K) (got {tuple(cand.shape)}, {tuple(ref.shape)}).")
     C, K, d = cand.shape
-    proxy = task.proxy
-    public = _public_copy(task, RemoteProxy(getattr(proxy, "kind", "proxy"), task.d))
+    public = _public_copy(task, RemoteProxy(getattr(task.proxy, "kind", "proxy"), task.d))
     child = _Child(sub, limits, device, spawn)
     try:
         child.send({"op": "start", "payload": "pickle"}, raw=_start_payload(sub, "agent", public, budget, device, child.file))
@@ -643,7 +659,7 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
         while True:
             header, plen = child.recv_header("a proxy query or the end of fit")
             if header["op"] == "proxy":
-                used += _serve_proxy(child, proxy, d, header, plen, budget.proxy_queries - used,
+                used += _serve_proxy(child, task, d, header, plen, budget.proxy_queries - used,
                                      f"budget of {budget.proxy_queries} proxy queries ({used} used)")
             elif header["op"] == "fit_done" and not plen:
                 break
@@ -664,7 +680,7 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
                 header, plen = child.recv_header(f"checkpoint {i}'s log-probabilities")
                 if header["op"] != "proxy":
                     break
-                deploy += _serve_proxy(child, proxy, d, header, plen, deploy_cap - deploy,
+                deploy += _serve_proxy(child, task, d, header, plen, deploy_cap - deploy,
                                        f"deployment cap of (n_checkpoints + 2)·C·K = {deploy_cap} queries")
             if header["op"] != "logp" or header.get("index") != i:
                 child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")

@@ -48,3 +48,52 @@ def test_full_lists_the_multi_objective_tasks_and_the_reward_model_track_leaves_
     assert {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"} <= ids and full.version == 2
     rm = {r.task_id for r in full.runs("dev", track="reward_model", n_seeds=1)}
     assert not rm & {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"}
+
+
+MO_AGENT = '''
+import torch
+
+class Agent:
+    def fit(self, task, budget, checkpoint):
+        # no per-dimension weights reached this process: the models are stubs of the scorer's
+        assert sum(p.numel() for m in task.dim_proxies for p in m.parameters()) == 0
+        x, ref = task.sample_contexts(8, seed=0)                       # 8 x 16 = 128 candidates
+        r = task.dim_proxy_rewards(x, count=False)                      # counted by the scorer all the same
+        assert r.shape == (8, 16, task.n_objectives)
+        one = task.dim_proxies[1](x)                                    # each call counts its candidates
+        assert torch.allclose(one.double(), r[..., 1].double())
+        self.ref = None
+        checkpoint(0, lambda c, lp: torch.as_tensor(lp))
+        {extra}
+
+    def policy(self, candidates, ref_logp):
+        return torch.as_tensor(ref_logp)
+
+def make_agent():
+    return Agent()
+'''
+
+
+def test_per_dimension_models_stay_in_the_scorer_and_every_query_counts(tmp_path):
+    import pytest
+    import torch
+
+    from baselines import TrainBudget
+    from leaderboard.runner import world_of
+    from leaderboard.sandbox import run_agent
+    from leaderboard.spec import SandboxFailure
+
+    world = world_of(SUITE.runs("dev")[0])
+    lim = Limits(wall_time=120, memory_mb=4096, threads=1)
+    good = tmp_path / "mo_agent.py"
+    good.write_text(MO_AGENT.format(extra="pass"))
+    out = run_agent(load_submission(str(good)), world.task, TrainBudget(proxy_queries=1000, n_checkpoints=2),
+                    world.judge.eval_candidates, world.judge.eval_ref_logp, lim)
+    assert out.proxy_queries == 2 * 128  # the stack once, one dimension once: 128 candidates each
+    greedy = tmp_path / "mo_greedy.py"
+    greedy.write_text(MO_AGENT.format(extra="task.dim_proxy_rewards(task.sample_contexts(64, seed=1)[0])"))
+    with pytest.raises(SandboxFailure) as info:
+        run_agent(load_submission(str(greedy)), world.task, TrainBudget(proxy_queries=1000, n_checkpoints=2),
+                  world.judge.eval_candidates, world.judge.eval_ref_logp, lim)
+    assert info.value.reason == "budget"
+    assert torch.is_tensor(world.task.dim_proxies[0].state_dict().popitem()[1])  # the scorer's models are untouched
