@@ -57,6 +57,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "step": ("step", "budget spent at the checkpoint: proxy queries (preference pairs seen for DPO; 0 for "
              "closed forms)."),
     "drop": ("drop", "peak gold − gold at the largest KL along a curve."),
+    # multi-objective tasks (tiltenv.multiobjective): one entry per dimension i, the aggregate is gold_value
+    "gold_value_dim{i}": ("gold value of dimension i", "E_x Σ_k π_k r*_i(x_k): the hidden gold of dimension i."),
+    "gold_gain_dim{i}": ("gold gain of dimension i", "V*_i(π) − V*_i(π_ref): < 0 means dimension i got worse than π_ref."),
+    "value_gap_dim{i}": ("value gap of dimension i", "J*_{β,i} − J_{β,i}(π): the value gap with dimension i's gold alone."),
+    "min_dim_gain": ("worst dimension's gain", "min_i (V*_i(π) − V*_i(π_ref)): the dimension served worst."),
+    "dims_at_or_above_ref": ("no dimension below π_ref", "1 if every dimension's gold gain is ≥ 0, else 0."),
 }
 
 
