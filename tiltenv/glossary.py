@@ -15,9 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-__all__ = ["METRICS", "OVEROPTIMIZATION_RULE", "OVEROPTIMIZATION_REL_TOL", "legend"]
+__all__ = ["METRICS", "OVEROPTIMIZATION_RULE", "OVEROPTIMIZATION_REL_TOL", "entry", "legend"]
 
 #: A drop counts as overoptimization when it exceeds this fraction of the task's gold range.
 OVEROPTIMIZATION_REL_TOL = 0.01
@@ -66,10 +67,24 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
+def entry(name: str) -> tuple[str, str] | None:
+    """The (label, meaning) of a metric name; per-dimension names (``gold_value_dim2``) use their ``{i}`` entry
+    with ``i`` filled in. ``None`` for an unknown name."""
+    if name in METRICS:
+        return METRICS[name]
+    m = re.fullmatch(r"(.+_dim)(\d+)", name)
+    if m and f"{m.group(1)}{{i}}" in METRICS:
+        label, meaning = METRICS[f"{m.group(1)}{{i}}"]
+        i = m.group(2)
+        return label.replace("dimension i", f"dimension {i}"), meaning.replace("_i", f"_{i}").replace("dimension i", f"dimension {i}")
+    return None
+
+
 def legend(names: Iterable[str], width: int = 20) -> str:
-    """One line per name: ``name  label: meaning``."""
+    """One line per known name: ``name  label: meaning``."""
     lines = []
     for name in names:
-        label, meaning = METRICS[name]
-        lines.append(f"{name:<{width}} {label}: {meaning}")
+        e = entry(name)
+        if e is not None:
+            lines.append(f"{name:<{width}} {e[0]}: {e[1]}")
     return "\n".join(lines)

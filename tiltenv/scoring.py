@@ -165,19 +165,19 @@ class EvalResult(dict):
             raise AttributeError(name) from None
 
     def __str__(self) -> str:
-        from tiltenv.glossary import METRICS
+        from tiltenv.glossary import entry
 
         lines = [f"tiltenv.evaluate: exact metrics over the judge's held-out contexts (β = {self.get('beta', float('nan')):g})"]
         for key, value in self.items():
-            lines.append(f"  {key:<23} {value: .4f}   {METRICS.get(key, (key, ''))[0]}")
+            lines.append(f"  {key:<23} {value: .4f}   {(entry(key) or (key, ''))[0]}")
         lines.append("  (.explain() gives each metric's meaning; formulas: docs/metrics.md)")
         return "\n".join(lines)
 
     def explain(self) -> str:
         """Each metric's meaning and formula, one line each (:mod:`tiltenv.glossary`)."""
-        from tiltenv.glossary import METRICS, legend
+        from tiltenv.glossary import legend
 
-        return legend([k for k in self if k in METRICS], width=23)
+        return legend(list(self), width=23)
 
     def _repr_pretty_(self, p, cycle) -> None:  # IPython / Jupyter show the table
         p.text(str(self))

@@ -147,3 +147,12 @@ def test_gym_make_records_every_parameter_and_errors_are_clear():
             gym.make("tiltenv/MultiObjective-v0", **{**SMALL, **kwargs})
     with pytest.raises(TypeError, match="Did you mean 'cosines'"):
         gym.make("tiltenv/HelpfulHarmless-v0", cosine=0.1)
+
+
+def test_every_per_dimension_metric_explains_itself():
+    from tiltenv.glossary import entry, legend
+
+    for name in ("gold_value_dim0", "gold_gain_dim2", "value_gap_dim1", "min_dim_gain", "dims_at_or_above_ref"):
+        assert entry(name) is not None, name
+    assert "dimension 2" in legend(["gold_gain_dim2"]) and "dimension i" not in legend(["gold_gain_dim2"])
+    assert entry("gold_gain_dimx") is None and legend(["no_such_metric"]) == ""
