@@ -41,6 +41,7 @@ from tiltenv._validation import DEVICES, check_choice, check_float, check_int, r
 
 __all__ = [
     "Agent",
+    "config_dataclass",
     "PolicyFn",
     "CheckpointFn",
     "TrainBudget",
@@ -92,6 +93,29 @@ class TrainBudget:
 
 
 QUICK_BUDGET = TrainBudget()
+
+
+def config_dataclass(cls: type) -> type:
+    """``@dataclass`` for agent configs, whose constructor names a wrong field with the closest valid one.
+
+    ``REINFORCEConfig(learning_rat=0.1)`` raises ``TypeError: REINFORCEConfig has no field 'learning_rat'; ...
+    Did you mean 'learning_rate'?`` instead of Python's bare "unexpected keyword argument".
+    """
+    import functools
+
+    cls = dataclass(cls)
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for key in kwargs:
+            if key not in names:
+                raise TypeError(f"{cls.__name__} has no field {key!r}; valid fields are {names}." + suggest(key, names))
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
 
 
 def log_spaced_points(total: int, n: int, first: int | None = None) -> list[int]:

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import torch
 
-from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_device, resolve_device
+from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_device, resolve_device, config_dataclass
 from tiltenv import metrics as M
 from tiltenv._validation import check_float
 
 __all__ = ["BestOfNConfig", "BestOfN", "n_sweep"]
 
 
-@dataclass
+@config_dataclass
 class BestOfNConfig:
     """Exact best-of-n on the proxy."""
 

@@ -30,13 +30,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import numpy as np
 import torch
 
-from baselines.base import TrainBudget
+from baselines.base import TrainBudget, config_dataclass
 from baselines.pg import Rollout, _gather_candidates, weighted_mean
 from baselines.reinforce import REINFORCE, REINFORCEConfig
 from baselines.scalarized import check_mo_task
@@ -45,7 +45,7 @@ from tiltenv._validation import check_float, check_int
 __all__ = ["ConstrainedPGConfig", "ConstrainedPG"]
 
 
-@dataclass
+@config_dataclass
 class ConstrainedPGConfig(REINFORCEConfig):
     """Lagrangian REINFORCE: maximize dimension ``primary`` with every other dimension at least π_ref's."""
 

@@ -28,7 +28,7 @@ Budget unit: preference pairs seen (``step`` of ``checkpoint``); the proxy is ne
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from baselines.base import (
     Agent,
+    config_dataclass,
     Checkpointer,
     TrainBudget,
     check_beta,
@@ -55,7 +56,7 @@ __all__ = ["DPOConfig", "DPO", "dpo_loss", "LOSS_TYPES"]
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 
 
-@dataclass
+@config_dataclass
 class DPOConfig:
     """DPO and its variants (TRL's ``DPOConfig`` names)."""
 

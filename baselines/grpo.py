@@ -32,11 +32,12 @@ by ``std_π(r)``, which moves the fixed point again (β is effectively multiplie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import torch
 
+from baselines.base import config_dataclass
 from baselines.pg import PGConfig, PolicyGradientAgent, Rollout, weighted_mean
 from tiltenv._validation import check_choice, check_float, check_int
 
@@ -45,7 +46,7 @@ __all__ = ["GRPOConfig", "GRPO", "forward_kl_fixed_point", "SCALE_REWARDS"]
 SCALE_REWARDS = ("group", "batch", "none")
 
 
-@dataclass
+@config_dataclass
 class GRPOConfig(PGConfig):
     """GRPO (Shao et al. 2024) with TRL's field names."""
 

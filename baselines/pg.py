@@ -52,6 +52,7 @@ import torch
 
 from baselines.base import (
     Agent,
+    config_dataclass,
     Checkpointer,
     TrainBudget,
     check_beta,
@@ -75,7 +76,7 @@ DIVERGENCES = ("kl", "chi2")
 SHAPINGS = ("none", "par")
 
 
-@dataclass
+@config_dataclass
 class PGConfig:
     """Fields shared by every policy-gradient baseline (each algorithm adds its own)."""
 

@@ -15,17 +15,18 @@ minibatches; the gradient norm is clipped at ``max_grad_norm`` (CleanRL's defaul
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import torch
 
+from baselines.base import config_dataclass
 from baselines.pg import PGConfig, PolicyGradientAgent, Rollout, weighted_mean
 from tiltenv._validation import check_float, check_int
 
 __all__ = ["PPOConfig", "PPO"]
 
 
-@dataclass
+@config_dataclass
 class PPOConfig(PGConfig):
     """PPO (Schulman et al. 2017) for one-step bandit episodes."""
 

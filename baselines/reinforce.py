@@ -25,17 +25,18 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import torch
 
+from baselines.base import config_dataclass
 from baselines.pg import PGConfig, PolicyGradientAgent, Rollout, weighted_mean
 from tiltenv._validation import check_choice
 
 __all__ = ["REINFORCEConfig", "REINFORCE"]
 
 
-@dataclass
+@config_dataclass
 class REINFORCEConfig(PGConfig):
     """REINFORCE (Williams 1992) with the KL in the reward by default."""
 

@@ -14,16 +14,17 @@ mean becomes its k → ∞ limit, ``E_π[R]``. Shared options: :mod:`baselines.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import torch
 
+from baselines.base import config_dataclass
 from baselines.pg import PGConfig, PolicyGradientAgent, Rollout, weighted_mean
 
 __all__ = ["RLOOConfig", "RLOO"]
 
 
-@dataclass
+@config_dataclass
 class RLOOConfig(PGConfig):
     """RLOO (Ahmadian et al. 2024); ``num_generations`` is the paper's k (TRL: ``num_generations``)."""
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import torch
 
 from baselines.base import (
     Agent,
+    config_dataclass,
     Checkpointer,
     TrainBudget,
     as_tensor,
@@ -43,7 +44,7 @@ from tiltenv._validation import check_choice, check_float, check_int
 __all__ = ["SB3PPOConfig", "SB3PPO"]
 
 
-@dataclass
+@config_dataclass
 class SB3PPOConfig:
     """``stable_baselines3.PPO`` hyperparameters (SB3's names) and how the env is built."""
 

@@ -25,13 +25,13 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import numpy as np
 import torch
 
-from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta, check_device, resolve_device
+from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta, check_device, resolve_device, config_dataclass
 from baselines.reinforce import REINFORCE, REINFORCEConfig
 from tiltenv import metrics as M
 
@@ -87,7 +87,7 @@ def _effective_weights(task: Any, weights) -> np.ndarray:
                       task.weights, dtype=np.float64)
 
 
-@dataclass
+@config_dataclass
 class ScalarizedTiltConfig:
     """Closed-form tilt of π_ref by ``w·r̂``."""
 
@@ -135,7 +135,7 @@ class ScalarizedTilt(Agent):
         return copy.copy(self)
 
 
-@dataclass
+@config_dataclass
 class ScalarizedPGConfig(REINFORCEConfig):
     """REINFORCE (KL in the reward) on ``w·r̂``."""
 

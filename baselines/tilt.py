@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import torch
 
-from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta, check_device, resolve_device
+from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta, check_device, resolve_device, config_dataclass
 from tiltenv import metrics as M
 from tiltenv._validation import check_choice
 
@@ -48,7 +48,7 @@ chi2_tilt_logp = M.chi2_tilt_logp
 __all__ = ["TiltConfig", "Tilt", "chi2_tilt_logp", "beta_sweep"]
 
 
-@dataclass
+@config_dataclass
 class TiltConfig:
     """Closed-form tilt of π_ref by the proxy."""
 
