@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,14 +36,37 @@ def test_main_job_rejects_bad_input_clearly():
     assert out.returncode == 2 and "Did you mean 'relu'" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_bench_quick_reports_finite_ratios():
+def _bench():
     spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    res = bench.main(["--quick"])
+    return bench
+
+
+def test_bench_quick_reports_finite_ratios(capsys):
+    res = _bench().main(["--quick"])
+    assert {"env_numpy_N64", "env_torch_N64", "metrics", "proxy"} <= set(res)
     for group in res.values():
         for key, value in group.items():
             assert math.isfinite(value) and value > 0, (key, value)
+    out = capsys.readouterr().out
+    for figure in ("default", "final_info=False", "kl_divergence", "policy_value", "value_gap", "tilt_logp",
+                   "best_of_n_logp", "ensemble / mlp, whole build", "ensemble / mlp, training"):
+        assert figure in out, figure
+    targets = [line for line in out.splitlines() if "(<=" in line or "(>=" in line]
+    assert len(targets) == 2 + 6 + 2 and all(("✓" in t) != ("✗" in t) for t in targets)
+
+
+def test_bench_device_auto_and_a_missing_gpu(capsys):
+    bench = _bench()
+    res = bench.main(["--quick", "--device", "auto", "--only", "metrics"])
+    assert set(res) == {"metrics"}
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="CUDA is not available"):
+            bench.main(["--quick", "--device", "cuda"])
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--quick", "--only", "envs"])
+    assert err.value.code == 2 and "unknown section" in capsys.readouterr().err
 
 
 def test_bench_leaderboard_quick_reports_every_figure():

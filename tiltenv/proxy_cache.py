@@ -47,7 +47,8 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["PROXY_VERSION", "NOT_IN_PROXY", "cache_dir", "cache_enabled", "cache_key", "build_proxy", "clear", "stats"]
 
 #: Version of the proxy-training code; part of every cache key.
-PROXY_VERSION = 2  # 2: MLP members trained together with batched weights (train_mlps)
+PROXY_VERSION = 3  # 2: MLP members trained together with batched weights (train_mlps); 3: fused AdamW on
+# every device, ensemble members normalized on one shared sample in one batched forward
 #: TaskConfig fields that the proxy build never reads (left out of the key so, e.g., a β sweep reuses a proxy).
 NOT_IN_PROXY = ("beta", "n_eval_contexts", "n_norm_contexts")
 #: Counters of this process's cache events (for tests and benchmarks).

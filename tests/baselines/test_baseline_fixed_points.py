@@ -191,3 +191,43 @@ def test_exact_expectation_with_an_arm_pi_ref_never_plays(name):
         p = agent.policy(*task.sample_contexts(1, seed=0))[0].exp()
         assert bool(torch.isfinite(agent.net.net[-1].weight).all())
         assert float(p[0]) == 0.0 and float(p[4]) > 0.25
+
+
+# Several gradient steps per batch (ratios against π_old move away from 1, so the clip acts).
+MANY_STEPS = {"grpo": dict(kl_penalty="loss", kl_estimator="k3", scale_rewards="none"),
+              "ppo": dict(num_minibatches=1, whiten_advantages=False, max_grad_norm=None)}
+ITERS = {"grpo": "num_iterations", "ppo": "num_epochs"}
+
+
+@pytest.mark.parametrize("name", ["grpo", "ppo"])
+def test_many_steps_on_one_batch_stop_at_the_clipped_surrogates_maximum(arms, name):
+    """The fixed point of μ steps on one batch maximizes E_old[min(ρÂ, clip(ρ, 1±ε)Â)]: its supremum
+    Σ π_old Â (1 ± ε) is reached by pushing every arm just past the clip in its advantage's direction and
+    no further (β = 0, plain SGD). Turning min into max makes the surrogate unbounded: the policy collapses
+    on the best arm, and the other positive-advantage arms fall below 1 + ε."""
+    agent = make_agent(name, exact_expectation=True, batch_size=1, device="cpu", optimizer="sgd", learning_rate=0.5,
+                       beta=0.0, **{ITERS[name]: 500}, **MANY_STEPS[name])
+    seen = []
+    real_update = agent.update
+    agent.update = lambda ro: seen.append(ro) or real_update(ro)
+    agent.fit(arms.task, TrainBudget(proxy_queries=arms.K))  # one batch, 500 steps on it
+    (ro,) = seen
+    eps = 0.2
+    with torch.no_grad():
+        adv = agent.advantages(ro)
+        ratio = (ro.at_actions(agent.net(ro.candidates, ro.ref_logp)) - ro.at_actions(ro.old_logp)).exp()
+        surrogate = (ro.weights * torch.minimum(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)).sum()
+        supremum = (ro.weights * torch.where(adv > 0, (1 + eps) * adv, (1 - eps) * adv)).sum()
+    assert float(surrogate) == pytest.approx(float(supremum), rel=1e-3)  # approached from below (measured 1.5e-4)
+    big = adv.abs() > 0.25  # arms with a small |Â| approach the clip slowly (gradient ∝ Â)
+    assert bool((ratio[big & (adv > 0)] >= 1 + eps - 1e-2).all()) and bool((ratio[big & (adv < 0)] <= 1 - eps + 1e-2).all())
+    assert float(ratio.max()) < 1.5  # and no further: the best arm is not pushed on
+
+
+@pytest.mark.parametrize("name", ["grpo", "ppo"])
+def test_several_steps_per_batch_keep_the_fixed_point(arms, name):
+    """μ = 4 steps per batch: GRPO (k3 in the loss) still reaches the forward-KL fixed point, PPO (KL in the
+    reward) the tilt."""
+    agent = exact_fit(name, arms, steps=300, **{ITERS[name]: 4}, **MANY_STEPS[name])
+    target = forward_kl_fixed_point(arms.ref, arms.r, arms.beta) if name == "grpo" else tilt(arms)
+    assert tv(arms.probs(agent), target) < 1e-3

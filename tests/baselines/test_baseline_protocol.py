@@ -141,16 +141,42 @@ def test_fit_checkpoints_and_policy_follow_the_protocol(name, small_env):
             assert torch.allclose(first, ref.double(), atol=1e-5)
 
 
-def test_budget_too_small_for_one_update_and_wall_time_stop(small_env):
+class _TickClock:
+    """A fake ``time`` module whose ``perf_counter`` advances by ``tick`` seconds per read (exact in binary)."""
+
+    def __init__(self, tick: float = 0.25) -> None:
+        self.now, self.tick, self.reads = 0.0, tick, 0
+
+    def perf_counter(self) -> float:
+        self.reads += 1
+        self.now += self.tick
+        return self.now
+
+
+def test_budget_too_small_for_one_update_and_wall_time_stop(small_env, monkeypatch):
+    import baselines.base
+    import baselines.dpo
+    import baselines.pg
+
     task = fresh_task(small_env)
     with pytest.raises(ValueError, match="one update"):
         make_agent("grpo", device="cpu").fit(task, TrainBudget(proxy_queries=100))
+    # The wall-time stop, counted on a clock that advances 0.25 s per read (no real time involved): the
+    # clock is read once at the start and once per check, so a 1 s budget allows exactly 3 updates.
+    clock = _TickClock()
+    for mod in (baselines.base, baselines.pg, baselines.dpo):
+        monkeypatch.setattr(mod, "time", clock)
     agent = make_agent("reinforce", batch_size=32, device="cpu")
-    agent.fit(task, TrainBudget(proxy_queries=10**9, wall_time=0.2))
-    assert agent.fit_time < 5.0 and 0 < task.budget.proxy_queries < 10**9
-    dpo = make_agent("dpo", num_train_epochs=10**6, device="cpu")  # the wall-time stop acts between updates
-    dpo.fit(task, TrainBudget(proxy_queries=10**9, wall_time=0.2))
-    assert dpo.fit_time < 5.0 and 0 < dpo.history[-1]["step"] < 10**6 * len(task.preferences)
+    q0 = task.budget.proxy_queries
+    agent.fit(task, TrainBudget(proxy_queries=10**9, wall_time=1.0))
+    assert len(agent.history) == 3 and task.budget.proxy_queries - q0 == 3 * 32
+    assert agent.fit_time == 1.25  # start, 4 checks (the 4th one stops), the final read
+    # DPO checks between updates (per epoch and per minibatch): the start, the epoch's check and two
+    # minibatch checks pass, the third stops the epoch, the next epoch's check stops the fit.
+    clock.now = 0.0
+    dpo = make_agent("dpo", num_train_epochs=10**6, device="cpu")
+    dpo.fit(task, TrainBudget(proxy_queries=10**9, wall_time=1.0))
+    assert len(dpo.history) == 2, len(dpo.history)
 
 
 def test_fit_rejects_what_is_not_a_public_task_and_dpo_needs_pairs(arms):

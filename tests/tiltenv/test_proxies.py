@@ -281,3 +281,34 @@ def test_ensemble_members_train_in_one_batched_call(monkeypatch):
     make_world(TaskConfig(**SMALL, n_labels=200, proxy="ensemble",
                           proxy_kwargs={"k": 4, "member_kwargs": {"epochs": 2}}), fresh=True)
     assert calls == [4]  # no Python loop over members
+
+
+def test_ensemble_members_are_scored_in_one_batched_forward(monkeypatch):
+    from tiltenv import reward_models as R
+
+    w = make_world(TaskConfig(**SMALL, n_labels=200, proxy="ensemble",
+                              proxy_kwargs={"k": 3, "member_kwargs": {"epochs": 2}}))
+    ens = w.task.proxy
+    x = w.judge.eval_candidates
+    looped = torch.stack([m(x).to(torch.float64) for m in ens.members])
+    torch.testing.assert_close(ens.member_rewards(x), looped, rtol=0, atol=1e-5)
+    monkeypatch.setattr(R.MLPProxy, "raw", lambda *a: pytest.fail("a member scored alone"))
+    torch.testing.assert_close(ens(x), w.judge.eval_proxy.to(x.dtype), rtol=0, atol=1e-12)
+    # a fresh build scores (normalizes, evaluates) its members only through the batched forward
+    make_world(TaskConfig(**SMALL, n_labels=200, seed=1, proxy="ensemble",
+                          proxy_kwargs={"k": 3, "member_kwargs": {"epochs": 2}}), fresh=True)
+
+
+def test_ensemble_members_are_normalized_under_a_tilted_pi_ref():
+    # ref_eta != 0: π_ref leans towards u ≈ θ*, which the members learn, so its weights move their mean
+    # and variance; each member must be centred and scaled under π_ref's weights, not the uniform ones.
+    w = make_world(TaskConfig(**SMALL, n_labels=400, ref_eta=2.0, proxy="ensemble",
+                              proxy_kwargs={"k": 3, "member_kwargs": {"epochs": 5}}))
+    x, p = w.task.sample_contexts(4096, seed=5)
+    p = p.to(torch.float64).exp()
+    r = w.task.proxy.member_rewards(x)  # (k, C, K)
+    mean = (p * r).sum(-1).mean(-1)
+    var = (p * (r - mean[:, None, None]) ** 2).sum(-1).mean(-1)
+    uniform_mean = r.mean((-1, -2))
+    assert bool((mean.abs() < 0.05).all()) and bool(((var - 1).abs() < 0.08).all()), (mean, var)
+    assert bool((uniform_mean < -0.3).all()), uniform_mean  # the weights matter at this η
