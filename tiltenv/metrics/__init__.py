@@ -91,6 +91,12 @@ from tiltenv.metrics.reward_model_eval import (  # noqa: F401
     proxy_gold_correlation,
     ranking_accuracy,
 )
+from tiltenv.metrics.calibration import (  # noqa: F401
+    bt_probability,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_curve,
+)
 from tiltenv.metrics.aggregation import (  # noqa: F401
     aggregate_mean,
     iqm,
@@ -124,6 +130,10 @@ __all__ = [
     "ranking_accuracy",
     "harm_aware_accuracies",
     "proxy_gold_correlation",
+    "bt_probability",
+    "reliability_curve",
+    "expected_calibration_error",
+    "fit_temperature",
     "iqm",
     "aggregate_mean",
     "stratified_bootstrap_ci",
