@@ -118,7 +118,8 @@ def shift_path(world: World, betas: Sequence[float] = (3.0, 1.0, 0.3, 0.1, 0.03,
         dict with ``path`` (DataFrame per β: ``kl``, ``gold``, ``proxy``, ``acc_id`` (labels' distribution, π_ref
         pairs), ``acc_ref``, ``acc_ood`` (the policy's pairs), ``length`` (mean |<ℓ, x>| under π),
         ``control_gold``, ``gold_lost`` = control − shifted), ``report`` (overoptimization of the shifted path) and
-        the scalars ``acc_id``, ``acc_ood_final``, ``gold_drop`` (peak − final), ``gold_lost_final``.
+        the scalars ``acc_id``, ``acc_ood_final``, ``gold_drop`` (peak − final), ``gold_lost_final``, ``ref_length`` and ``label_length`` (mean |<ℓ, x>| under
+        π_ref on the evaluation contexts and on the labels' distribution).
     """
     j = world.judge
     if control is None:
@@ -145,4 +146,5 @@ def shift_path(world: World, betas: Sequence[float] = (3.0, 1.0, 0.3, 0.1, 0.03,
     rep = M.overoptimization(path["kl"].tolist(), path["gold"].tolist(), path["proxy"].tolist())
     return {"path": path, "report": rep, "acc_id": acc_id, "acc_ood_final": float(path["acc_ood"].iloc[-1]),
             "gold_drop": float(rep.drop), "gold_lost_final": float(path["gold_lost"].iloc[-1]),
-            "ref_length": float(M.policy_value(ref, length))}
+            "ref_length": float(M.policy_value(ref, length)),
+            "label_length": float(M.policy_value(ri.to(torch.float64), (xi.to(torch.float64) @ ell).abs()))}
