@@ -100,7 +100,7 @@ class ActiveRLHF(Agent):
             ys.append(prefs.label.to(torch.float64))
         self._norm_x, self._norm_ref = task.sample_contexts(cfg.n_norm_contexts, generator=g)
         self._refit(torch.cat(diffs), torch.cat(ys))
-        ckpt = Checkpointer(checkpoint, [])
+        ckpt = Checkpointer(checkpoint, [], every=1)  # one checkpoint per round
         ckpt.start(self.snapshot)
         self.labels_bought = 0
         for r in range(cfg.rounds):
