@@ -42,11 +42,12 @@ from tiltenv.config import TaskConfig
 from tiltenv.evaluation import resolve_judge
 from tiltenv.feedback import compress_along
 from tiltenv.labels import make_preferences
-from tiltenv.proxies import PROXIES, Proxy, ProxyContext, parse_options
+from tiltenv.links import get_link
+from tiltenv.proxies import PROXIES, GoldProxy, Proxy, ProxyContext, parse_options
 from tiltenv.reward_models import single_threaded
 from tiltenv.world import World, make_world, seed_streams, torch_generator
 
-__all__ = ["held_out_proxies", "OveroptimizationMonitor", "StopTraining", "run_monitored", "monitor_report"]
+__all__ = ["held_out_proxies", "oracle_proxy", "OveroptimizationMonitor", "StopTraining", "run_monitored", "monitor_report"]
 
 
 def _world(target: Any) -> World:
@@ -94,6 +95,13 @@ def held_out_proxies(target: Any, k: int = 3, n_labels: int | None = None, proxy
             model = spec.build(options, ctx)
         out.append(world.with_proxy(model).task.proxy)
     return out
+
+
+def oracle_proxy(target: Any) -> Proxy:
+    """The gold itself as a (normalized) held-out model: an oracle control for the stopping rule (judge side)."""
+    world = _world(target)
+    cfg = world.judge.config
+    return world.with_proxy(GoldProxy(world.judge.theta, get_link(cfg.link), cfg.gold_scale)).task.proxy
 
 
 class StopTraining(Exception):
