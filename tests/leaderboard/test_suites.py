@@ -18,7 +18,7 @@ from leaderboard.suites import SUITES, Suite, SuiteEntry, get_suite
 PINNED = {
     ("smoke", 1): "c2ee0327bf",
     ("quick", 1): "589f770240",
-    ("full", 1): "b1f290b208",
+    ("full", 2): "ea7a32b064",  # v2: issue 12 adds ai-feedback, shift, active-labels (v1 was b1f290b208)
 }
 
 
