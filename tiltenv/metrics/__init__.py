@@ -30,7 +30,7 @@ Conventions
 Layout: a package split along these sections — ``_kernels`` (conversion, validation, chunking and the
 row kernels), ``policy`` (value, KL, χ², reward variance), ``objective`` (tilt, soft value, J_β, value
 gap), ``frontier`` (gold-tilt frontier, KL-matched gap), ``best_of_n``, ``reward_model_eval`` (ranking
-and harm-aware accuracies, proxy–gold correlation), ``aggregation`` (IQM, bootstrap CIs) and
+and harm-aware accuracies, proxy–gold correlation), ``calibration`` (reliability curve, ECE, ML temperature), ``aggregation`` (IQM, bootstrap CIs) and
 ``overoptimization`` (Gao et al.'s fits). Every public name is importable from ``tiltenv.metrics``;
 each submodule imports only the ones listed before it.
 
