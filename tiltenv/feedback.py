@@ -20,7 +20,6 @@ lengths an optimized policy reaches. Pairs are then drawn from π_ref over those
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,15 +69,3 @@ def compress_along(candidates: torch.Tensor, direction: torch.Tensor, scale: flo
         return candidates
     ell = direction.to(candidates.device, candidates.dtype)
     return candidates + (scale - 1.0) * (candidates @ ell).unsqueeze(-1) * ell
-
-
-def human_labeler(gold: Callable[[torch.Tensor], torch.Tensor], bias: float, spurious: torch.Tensor):
-    """The task's human utility ``h = r* + λ <v, x>`` (what :mod:`tiltenv.labels` labels with)."""
-
-    def utility(x: torch.Tensor) -> torch.Tensor:
-        h = gold(x)
-        if bias != 0.0:
-            h = h + bias * (x.to(torch.float64) @ spurious.to(x.device))
-        return h
-
-    return utility
