@@ -17,8 +17,9 @@ suite      what
            every built-in baseline in under two minutes on two CPU cores
 ``quick``  every phenomenon (Hump at two KL strengths, Linear, HighExponent, NoisyLabels, Spurious,
            Ensemble, Shang et al.'s tabular bandit), 2 seeds, 65,536 queries — minutes
-``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries, and (version 2) the
-           multi-objective tasks: HelpfulHarmless, one dimension overoptimizing, context-type weights
+``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries; version 2 adds the
+           multi-objective tasks (HelpfulHarmless, one dimension overoptimizing, context-type weights) and the
+           reward model's life cycle (AI feedback, distribution shift, the active-labeling task)
 =========  ===================================================================================================
 
 Example:
@@ -237,6 +238,19 @@ def _multi_objective(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     )
 
 
+def _lifecycle(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
+    """Issue 12's tasks (full suite only): labels from an AI labeler, a shifted label distribution, a small label set."""
+    ev = {"n_eval_contexts": n_eval}
+    return (
+        SuiteEntry("ai-feedback", "tiltenv/AIFeedback-v0", dict(ev), queries,
+                   what="RLAIF: 20,000 AI labels from a labeler model with a style bias (cost 20)"),
+        SuiteEntry("shift", "tiltenv/Shift-v0", {**ev, "beta": 0.05}, queries,
+                   what="labels never varied a length-like feature the optimized policy pushes"),
+        SuiteEntry("active-labels", "tiltenv/ActiveLabels-v0", dict(ev), queries,
+                   what="a 50-label proxy: the offline start of active labeling (the channel is not used here)"),
+    )
+
+
 #: The registered suites, by name.
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -256,8 +270,9 @@ SUITES: dict[str, Suite] = {
         ),
         Suite("quick", 1, _phenomena(1024, 65_536), n_dev_seeds=2, n_test_seeds=3,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
-        Suite("full", 2, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144), n_dev_seeds=5, n_test_seeds=10,
-              description="every phenomenon and the multi-objective tasks, 5 dev seeds, 4x the budget"),
+        Suite("full", 2, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144),
+              n_dev_seeds=5, n_test_seeds=10,
+              description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )
 }
 

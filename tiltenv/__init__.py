@@ -84,6 +84,25 @@ TASKS: dict[str, tuple[type, dict, str]] = {
         "Ensemble proxies (k=5 bootstrap MLPs; proxy_kwargs picks aggregator mean/min/uwo/median/mean_minus_std "
         "and diversity) on an overoptimizing hump: does conservative aggregation reduce the gold drop?",
     ),
+    "AIFeedback": (
+        TaskConfig,
+        {"label_kind": "ai", "n_labels": 20_000, "ai_labeler_labels": 500, "ai_bias": 0.5, "K": 16, "beta": 0.1},
+        "RLAIF: 20,000 AI labels (cost 0.001 each: 20) from a labeler model fit on 500 gold-labeled pairs, with a "
+        "self-preference bias toward a style direction; tiltenv.lifecycle.label_cost_trade weighs them against 20 "
+        "human labels as the bias grows.",
+    ),
+    "Shift": (
+        TaskConfig,
+        {"link": "hump", "K": 64, "proxy": "mlp", "shift_length_scale": 0.3},
+        "Distribution shift: the labels' contexts keep 30% of their spread along a length-like direction at 45° to θ*, "
+        "so the MLP proxy extrapolates where the optimized policy goes (tiltenv.lifecycle.shift_path).",
+    ),
+    "ActiveLabels": (
+        TaskConfig,
+        {"K": 64, "n_labels": 50, "label_budget": 500, "beta": 0.05},
+        "Active labeling: a proxy from 50 labels plus a label channel of 500 more (tiltenv.active.open_label_channel) "
+        "for online RLHF agents (baselines.active): gold reached vs labels spent.",
+    ),
     "Tabular": (
         TabularConfig,
         {},

@@ -23,7 +23,7 @@ MAX_PROXY_FLOPS = 3600 * CPU_FLOPS
 
 def proxy_flops(kind: str, options: Any, *, d: int, n_labels: int, label_kind: str) -> float:
     """Estimated flops to train a proxy of ``kind`` with validated ``options`` on the task's labels."""
-    samples = n_labels * (2 if label_kind == "pairwise" else 1)
+    samples = n_labels * (1 if label_kind == "pointwise" else 2)
     if kind == "mlp":
         params = d * options.width + (options.depth - 1) * options.width**2 + options.width
         return 6.0 * params * samples * options.epochs

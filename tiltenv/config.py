@@ -33,7 +33,7 @@ from tiltenv.proxies import check_proxy, parse_options
 
 __all__ = ["TaskConfig", "TabularConfig", "LABEL_KINDS", "config_from_kwargs"]
 
-LABEL_KINDS = ("pairwise", "pointwise")
+LABEL_KINDS = ("pairwise", "pointwise", "ai")  # "ai": labels from a labeler model (tiltenv.feedback)
 
 
 def _freeze(value: Any) -> Any:
@@ -78,6 +78,25 @@ class TaskConfig:
         default=0.0, metadata={"help": "λ of the biased utility h = r* + λ <v, x>, v ⟂ θ* a spurious direction."}
     )
     pointwise_noise: float = field(default=0.5, metadata={"help": "Std of y = r*(x) + noise for pointwise labels."})
+    # --- the reward model's life cycle (issue 12): AI feedback, label cost, distribution shift, active labeling
+    ai_labeler_labels: int = field(
+        default=200, metadata={"help": "label_kind='ai': gold-labeled pairs (the human labeler's) the AI labeler model "
+                                       "(a linear BT reward model) is trained on."})
+    ai_bias: float = field(
+        default=0.0, metadata={"help": "label_kind='ai': self-preference bias of the AI labeler toward a style "
+                                       "direction s ⟂ θ*, in units of its own reward scale: h_AI = ŵ·x + ai_bias ||ŵ|| <s, x>."})
+    human_label_cost: float = field(default=1.0, metadata={"help": "Cost of one human (gold-labeler) label; ≥ 0."})
+    ai_label_cost: float = field(default=0.001, metadata={"help": "Cost of one AI label; ≥ 0."})
+    label_cost_budget: float | None = field(
+        default=None, metadata={"help": "Refuse a task whose label_cost (n_labels at its kind's price) exceeds this; "
+                                        "None: no limit."})
+    shift_length_scale: float = field(
+        default=1.0, metadata={"help": "Distribution shift: the labels' contexts keep this fraction of their spread "
+                                       "along a hidden length-like direction ℓ (1: as π_ref, 0: labels never vary it)."})
+    shift_length_angle: float = field(
+        default=45.0, metadata={"help": "Angle (degrees, [0, 180]) between the length-like direction ℓ and θ*."})
+    label_budget: int = field(
+        default=0, metadata={"help": "Labels an agent may request through a label channel (tiltenv.active); 0: none."})
     proxy: str = field(default="linear", metadata={"help": "Proxy reward model kind (see tiltenv.proxies.PROXIES)."})
     proxy_kwargs: Any = field(default=(), metadata={"help": "Keyword arguments of the proxy (a mapping)."})
     beta: float = field(default=0.25, metadata={"help": "KL coefficient β of the scored objective J_β; > 0."})
@@ -103,6 +122,7 @@ class TaskConfig:
         set_("flip_rate", check_float("flip_rate", self.flip_rate, low=0.0, high=0.5, high_open=True))
         set_("label_bias", check_float("label_bias", self.label_bias))
         set_("pointwise_noise", check_float("pointwise_noise", self.pointwise_noise, low=0.0))
+        _check_lifecycle(self, set_)
         if not isinstance(self.proxy, str):
             raise ParameterTypeError(f"proxy must be a proxy name (got {self.proxy!r}).")
         pk = self.proxy_kwargs
@@ -124,6 +144,17 @@ class TaskConfig:
                          n_labels=self.n_labels, label_kind=self.label_kind)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def label_cost(self) -> float:
+        """Cost of the task's label set: ``n_labels`` at its kind's price (an AI labeler's own training pairs are
+        its provenance, :attr:`labeler_cost`, paid once per labeler, not per task)."""
+        return self.n_labels * (self.ai_label_cost if self.label_kind == "ai" else self.human_label_cost)
+
+    @property
+    def labeler_cost(self) -> float:
+        """One-off cost of the AI labeler's gold-labeled training pairs (0 for human labels)."""
+        return self.ai_labeler_labels * self.human_label_cost if self.label_kind == "ai" else 0.0
+
     def public(self) -> "TaskConfig":
         """What an agent may know: everything but the seed (from which θ* and the judge could be rebuilt)."""
         return dataclasses.replace(self, seed=None)
@@ -225,6 +256,27 @@ class TabularConfig:
     def digest(self) -> str:
         blob = json.dumps({"kind": type(self).__name__, **self.to_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _check_lifecycle(cfg: "TaskConfig", set_) -> None:
+    """The issue-12 fields: AI labels and their cost, the shifted label distribution, the label channel budget."""
+    set_("ai_labeler_labels", check_int("ai_labeler_labels", cfg.ai_labeler_labels, low=2))
+    set_("ai_bias", check_float("ai_bias", cfg.ai_bias))
+    set_("human_label_cost", check_float("human_label_cost", cfg.human_label_cost, low=0.0))
+    set_("ai_label_cost", check_float("ai_label_cost", cfg.ai_label_cost, low=0.0))
+    if cfg.label_cost_budget is not None:
+        set_("label_cost_budget", check_float("label_cost_budget", cfg.label_cost_budget, low=0.0))
+    set_("shift_length_scale", check_float("shift_length_scale", cfg.shift_length_scale, low=0.0, high=1.0))
+    set_("shift_length_angle", check_float("shift_length_angle", cfg.shift_length_angle, low=0.0, high=180.0))
+    set_("label_budget", check_int("label_budget", cfg.label_budget, low=0))
+    if cfg.ai_bias != 0.0 and cfg.label_kind != "ai":
+        raise ValueError(f"ai_bias={cfg.ai_bias:g} only applies to AI labels; set label_kind='ai' "
+                         f"(got label_kind={cfg.label_kind!r}) or ai_bias=0.")
+    if cfg.label_cost_budget is not None and cfg.label_cost > cfg.label_cost_budget * (1 + 1e-12):
+        price = cfg.ai_label_cost if cfg.label_kind == "ai" else cfg.human_label_cost
+        raise ValueError(f"label_cost_budget={cfg.label_cost_budget:g} is exceeded: n_labels {cfg.n_labels} × "
+                         f"{cfg.label_kind} label cost {price:g} = {cfg.label_cost:g}; lower n_labels to at most "
+                         f"{int(cfg.label_cost_budget / price) if price > 0 else cfg.n_labels} or raise the budget.")
 
 
 #: Largest number of float32 entries one context batch may hold (contexts × K × d): 2^31 (8 GiB).

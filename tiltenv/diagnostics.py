@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from tiltenv import metrics as M
+from tiltenv.calibration import calibration_report, labeler_probability, ranking_and_scale  # noqa: F401 (issue 12)
 from tiltenv.evaluation import resolve_judge
 from tiltenv.reward_models import EnsembleProxy, TrainData, TwoStageProxy, effective_sample_size, stage1_weights
 from tiltenv.world import World, make_world
@@ -53,6 +54,9 @@ __all__ = [
     "ensemble_disagreement",
     "best_of_n_curve",
     "best_of_n_drop",
+    "calibration_report",
+    "labeler_probability",
+    "ranking_and_scale",
 ]
 
 

@@ -50,7 +50,8 @@ __all__ = ["PROXY_VERSION", "NOT_IN_PROXY", "cache_dir", "cache_enabled", "cache
 PROXY_VERSION = 3  # 2: MLP members trained together with batched weights (train_mlps); 3: fused AdamW on
 # every device, ensemble members normalized on one shared sample in one batched forward
 #: TaskConfig fields that the proxy build never reads (left out of the key so, e.g., a β sweep reuses a proxy).
-NOT_IN_PROXY = ("beta", "n_eval_contexts", "n_norm_contexts")
+NOT_IN_PROXY = ("beta", "n_eval_contexts", "n_norm_contexts", "human_label_cost", "ai_label_cost",
+                "label_cost_budget", "label_budget")
 #: Counters of this process's cache events (for tests and benchmarks).
 stats = {"hits": 0, "misses": 0, "rebuilt": 0, "uncached": 0}
 

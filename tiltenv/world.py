@@ -31,6 +31,7 @@ import torch
 
 from tiltenv._validation import check_footprint, check_int
 from tiltenv.config import TabularConfig, TaskConfig
+from tiltenv.feedback import compress_along, fit_ai_labeler, make_ai_preferences
 from tiltenv.labels import PointwiseData, PreferenceData, make_pointwise, make_preferences
 from tiltenv.links import get_link
 from tiltenv.proxies import PROXIES, Proxy, ProxyContext, TableProxy, parse_options
@@ -54,7 +55,8 @@ __all__ = [
 
 #: Names of the independent random streams spawned from the task seed, in spawn order (append only:
 #: reordering changes every task and needs a version bump of every env id).
-STREAMS = ("theta", "directions", "labels", "label_contexts", "proxy_init", "norm_contexts", "eval_contexts")
+STREAMS = ("theta", "directions", "labels", "label_contexts", "proxy_init", "norm_contexts", "eval_contexts",
+           "ai_labeler", "monitor_labels", "channel_labels")
 
 
 def seed_streams(seed: int) -> dict[str, int]:
@@ -336,6 +338,9 @@ def _build_single_index(config: TaskConfig) -> World:
     dir_rng = np.random.default_rng(seeds["directions"])
     theta_perp = _orthogonal_unit(dir_rng, theta)
     spurious = _orthogonal_unit(dir_rng, theta)
+    style = _orthogonal_unit(dir_rng, theta)  # issue 12: drawn after the others, which stay as they were
+    gamma = math.radians(config.shift_length_angle)
+    length = math.cos(gamma) * theta + math.sin(gamma) * _orthogonal_unit(dir_rng, theta)
     alpha = config.ref_angle_rad
     u = math.cos(alpha) * theta + math.sin(alpha) * theta_perp
     theta_t = torch.from_numpy(theta)
@@ -358,13 +363,22 @@ def _build_single_index(config: TaskConfig) -> World:
     sampler = ContextSampler(d, config.K, config.prompt_corr, config.ref_eta, u_public)
     spec = PROXIES[config.proxy]
     options = parse_options(config.proxy, config.proxy_options)
-    prefs = points = None
+    prefs = points = ai_labeler = None
     if spec.needs_labels:
         label_ctx, label_ref = sampler.sample(config.n_labels, torch_generator(seeds["label_contexts"]))
+        if config.shift_length_scale != 1.0:  # the labels' contexts never spread along the length direction
+            label_ctx = compress_along(label_ctx, torch.from_numpy(length), config.shift_length_scale)
+            label_ref = sampler.ref_logp(label_ctx)
         g_labels = torch_generator(seeds["labels"])
         if config.label_kind == "pairwise":
             prefs = make_preferences(label_ctx, label_ref, utility, temperature=config.label_temp,
                                      flip_rate=config.flip_rate, generator=g_labels)
+        elif config.label_kind == "ai":
+            seed_x, seed_ref = sampler.sample(config.ai_labeler_labels, torch_generator(seeds["ai_labeler"]))
+            seed_prefs = make_preferences(seed_x, seed_ref, utility, temperature=config.label_temp,
+                                          flip_rate=config.flip_rate, generator=torch_generator(seeds["ai_labeler"] ^ 1))
+            ai_labeler = fit_ai_labeler(seed_prefs, torch.from_numpy(style), config.ai_bias)
+            prefs = make_ai_preferences(label_ctx, label_ref, ai_labeler, generator=g_labels)
         else:
             points = make_pointwise(label_ctx, label_ref, utility, noise=config.pointwise_noise, generator=g_labels)
         del label_ctx, label_ref
@@ -379,7 +393,9 @@ def _build_single_index(config: TaskConfig) -> World:
     eval_x, eval_ref = sampler.sample(config.n_eval_contexts, torch_generator(seeds["eval_contexts"]))
     task = PublicTask(config, sampler, proxy, prefs, points)
     judge = Judge(config, gold, theta_t, eval_x, eval_ref, proxy,
-                  extras={"spurious_direction": spurious_t, "theta_perp": torch.from_numpy(theta_perp)})
+                  extras={"spurious_direction": spurious_t, "theta_perp": torch.from_numpy(theta_perp),
+                          "style_direction": torch.from_numpy(style), "length_direction": torch.from_numpy(length),
+                          "utility": utility, "ai_labeler": ai_labeler})
     return World(task, judge)
 
 

@@ -18,7 +18,7 @@ from leaderboard.suites import SUITES, Suite, SuiteEntry, get_suite
 PINNED = {
     ("smoke", 1): "c2ee0327bf",
     ("quick", 1): "589f770240",
-    ("full", 2): "86ddca529f",
+    ("full", 2): "bf4dece2c0",  # v2: issues 12 and 13 add the life-cycle and multi-objective tasks (v1 was b1f290b208)
 }
 
 

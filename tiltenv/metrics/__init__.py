@@ -30,9 +30,10 @@ Conventions
 Layout: a package split along these sections — ``_kernels`` (conversion, validation, chunking and the
 row kernels), ``policy`` (value, KL, χ², reward variance), ``objective`` (tilt, soft value, J_β, value
 gap), ``frontier`` (gold-tilt frontier, KL-matched gap), ``best_of_n``, ``reward_model_eval`` (ranking
-and harm-aware accuracies, proxy–gold correlation), ``aggregation`` (IQM, bootstrap CIs) and
-``overoptimization`` (Gao et al.'s fits) and ``pareto`` (multi-objective: per-dimension values, the exact
-Pareto front at a KL budget, hypervolume, the gap to the front along a weight direction). Every public name is importable from ``tiltenv.metrics``;
+and harm-aware accuracies, proxy–gold correlation), ``calibration`` (reliability curve, ECE, ML temperature),
+``aggregation`` (IQM, bootstrap CIs), ``overoptimization`` (Gao et al.'s fits) and ``pareto`` (multi-objective:
+per-dimension values, the exact Pareto front at a KL budget, hypervolume, the gap to the front along a weight
+direction). Every public name is importable from ``tiltenv.metrics``;
 each submodule imports only the ones listed before it.
 
 Implementation notes: per-context computations run over chunks of contexts (about 2 MB per array on
@@ -92,6 +93,12 @@ from tiltenv.metrics.reward_model_eval import (  # noqa: F401
     proxy_gold_correlation,
     ranking_accuracy,
 )
+from tiltenv.metrics.calibration import (  # noqa: F401
+    bt_probability,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_curve,
+)
 from tiltenv.metrics.aggregation import (  # noqa: F401
     aggregate_mean,
     iqm,
@@ -138,6 +145,10 @@ __all__ = [
     "ranking_accuracy",
     "harm_aware_accuracies",
     "proxy_gold_correlation",
+    "bt_probability",
+    "reliability_curve",
+    "expected_calibration_error",
+    "fit_temperature",
     "iqm",
     "aggregate_mean",
     "stratified_bootstrap_ci",
