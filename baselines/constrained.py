@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from baselines.base import TrainBudget, config_dataclass
-from baselines.pg import Rollout, _gather_candidates, weighted_mean
+from baselines.pg import Rollout, weighted_mean
 from baselines.reinforce import REINFORCE, REINFORCEConfig
 from baselines.scalarized import check_mo_task
 from tiltenv._validation import check_float, check_int
@@ -95,26 +95,13 @@ class ConstrainedPG(REINFORCE):
         coef[self.config.primary] = 1.0
         return coef
 
-    @torch.no_grad()
-    def collect(self, task: Any) -> Rollout:
-        cfg, gen = self.config, self.gen
-        cand, ref = task.sample_contexts(cfg.batch_size, generator=gen)
-        logp = self.net(cand, ref)
-        C, K = logp.shape
-        if cfg.exact_expectation:
-            actions = torch.arange(K, device=self.device).expand(C, K)
-            weights = logp.exp()
-        else:
-            k = cfg.num_generations
-            actions = torch.multinomial(logp.exp(), k, replacement=True, generator=gen)
-            weights = torch.full((C, k), 1.0 / k, device=self.device)
-        dims = task.dim_proxy_rewards(_gather_candidates(cand, actions)).to(torch.float32)  # (C, k, m)
+    def score_actions(self, task: Any, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The Lagrangian reward ``r̂_primary + Σ_i μ_i r̂_i`` of the sampled candidates; also records each
+        dimension's proxy value under the sampling policy, V̂_i(π), for the dual step."""
+        dims = task.dim_proxy_rewards(chosen).to(torch.float32)  # (C, k, m)
         coef = torch.as_tensor(self._coef(), dtype=torch.float32, device=dims.device)
-        proxy = (dims * coef).sum(-1)
-        rewards = self._reward(task, cand, ref, logp, actions, proxy)
-        # V̂_i(π) of the sampling policy, per dimension (for the dual step)
         self._dim_values = torch.stack([weighted_mean(dims[..., i], weights).mean() for i in range(dims.shape[-1])])
-        return Rollout(cand, ref, logp, actions, weights, proxy, rewards, cfg.exact_expectation)
+        return (dims * coef).sum(-1)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         stats = super().update(rollout)

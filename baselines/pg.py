@@ -283,9 +283,14 @@ class PolicyGradientAgent(Agent):
             k = cfg.num_generations
             actions = torch.multinomial(logp.exp(), k, replacement=True, generator=gen)
             weights = torch.full((C, k), 1.0 / k, device=self.device)
-        proxy = task.proxy_reward(_gather_candidates(cand, actions)).to(torch.float32)
+        proxy = self.score_actions(task, _gather_candidates(cand, actions), weights)
         rewards = self._reward(task, cand, ref, logp, actions, proxy)
         return Rollout(cand, ref, logp, actions, weights, proxy, rewards, cfg.exact_expectation)
+
+    def score_actions(self, task: Any, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The proxy reward of the sampled candidates ``chosen`` ``(C, k, d)`` (``weights``: their sampling weights);
+        agents that shape the reward differently (e.g. per-dimension, :mod:`baselines.constrained`) override this."""
+        return task.proxy_reward(chosen).to(torch.float32)
 
     # ------------------------------------------------------------------ 2. reward
     def _reward(self, task, cand, ref, logp, actions, proxy) -> torch.Tensor:
