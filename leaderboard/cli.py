@@ -288,7 +288,8 @@ _BOARD_VIEW = {
 BOARD_LEGEND = {
     "agent": (
         "IQM / mean: interquartile mean and mean of the normalized score (J_β(π) − J_β(π_ref)) / (J*_β − J_β(π_ref)) "
-        "over runs (1 = the gold optimum, 0 = π_ref; a failed run counts 0), [95% stratified-bootstrap CI]. "
+        "over runs (1 = the gold optimum, 0 = π_ref; a failed run counts 0), [95% stratified-bootstrap CI: runs are "
+        "resampled within each task, so a suite with one seed per task, like smoke, has a CI of zero width]. "
         "value gap: J*_β − J_β(π). KL: KL(π‖π_ref). KL-matched gap: best gold at that KL minus the policy's gold. "
         "reward var: the proxy's variance under π per context. proxy-gold: proxy value − gold value. "
         "overopt.: runs whose gold fell from its peak along training by more than the tolerance."
