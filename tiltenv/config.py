@@ -49,8 +49,33 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+class ConfigMethods:
+    """What every task config shares: ``replace`` and the stable ``digest`` that keys caches and results (one
+    formula for single-index, tabular and multi-objective configs)."""
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+    def digest(self) -> str:
+        """Stable hash of the full configuration (for caches and result keys)."""
+        blob = json.dumps({"kind": type(self).__name__, **self.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+class IndexConfigMethods(ConfigMethods):
+    """Shared by the configs of single-index worlds (``ref_angle`` and ``proxy_kwargs`` fields)."""
+
+    @property
+    def ref_angle_rad(self) -> float:
+        return math.radians(self.ref_angle)
+
+    @property
+    def proxy_options(self) -> dict[str, Any]:
+        return dict(self.proxy_kwargs)
+
+
 @dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(IndexConfigMethods):
     """A single-index contextual bandit (DESIGN §1).
 
     Each context offers ``K`` candidates ``x_k ∈ R^d``; gold ``r*(x) = gold_scale · σ*(<θ*, x>)``;
@@ -159,30 +184,14 @@ class TaskConfig:
         """What an agent may know: everything but the seed (from which θ* and the judge could be rebuilt)."""
         return dataclasses.replace(self, seed=None)
 
-    @property
-    def ref_angle_rad(self) -> float:
-        return math.radians(self.ref_angle)
-
-    @property
-    def proxy_options(self) -> dict[str, Any]:
-        return dict(self.proxy_kwargs)
-
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["proxy_kwargs"] = dict(self.proxy_kwargs)
         return out
 
-    def replace(self, **changes: Any) -> "TaskConfig":
-        return dataclasses.replace(self, **changes)
-
-    def digest(self) -> str:
-        """Stable hash of the full configuration (for caches and result keys)."""
-        blob = json.dumps({"kind": type(self).__name__, **self.to_dict()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
 
 @dataclass(frozen=True)
-class TabularConfig:
+class TabularConfig(ConfigMethods):
     """A task given by explicit arms: one fixed context of K arms (e.g. Shang et al.'s 5-arm bandit).
 
     The proxy is used as given (no normalization): controlled experiments need the paper's numbers.
@@ -252,10 +261,6 @@ class TabularConfig:
             if isinstance(v, tuple):
                 out[k] = json.loads(json.dumps(v))
         return out
-
-    def digest(self) -> str:
-        blob = json.dumps({"kind": type(self).__name__, **self.to_dict()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def _check_lifecycle(cfg: "TaskConfig", set_) -> None:

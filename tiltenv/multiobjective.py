@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import warnings
@@ -53,7 +52,7 @@ import torch
 
 from tiltenv import metrics as M
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, check_footprint
-from tiltenv.config import _freeze
+from tiltenv.config import IndexConfigMethods, _freeze
 from tiltenv.labels import PreferenceData, make_preferences
 from tiltenv.links import LINKS, get_link
 from tiltenv.proxies import PROXIES, Proxy, ProxyContext, check_proxy, fit_linear_bt, parse_options
@@ -128,7 +127,7 @@ def _matrix(name: str, value: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MultiObjectiveConfig:
+class MultiObjectiveConfig(IndexConfigMethods):
     """A multi-objective single-index task (module docstring); every field is a ``gym.make`` kwarg."""
 
     d: int = field(default=16, metadata={"help": "Dimension of each candidate x ∈ R^d (≥ n_objectives + 1; +1 more "
@@ -284,14 +283,6 @@ class MultiObjectiveConfig:
             changes["weights"] = None
         return dataclasses.replace(self, **changes)
 
-    @property
-    def ref_angle_rad(self) -> float:
-        return math.radians(self.ref_angle)
-
-    @property
-    def proxy_options(self) -> dict[str, Any]:
-        return dict(self.proxy_kwargs)
-
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["proxy_kwargs"] = dict(self.proxy_kwargs)
@@ -300,12 +291,6 @@ class MultiObjectiveConfig:
                 out[k] = json.loads(json.dumps(v))
         return out
 
-    def replace(self, **changes: Any) -> "MultiObjectiveConfig":
-        return dataclasses.replace(self, **changes)
-
-    def digest(self) -> str:
-        blob = json.dumps({"kind": type(self).__name__, **self.to_dict()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 # --------------------------------------------------------------------------------------------------
