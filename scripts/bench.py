@@ -169,12 +169,62 @@ def bench_metrics(C: int, K: int, repeat: int, device: torch.device) -> dict[str
 # --------------------------------------------------------------------------- 3. proxy build
 
 
+def gemm_peak(device: torch.device, n: int = 2048, repeat: int = 3) -> float:
+    """float32 matrix-multiply flops/s of ``device`` on an (n, n) @ (n, n) product, best of ``repeat``."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    return 2.0 * n**3 / _best_time(lambda: torch.mm(a, b), device, repeat)
+
+
+def member_gemm_seconds(opts, d: int, n_labels: int, device: torch.device, steps: int = 200, repeat: int = 3) -> float:
+    """The matrix products alone of one MLP member's whole training, at the training's own shapes.
+
+    Per step (pairwise: 2·batch rows): the forward product of every layer, and the backward products
+    (weight gradients of every layer, input gradients of every layer but the first), as plain ``torch.mm``;
+    timed over ``steps`` steps and scaled to the training's step count. No autograd, optimizer or
+    elementwise work: a lower bound on what each extra ensemble member adds.
+    """
+    from tiltenv._cost import _mlp_steps
+
+    rows = 2 * (n_labels if opts.batch_size == 0 or opts.batch_size >= n_labels else opts.batch_size)
+    dims = [d] + [opts.width] * opts.depth + [1]
+    acts = [torch.randn(rows, i, device=device) for i in dims]
+    weights = [torch.randn(o, i, device=device) for i, o in zip(dims, dims[1:])]
+
+    def step() -> None:
+        for j, W in enumerate(weights):
+            torch.mm(acts[j], W.t())  # forward
+            torch.mm(acts[j + 1].t(), acts[j])  # weight gradient (out, in)
+            if j:
+                torch.mm(acts[j + 1], W)  # input gradient
+
+    def run() -> None:
+        for _ in range(steps):
+            step()
+
+    return _best_time(run, device, repeat) * _mlp_steps(opts, n_labels) / steps
+
+
+def _best_time(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
+    sync = synchronizer(device)
+    fn()
+    sync()
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def bench_proxy(d: int, K: int, n_labels: int, k: int, repeat: int, device: torch.device,
                 member_kwargs: dict | None = None) -> dict[str, float]:
     """Whole ``make_world`` build and training alone of ``mlp`` and ``ensemble`` (k members), cache off,
     on ``device`` and (when that is not the CPU) on the CPU, all runs interleaved."""
     from tiltenv import TaskConfig, make_world
     from tiltenv import reward_models as R
+    from tiltenv._cost import proxy_flops, proxy_seconds
+    from tiltenv.proxy_base import parse_options
 
     member_kwargs = dict(member_kwargs or {})
     devices = [device] if device.type == "cpu" else [device, torch.device("cpu")]
@@ -218,6 +268,20 @@ def bench_proxy(d: int, K: int, n_labels: int, k: int, repeat: int, device: torc
     out: dict[str, float] = {}
     for name, (whole, train) in best.items():
         out[f"{name}_build_s"], out[f"{name}_train_s"] = whole, train
+    for name in ("mlp", "ensemble"):  # the pre-build estimate users see, against the measured training
+        cfg = cfgs[name]
+        out[f"{name}_estimate_s"] = proxy_seconds(cfg.proxy, parse_options(cfg.proxy, dict(cfg.proxy_kwargs)),
+                                                  d=d, n_labels=n_labels, label_kind=cfg.label_kind)
+    # The batched ensemble's floor: one member's measured training plus (k-1) members' matrix products alone
+    # (no autograd, optimizer or elementwise work for the extra members), at the training's shapes and at
+    # the device's large-GEMM peak. Above ENSEMBLE_TARGET, the target is out of reach on this device
+    # whatever the batching (unless batching made the products faster than plain mm, which bmm does not).
+    mlp_opts = parse_options("mlp", dict(cfgs["mlp"].proxy_kwargs))
+    out["gemm_peak_flops"] = peak = gemm_peak(device)
+    out["member_gemm_s"] = gemm_s = member_gemm_seconds(mlp_opts, d, n_labels, device)
+    member_flops = proxy_flops("mlp", mlp_opts, d=d, n_labels=n_labels, label_kind=cfgs["mlp"].label_kind)
+    out["ensemble_floor_train"] = 1.0 + (k - 1) * gemm_s / best["mlp"][1]
+    out["ensemble_floor_train_at_peak"] = 1.0 + (k - 1) * member_flops / peak / best["mlp"][1]
     for tag in [""] + (["_cpu"] if device.type != "cpu" else []):
         out[f"ensemble_vs_mlp_build{tag}"] = best[f"ensemble{tag}"][0] / best[f"mlp{tag}"][0]
         out[f"ensemble_vs_mlp_train{tag}"] = best[f"ensemble{tag}"][1] / best[f"mlp{tag}"][1]
@@ -300,6 +364,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 ratio = pr[f"ensemble_vs_mlp_{what}{tag}"]
                 print(f"    ensemble / mlp, {'whole build' if what == 'build' else 'training'}: {ratio:.2f}x "
                       f"{mark(ratio <= ENSEMBLE_TARGET)} (<= {ENSEMBLE_TARGET:g}x)")
+            if tag == "":
+                print(f"    floor of ensemble / mlp training (one member + {proxy_cfg['k'] - 1} members' matrix products "
+                      f"alone): {pr['ensemble_floor_train']:.2f}x at the training's shapes "
+                      f"({pr['member_gemm_s']:.2f} s a member); {pr['ensemble_floor_train_at_peak']:.2f}x at the "
+                      f"{pr['gemm_peak_flops'] / 1e9:.0f} GFLOP/s peak of a 2048² product")
+        print(f"  pre-build estimate (reference 2-core CPU, one thread) vs measured training on {device}: "
+              + "; ".join(f"{kind} {pr[f'{kind}_estimate_s']:.2f} s vs {pr[f'{kind}_train_s']:.2f} s "
+                          f"({pr[f'{kind}_estimate_s'] / pr[f'{kind}_train_s']:.2f}x)" for kind in ("mlp", "ensemble")))
         if gpu:
             for kind in ("mlp", "ensemble"):
                 s = pr[f"{kind}_train_speedup_vs_cpu"]

@@ -181,11 +181,11 @@ def _train(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -> Pro
     when stderr is a terminal. Ctrl-C stops it before anything is written (entries are saved only when complete)."""
     import sys
 
-    from tiltenv._cost import estimated_seconds, proxy_flops
+    from tiltenv._cost import proxy_seconds
 
     try:
-        est = estimated_seconds(proxy_flops(spec.name, options, d=ctx.d, n_labels=getattr(config, "n_labels", 0),
-                                            label_kind=getattr(config, "label_kind", "pairwise")))
+        est = proxy_seconds(spec.name, options, d=ctx.d, n_labels=getattr(config, "n_labels", 0),
+                            label_kind=getattr(config, "label_kind", "pairwise"))
     except Exception:  # an estimate must never stop a build
         est = 0.0
     if est < ANNOUNCE_SECONDS:

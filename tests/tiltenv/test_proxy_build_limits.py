@@ -36,6 +36,45 @@ def test_options_that_would_train_for_hours_are_refused_up_front(proxy, kwargs, 
     TaskConfig(proxy="ensemble")  # and the defaults are far from the limit
 
 
+def _seconds(proxy, n_labels=16_384, d=64, label_kind="pairwise", **kwargs):
+    from tiltenv._cost import proxy_seconds
+    from tiltenv.proxy_base import parse_options
+
+    return proxy_seconds(proxy, parse_options(proxy, kwargs), d=d, n_labels=n_labels, label_kind=label_kind)
+
+
+def test_build_estimate_counts_optimizer_steps_and_batched_members():
+    from tiltenv import _cost
+
+    # same arithmetic, 4x the steps: the difference is the steps' fixed cost, nothing else
+    small, large = _seconds("mlp", batch_size=32), _seconds("mlp", batch_size=128)
+    steps = 20 * (16_384 // 32 - 16_384 // 128)
+    assert small - large == pytest.approx(steps * _cost.STEP_SECONDS, rel=1e-9)
+    # full batch: one step an epoch; batch_size >= n_labels is full batch too
+    assert _seconds("mlp", batch_size=0) == _seconds("mlp", batch_size=16_384) == _seconds("mlp", batch_size=10**6)
+    # mlp members train together (one step for all): less than k separate builds, more than one
+    one, five = _seconds("mlp"), _seconds("ensemble", k=5)
+    assert one < five < 5 * one
+    # closed-form members are built one after another: exactly k builds
+    assert _seconds("ensemble", k=5, member="two_stage") == pytest.approx(5 * _seconds("two_stage"), rel=1e-12)
+    # a shared first layer trains once; own features add a readout refit on top of k members
+    boot = _seconds("ensemble", k=5)
+    assert _seconds("ensemble", k=5, diversity="shared_features") < boot < _seconds("ensemble", k=5,
+                                                                                     diversity="independent_features")
+    # monotone in every option that lengthens training
+    for proxy, option, lo, hi in [("mlp", "epochs", 10, 20), ("mlp", "width", 32, 64), ("mlp", "depth", 1, 2),
+                                  ("ensemble", "k", 2, 5), ("two_stage", "width", 128, 256)]:
+        assert _seconds(proxy, **{option: lo}) < _seconds(proxy, **{option: hi}), (proxy, option)
+    assert _seconds("mlp", n_labels=2048) < _seconds("mlp") and _seconds("mlp", d=16) < _seconds("mlp")
+
+
+def test_default_builds_of_the_benchmark_size_are_not_announced_as_long():
+    # the flops-only estimate (2 GFLOP/s) announced the 16k-label mlp as "about 16 s" (it trains in ~1.6 s)
+    # and the ensemble of 5 as "about 81 s" (~3.6 s)
+    for proxy in ("mlp", "ensemble", "two_stage"):
+        assert _seconds(proxy) < proxy_cache.ANNOUNCE_SECONDS, proxy
+
+
 def test_long_builds_announce_themselves(cache, monkeypatch, capsys):
     monkeypatch.setattr(proxy_cache, "ANNOUNCE_SECONDS", 0.0)
     make_world(TaskConfig(**CFG), fresh=True)
