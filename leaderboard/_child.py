@@ -19,8 +19,9 @@ interpreter started by the scorer with :class:`subprocess.Popen` that has import
 torch, tiltenv, baselines) — never a world, a judge, a salt or a seed — and forks one child per run on
 request, which saves the ~1-2 s of importing torch per run. Either way the child, before it reads
 anything from the scorer, enters the sandbox (:func:`enter_sandbox`): its own session, a scrubbed
-environment, a private working directory, ``RLIMIT_DATA`` and, when started as root, an unprivileged
-uid/gid with no supplementary groups.
+environment, a private working directory, ``RLIMIT_DATA``, its own empty network namespace (where the
+kernel allows it, :mod:`leaderboard._netns`) and, when started as root, an unprivileged uid/gid with no
+supplementary groups.
 
 This module is imported by the scorer only for the framing helpers and :class:`RemoteProxy` (pickled into
 the task it sends); everything else runs in the child.
@@ -375,13 +376,28 @@ def _reroute_import_paths(uid: int, gid: int, private: Sequence[str]) -> None:
     sys.path_importer_cache.clear()
 
 
+_NETWORK_DONE = False
+
+
+def apply_network(cfg: dict[str, Any]) -> None:
+    """``cfg["network"] == "isolate"``: move this run into its own empty network namespace (once; see
+    :mod:`leaderboard._netns`). The scorer asks for it only where its probe found isolation works, so a
+    refusal here is an error of the run, not a silent fallback."""
+    global _NETWORK_DONE
+    if cfg.get("network") == "isolate" and not _NETWORK_DONE:
+        from leaderboard._netns import isolate_network
+
+        isolate_network()
+        _NETWORK_DONE = True
+
+
 def enter_sandbox(cfg: dict[str, Any]) -> None:
     """Turn this process into a sandboxed run before it reads anything from the scorer.
 
     Args:
         cfg: ``cwd`` (private working directory), ``env`` (the whole environment), ``memory_mb``
             (``RLIMIT_DATA``; 0: none), ``threads``, ``uid``/``gid`` (taken when running as root), ``private``
-            (paths never made reachable).
+            (paths never made reachable), ``network`` (``"isolate"``: an own empty network namespace).
     Raises:
         PermissionError: privileges could not be dropped.
     """
@@ -389,6 +405,7 @@ def enter_sandbox(cfg: dict[str, Any]) -> None:
 
     import tempfile
 
+    apply_network(cfg)  # before the uid drop: root needs its privilege to unshare
     os.chdir(cfg["cwd"])
     os.environ.clear()
     os.environ.update(cfg["env"])
@@ -692,6 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) == 2 and argv[0] == "--run":
         cfg = json.loads(argv[1])
         _set_parent_death_signal()
+        apply_network(cfg)  # while single-threaded (an unprivileged user namespace needs it): before torch
         _warm_up()  # as in the zygote: libraries before the sandbox closes, lazy imports out of fit_time
         enter_sandbox(cfg)
         code = serve(Channel(cfg["rfd"], cfg["wfd"]))

@@ -214,6 +214,9 @@ def score(
     time_limit: Annotated[float, typer.Option(help="wall-time limit of one run, seconds")] = 300.0,
     memory_mb: Annotated[int, typer.Option(help="memory limit of one run, MiB")] = 4096,
     threads: Annotated[int, typer.Option(help="torch threads per run")] = 1,
+    network: Annotated[str, typer.Option(help="isolate: each run in its own empty network namespace where the kernel "
+                                              "allows it (else a warning); require: refuse to score without that; "
+                                              "allow: runs share the scorer's network")] = "isolate",
     board_: Annotated[bool, typer.Option("--board/--no-board", help="print the board afterwards")] = True,
     report: Annotated[Optional[Path], typer.Option(help="also write the HTML report here")] = None,
     strict: Annotated[bool, typer.Option(help="exit 1 if any run failed")] = False,
@@ -243,7 +246,7 @@ def score(
     if name is not None and len(refs) != 1:
         raise UserError("--name needs exactly one submission.")
     subs = [load_submission(r, name=name, track=track) for r in refs]
-    limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads)
+    limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads, network=network)
     st = _store(db)
     if retry_failed:
         n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)

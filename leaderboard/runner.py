@@ -253,6 +253,10 @@ def score(
     tracks = {s.track for s in subs}
     specs = [sp for tr in sorted(tracks) for sp in suite.runs(split, salt=salt, tasks=tasks, n_seeds=n_seeds, track=tr)]
     todo, skipped = plan(subs, specs, store)
+    if any(sub.kind != "proxy" for sub, _ in todo):  # sandboxed runs ahead: network="require" fails here, not per run
+        from leaderboard import sandbox
+
+        sandbox.network_mode(limits)
     summary = ScoreSummary(skipped=skipped)
     t0 = time.perf_counter()
     prog, bar = _progress(progress and bool(todo), len(todo), f"scoring {suite.name} v{suite.version} ({split})")

@@ -27,6 +27,11 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   supplementary groups) and its working directory is chowned to it, so it cannot read root's 0600 salt
   file, the proxy cache under root's home, ``/proc/<scorer>/environ`` or another run's files, nor signal
   or trace other runs.
+* **Network** — every run gets its own empty network namespace (``limits.network="isolate"``, the default;
+  :mod:`leaderboard._netns`): no interface but a loopback that is down, so it can neither reach the scorer's
+  machine (e.g. a database on 127.0.0.1) nor the internet. This needs root or unprivileged user namespaces;
+  where neither is available the scorer warns once and runs without it, or refuses to score with
+  ``network="require"``.
 
   **Not protected when the scorer is not root**: the child runs as the scorer's user, so it can read every
   file that user can (the salt file, the proxy cache — which holds the proxy's weights, i.e. a way around
@@ -79,7 +84,8 @@ from leaderboard._child import (FLOAT_DTYPES, Channel, NoProxy, ProtocolError, R
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import Submission
 
-__all__ = ["AgentOutcome", "run_agent", "RemoteRewardModel", "SPAWN_MODES", "NORMALIZATION_TOL", "shutdown"]
+__all__ = ["AgentOutcome", "run_agent", "RemoteRewardModel", "SPAWN_MODES", "NORMALIZATION_TOL", "shutdown",
+           "network_isolation", "network_mode"]
 
 #: How a run's process is started (see the module docstring).
 SPAWN_MODES = ("zygote", "popen")
@@ -206,6 +212,46 @@ def _run_ids() -> tuple[int, int] | tuple[None, None]:
     return uid, uid
 
 
+@functools.lru_cache(maxsize=1)
+def network_isolation() -> tuple[bool, str]:
+    """Whether a run can get its own empty network namespace on this machine, and if not why (probed once per
+    process by running :mod:`leaderboard._netns` in a fresh interpreter)."""
+    from leaderboard import _netns
+
+    try:
+        probe = subprocess.run([sys.executable, "-I", _netns.__file__], env={}, cwd="/", stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"the probe could not run ({e})"
+    return probe.returncode == 0, probe.stderr.decode("utf-8", "replace").strip()
+
+
+_warned_network = False
+
+
+def network_mode(limits: Limits) -> str:
+    """What a run's process does with the network under ``limits.network``: ``"isolate"`` or ``"allow"``.
+
+    Raises:
+        RuntimeError: ``network="require"`` where runs cannot be isolated (the message says why).
+    """
+    global _warned_network
+    if limits.network == "allow":
+        return "allow"
+    ok, why = network_isolation()
+    if ok:
+        return "isolate"
+    if limits.network == "require":
+        raise RuntimeError(f"Limits(network='require'), but runs cannot get their own network namespace here: {why}. "
+                           "Use network='isolate' to score without network isolation (with a warning).")
+    if not _warned_network:
+        _warned_network = True
+        warnings.warn(f"sandboxed runs are NOT isolated from the network here ({why}): a submission can open "
+                      "sockets. Limits(network='require') (tiltenv score --network require) refuses to score instead.",
+                      stacklevel=3)
+    return "allow"
+
+
 # ----------------------------------------------------------------------------------------------- zygote
 class _Zygote:
     """The clean fork server (one per scorer process)."""
@@ -329,6 +375,7 @@ class _Child:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a leaderboard.spec.Limits (got {type(limits).__name__}).")
         self.limits, self.sub = limits, sub
+        network = network_mode(limits)
         self.pgid: int | None = None
         self.killed_by_us = False
         self.spawn_mode = spawn
@@ -355,6 +402,7 @@ class _Child:
         cfg = {
             "cwd": self.tmp, "env": _child_env(self.tmp, limits.threads, extra), "memory_mb": int(limits.memory_mb),
             "threads": int(limits.threads), "uid": self.uid, "gid": self.gid, "private": _private_paths(),
+            "network": network,
         }
         self.zygote = _zygote() if spawn == "zygote" else None  # started once per scorer process, not charged
         self.started = time.monotonic()

@@ -27,6 +27,7 @@ __all__ = [
     "RunResult",
     "CheckpointRow",
     "Limits",
+    "NETWORK_MODES",
     "SandboxFailure",
 ]
 
@@ -35,6 +36,9 @@ SPLITS = ("dev", "test")
 #: ``agent``: a policy optimizer (``fit(task, budget, checkpoint)``); ``reward_model``: learns a reward model
 #: from the public preferences (``fit(preferences)`` then ``score(candidates)``).
 TRACKS = ("agent", "reward_model")
+
+#: What a sandboxed run may do with the network (:attr:`Limits.network`).
+NETWORK_MODES = ("isolate", "require", "allow")
 
 #: Why a run failed (the ``reason`` column of the failures table). ``detail`` carries the message.
 FAILURE_REASONS = {
@@ -96,11 +100,21 @@ class Limits:
         wall_time: seconds the child may live in total (fit plus producing the checkpoints' outputs).
         memory_mb: address-space / resident-memory cap of the child in MiB.
         threads: torch/BLAS threads in the child.
+        network: ``"isolate"`` (default): each run in its own empty network namespace (no interface but a
+            loopback that is down) where the kernel allows it (root, or unprivileged user namespaces),
+            else a warning and no isolation; ``"require"``: refuse to score where runs cannot be isolated;
+            ``"allow"``: the runs share the scorer's network.
     """
 
     wall_time: float = 300.0
     memory_mb: int = 4096
     threads: int = 1
+    network: str = "isolate"
+
+    def __post_init__(self) -> None:
+        from tiltenv._validation import check_choice
+
+        check_choice("network", self.network, NETWORK_MODES)
 
 
 @dataclass

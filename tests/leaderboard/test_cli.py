@@ -87,6 +87,7 @@ def test_readme_leaderboard_commands_work_as_pasted(tmp_path):
     (("score", "tilt", "--suite", "smok"), "Did you mean 'smoke'"),
     (("score", "tilt", "--split", "tset"), "Did you mean 'test'"),
     (("score", "tilt", "--backend", "pol"), "Did you mean 'pool'"),
+    (("score", "tilt", "--network", "isolated"), "Did you mean 'isolate'"),
     (("score", "tilt", "--tasks", "hmp"), "Did you mean 'hump'"),
     (("score",), "nothing to score"),
     (("score", "no/such/agent.py"), "no/such/agent.py"),

@@ -449,3 +449,110 @@ def test_sb3_ppo_runs_in_the_sandbox(world):
     out = run(world, load_submission("sb3_ppo"), budget=TrainBudget(proxy_queries=2048, n_checkpoints=2))
     assert_valid(out)
     assert 0 < out.proxy_queries <= 2048
+
+
+# ----------------------------------------------------------------------------------------------- network
+NET_PROBE = """
+    import socket
+    seen = {{'interfaces': sorted(n for _, n in socket.if_nameindex())}}
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(('127.0.0.1', {port}))
+        s.sendall(b'LEAK')
+        seen['connect'] = 'connected'
+    except OSError as e:
+        seen['connect'] = type(e).__name__ + ': ' + str(e)
+    finally:
+        s.close()
+    try:
+        socket.getaddrinfo('pypi.org', 443)
+        seen['dns'] = 'resolved'
+    except OSError as e:
+        seen['dns'] = type(e).__name__
+    raise RuntimeError('NET' + json.dumps(seen) + 'END')
+"""
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on the scorer's loopback: what a submission must not reach (e.g. the board's database)."""
+    import socket
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.5)
+    yield srv
+    srv.close()
+
+
+def _received(srv) -> bytes:
+    import socket
+
+    try:
+        conn, _ = srv.accept()
+    except (socket.timeout, TimeoutError):
+        return b""
+    with conn:
+        conn.settimeout(2)
+        return conn.recv(16)
+
+
+def net_probe(world, tmp_path, srv, limits, spawn="zygote") -> dict:
+    detail = fails(world, tmp_path, NET_PROBE.format(port=srv.getsockname()[1]), "error", limits=limits, spawn=spawn)
+    return json.loads(detail[detail.index("NET") + 3:detail.index("END")])
+
+
+def _require_isolation():
+    ok, why = sandbox.network_isolation()
+    if not ok:
+        if os.environ.get("TILTENV_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"network namespaces are unavailable here ({why}); TILTENV_REQUIRE_SERVICES=1 requires them.")
+        pytest.skip(f"network namespaces are unavailable here: {why}")
+
+
+@pytest.mark.parametrize("spawn", ["zygote", "popen"])
+def test_runs_cannot_reach_the_network(world, tmp_path, listener, spawn):
+    _require_isolation()
+    seen = net_probe(world, tmp_path, listener, LIMITS, spawn)
+    assert seen["interfaces"] == ["lo"], seen
+    assert seen["connect"].startswith("OSError") and "unreachable" in seen["connect"], seen
+    assert seen["dns"] != "resolved"
+    assert _received(listener) == b""
+    # the detector works: with network="allow" the same run reaches the scorer's loopback
+    import dataclasses
+
+    seen = net_probe(world, tmp_path, listener, dataclasses.replace(LIMITS, network="allow"), spawn)
+    assert seen["connect"] == "connected" and _received(listener) == b"LEAK", seen
+    # and an isolated run still talks to the scorer over its pipes: a normal run is valid
+    assert_valid(run(world, load_submission("tilt", config={"device": "cpu"}), spawn=spawn))
+
+
+def test_where_isolation_is_unavailable_isolate_warns_and_require_refuses(world, tmp_path, listener, monkeypatch):
+    from leaderboard import runner
+    from leaderboard.suites import get_suite
+
+    monkeypatch.setattr(sandbox, "network_isolation", lambda: (False, "unshare: Operation not permitted (probe)"))
+    monkeypatch.setattr(sandbox, "_warned_network", False)
+    with pytest.warns(UserWarning, match=r"NOT isolated from the network here \(unshare: Operation not permitted \(probe\)\)"):
+        seen = net_probe(world, tmp_path, listener, LIMITS)
+    assert seen["connect"] == "connected" and _received(listener) == b"LEAK"  # said, not hidden
+    with pytest.raises(RuntimeError, match=r"network='require'.*Operation not permitted \(probe\).*network='isolate'"):
+        run(world, load_submission("tilt", config={"device": "cpu"}), limits=Limits(network="require"))
+
+    class NoStore:  # the runner refuses before it plans anything into a store or starts a run
+        def add_submission(self, sub):
+            pass
+
+        def done_keys(self, *a, **k):
+            return set()
+
+    with pytest.raises(RuntimeError, match="network='require'"):
+        runner.score([load_submission("tilt")], get_suite("smoke"), store=NoStore(), backend="serial",
+                     limits=Limits(network="require"), progress=False)
+
+
+def test_limits_network_names_its_choices():
+    with pytest.raises(ValueError, match=r"network must be one of \['isolate', 'require', 'allow'\] \(got 'off'\)"):
+        Limits(network="off")
