@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,18 @@ def test_bench_leaderboard_quick_reports_every_figure():
     res = bench.main(["--quick", "--no-ray"])
     for key in ("in_process_s", "serial_s", "channel_ratio", "pool_s", "pool_speedup"):
         assert math.isfinite(res[key]) and res[key] > 0, (key, res)
+
+
+def test_gpu_check_script_refuses_clearly_without_cuda(tmp_path):
+    """scripts/gpu_check.sh is the prepared device check: without CUDA it stops at once with why (exit 2)."""
+
+    env = {**os.environ, "TILTENV_WHEELS": str(tmp_path / "no-wheels"), "PYTHON": sys.executable,
+           "OUT": str(tmp_path / "out")}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present: run the script itself")
+    assert out.returncode == 2 and "sees no CUDA device" in out.stderr, (out.stdout, out.stderr)
+    assert not (tmp_path / "out").exists()
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr

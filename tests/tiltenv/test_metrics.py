@@ -811,3 +811,29 @@ def test_outer_scan_cumsum_matches_the_row_cumsum_with_infinities():
     x[7, 0] = math.inf
     out = _cumsum_outer(x)
     assert torch.equal(out, torch.cumsum(x, -1))  # same additions in the same order: bit-identical
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metrics_on_cuda_match_the_cpu():
+    """The device path (one chunk, the transposed scan for row cumsums, one host read for validation) gives the
+    CPU's numbers on a batch that spans several CPU chunks, ties and -inf (probability 0) included."""
+    g = torch.Generator().manual_seed(3)
+    C, K, beta = 70_000, 16, 0.3
+    ref = torch.log_softmax(torch.randn(C, K, generator=g, dtype=torch.float64), -1)
+    ref[:5, 0] = -math.inf
+    ref = ref - torch.logsumexp(ref, -1, keepdim=True)
+    proxy = torch.randn(C, K, generator=g, dtype=torch.float64).round(decimals=1)  # ties for best-of-n
+    gold = torch.randn(C, K, generator=g, dtype=torch.float64)
+    dev = torch.device("cuda")
+    on = lambda fn, *a: (fn(*a), fn(*(t.to(dev) if isinstance(t, torch.Tensor) else t for t in a)))  # noqa: E731
+    pairs = {
+        "tilt_logp": on(M.tilt_logp, ref, proxy, beta),
+        "best_of_n_logp": on(M.best_of_n_logp, ref, proxy, 8),
+    }
+    logp = pairs["tilt_logp"][0]
+    pairs["kl_divergence"] = on(M.kl_divergence, logp, ref)
+    pairs["policy_value"] = on(M.policy_value, logp, gold)
+    pairs["value_gap"] = on(M.value_gap, logp, ref, gold, beta)
+    for name, (cpu, gpu) in pairs.items():
+        gpu = torch.as_tensor(gpu).cpu()
+        assert torch.allclose(torch.as_tensor(cpu), gpu, rtol=1e-9, atol=1e-10, equal_nan=False), name
