@@ -506,3 +506,29 @@ def test_metric_predictiveness_ci_is_stratified_by_task_and_within_needs_three_m
     within = [S.spearman(g["acc_onpolicy"].to_numpy(), g["tilt_normalized_score"].to_numpy())
               for _, g in df[df["seed_index"] == 0].groupby("task_key")]
     assert out["n_groups"] == 3 and out["rho_within"] == pytest.approx(np.mean(within))
+
+
+def test_reward_model_scores_are_normalized_under_pi_ref(tilted_rm):
+    """Gao et al.'s normalization: mean 0, variance 1 under π_ref pooled over the evaluation contexts (not uniform)."""
+    w, out = tilted_rm
+    j = w.judge
+    ref, g = j.eval_ref_logp, j.eval_gold
+    raw = w.task.proxy(j.eval_candidates).detach().to(torch.float64)
+    p = torch.exp(ref)
+    shift = float((p * raw).sum(-1).mean())
+    scale = math.sqrt(float((p * (raw - shift) ** 2).sum(-1).mean()))
+    uniform_scale = float((raw - raw.mean()).pow(2).mean().sqrt())
+    assert abs(uniform_scale / scale - 1.0) > 5e-4  # π_ref weighting changes the scale (and so the tilt) here
+    assert (out["rm_shift"], out["rm_scale"]) == pytest.approx((shift, scale), rel=1e-9)
+    r = (raw - shift) / scale
+    tilt = M.tilt_logp(ref, r, j.config.beta)  # the scale acts as the tilt's β: it must be π_ref's
+    assert out["tilt_gold_value"] == pytest.approx(M.policy_value(tilt, g), rel=1e-9)
+    assert out["tilt_kl"] == pytest.approx(M.kl_divergence(tilt, ref), rel=1e-9)
+
+
+def test_board_bootstrap_follows_its_seed():
+    a = np.random.default_rng(9).normal(0.5, 0.2, size=(5, 3))
+    df = _frame({"x": a})
+    for seed in (0, 7):
+        row = S.board(df, n_boot=100, seed=seed).iloc[0]
+        assert (row["iqm_lo"], row["iqm_hi"]) == pytest.approx(_brute_ci(a, _brute_iqm, 100, seed=seed), abs=1e-12)
