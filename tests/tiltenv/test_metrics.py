@@ -866,3 +866,18 @@ def test_ranking_accuracy_mean_skips_contexts_without_an_untied_gold_pair():
     lp = M.log_normalize(np.log(np.array([[0.5, 0.3, 0.2]] * 3)))
     assert M.ranking_accuracy(proxy, gold, lp) == pytest.approx(float(np.nanmean(M.ranking_accuracy(proxy, gold, lp, per_context=True))))
     assert not math.isnan(M.ranking_accuracy(proxy, gold, lp))
+
+
+def test_objective_and_gap_at_infinite_beta():
+    """β = inf: J = V(π) where KL(π‖π_ref) = 0 (π = π_ref) and −inf elsewhere; the gap is 0 for π_ref, +inf otherwise."""
+    rng = np.random.default_rng(19)
+    ref, lp = _logp(rng, 3, 5), _logp(rng, 3, 5)
+    r = rng.normal(size=(3, 5))
+    assert M.regularized_objective(ref, ref, r, math.inf) == pytest.approx(M.policy_value(ref, r), abs=1e-15)
+    assert M.value_gap(ref, ref, r, math.inf) == pytest.approx(0.0, abs=1e-15)
+    assert M.regularized_objective(lp, ref, r, math.inf) == -math.inf
+    assert M.value_gap(lp, ref, r, math.inf) == math.inf
+    mixed = torch.cat([ref[:1], lp[1:]])  # π = π_ref in context 0 only
+    per = M.regularized_objective(mixed, ref, r, math.inf, per_context=True)
+    assert per[0] == pytest.approx(float((ref[0].exp() * torch.as_tensor(r[0])).sum()), abs=1e-15)
+    assert torch.all(per[1:] == -math.inf)
