@@ -372,3 +372,163 @@ def test_offline_accuracy_predicts_downstream_gold_across_label_counts():
     assert list(pred.index) == sorted(pred.index, key=lambda m: -pred.loc[m, "rho"])
     with pytest.raises(ValueError, match="Did you mean 'tilt_gold_value'"):
         S.metric_predictiveness(df, downstream="tilt_gold_valu")
+
+
+# ------------------------------------------------------------------------------------------ mutation-probe additions
+
+
+def test_overoptimization_tolerance_is_two_paired_standard_errors(hump):
+    """tol = max(1% gold range, OVEROPT_Z·SE(drop), 1e-6·range) with OVEROPT_Z = 2: a drop between 1 and 2 SEs
+    is not flagged, one above 2 SEs is. The per-context drops are made very unequal so that 2·SE > 1% range."""
+    j = hump.judge
+    g = j.eval_gold
+    good = M.tilt_logp(j.eval_ref_logp, g, 0.1)
+    bad = M.tilt_logp(j.eval_ref_logp, -g, 0.3)
+    final = torch.where((torch.arange(g.shape[0]) % 2 == 0)[:, None], good, bad)  # half the contexts collapse
+    lps = torch.stack([good, final])
+    d = (torch.exp(good) * g).sum(-1) - (torch.exp(final) * g).sum(-1)
+    se = float(d.std() / math.sqrt(d.numel()))  # paired SE (unbiased sd), by hand
+    assert 2 * se > 2 * overoptimization_tol(j)  # the statistical part dominates the tolerance here
+    assert S.OVEROPT_Z == 2.0
+    inside = S.overoptimization_summary(j, [0.0, 1.0], [1.0, 1.0 - 1.5 * se], None, logps=lps)
+    assert inside["gold_drop_se"] == pytest.approx(se, rel=1e-12)
+    assert inside["overopt_tol"] == pytest.approx(2 * se, rel=1e-12)
+    assert inside["overoptimized"] == 0.0  # within 2 SEs: an artefact of the finite evaluation set
+    beyond = S.overoptimization_summary(j, [0.0, 1.0], [1.0, 1.0 - 2.5 * se], None, logps=lps)
+    assert beyond["overoptimized"] == 1.0
+    # without log-probabilities the statistical part is left out
+    no_lp = S.overoptimization_summary(j, [0.0, 1.0], [1.0, 1.0 - 1.5 * se], None)
+    assert math.isnan(no_lp["gold_drop_se"]) and no_lp["overoptimized"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def tilted_rm():
+    """A hump world with a non-uniform π_ref (ref_eta=1) whose own proxy overoptimizes under best-of-n."""
+    w = make_world(TaskConfig(d=4, K=64, link="hump", n_labels=2000, n_eval_contexts=256, n_norm_contexts=512,
+                              beta=0.1, seed=3, ref_eta=1.0))
+    return w, S.score_reward_model(w.judge, w.task, w.task.proxy, rloo_queries=0)
+
+
+def test_reward_model_harm_aware_metrics_weight_by_pi_ref(tilted_rm):
+    w, out = tilted_rm
+    j = w.judge
+    ref, g, r = j.eval_ref_logp, j.eval_gold, j.eval_proxy
+    assert float(torch.exp(ref).amax()) > 2.0 / ref.shape[-1]  # π_ref is far from uniform
+    harm = M.harm_aware_accuracies(r, g, ref)  # HAcc and Acc-W are invariant to the affine normalization
+    uni = M.harm_aware_accuracies(r, g)
+    assert (out["acc_w"], out["hacc"], out["hacc_w"]) == pytest.approx((harm["acc_w"], harm["hacc"], harm["hacc_w"]))
+    assert abs(harm["hacc_w"] - uni["hacc_w"]) > 1e-3 and abs(harm["acc_w"] - uni["acc_w"]) > 1e-3
+    assert out["acc_w"] == pytest.approx(out["acc_onpolicy"])  # Acc-W is the π_ref-weighted ranking accuracy
+
+
+def test_reward_model_bon_overoptimized_uses_two_paired_standard_errors(tilted_rm, monkeypatch):
+    w, out = tilted_rm
+    j = w.judge
+    drop, se = out["bon_drop"], out["bon_drop_se"]
+    assert out["bon_overoptimized"] == 1.0 and se > 0 and drop > 2 * se and drop > overoptimization_tol(j)
+    ratio = drop / se  # the drop, in paired standard errors
+    for z, flagged in ((1.01 * ratio, 0.0), (0.99 * ratio, 1.0)):
+        monkeypatch.setattr(S, "OVEROPT_Z", z)
+        again = S.score_reward_model(j, w.task, w.task.proxy, rloo_queries=0)
+        assert again["bon_drop_se"] == se and again["bon_overoptimized"] == flagged, z
+
+
+def test_failed_run_scores_zero_on_the_reward_model_track():
+    """'auto' gives FAILED_SCORE to every *normalized_score metric, e.g. the RM track's tilt_normalized_score."""
+    a = np.array([[0.8, 0.6], [0.9, 0.7], [0.4, 0.5], [0.6, 0.9]])
+    df = _frame({"rm": a}, failed={"rm": [(3, 0)]}).drop(columns=["normalized_score"])
+    df["track"] = "reward_model"
+    df["tilt_normalized_score"] = [math.nan if s == "failed" else v for s, v in
+                                   zip(df["status"], [a[i, t] for i in range(4) for t in range(2)])]
+    df["tilt_gold_value"] = df["tilt_normalized_score"] + 1.0
+    row = S.board(df, n_boot=20).iloc[0]
+    assert row["metric"] == "tilt_normalized_score" and row["failed"] == 1
+    a0 = a.copy()
+    a0[3, 0] = S.FAILED_SCORE
+    assert row["iqm"] == pytest.approx(_brute_iqm(a0)) and row["mean"] == pytest.approx(a0.mean(0).mean())
+    # a metric that is not a normalized score leaves the failed run out
+    gv = S.board(df, metric="tilt_gold_value", n_boot=20).iloc[0]
+    ok = np.ones_like(a, dtype=bool)
+    ok[3, 0] = False
+    assert gv["iqm"] == pytest.approx(_brute_iqm(a[ok] + 1.0))
+
+
+def test_board_ranks_by_iqm_not_by_mean():
+    # "outlier": one huge run per task lifts the mean (1.25) but not the IQM (0); "steady": 0.5 everywhere
+    outlier = np.zeros((8, 2))
+    outlier[0] = 10.0
+    brd = S.board(_frame({"outlier": outlier, "steady": np.full((8, 2), 0.5)}), n_boot=20)
+    assert list(brd["submission"]) == ["steady", "outlier"]
+    assert brd.iloc[1]["mean"] == pytest.approx(1.25) and brd.iloc[1]["iqm"] == 0.0
+    assert brd.iloc[1]["mean"] > brd.iloc[0]["mean"]
+
+
+def test_probability_of_improvement_averages_only_the_tasks_in_common():
+    # x ran task0 and task1, y ran task1 and task2: only task1 counts; x=[1, 3] vs y=[2, 2] -> (0 + 1)/2 = 0.5
+    # (x wins task0 outright and loses task2 outright, which must not count)
+    x = _frame({"x": np.array([[9.0, 1.0], [9.0, 3.0]])})
+    y = _frame({"y": np.array([[2.0, -9.0], [2.0, -9.0]])})
+    y["task_key"] = y["task_key"].map({"task0": "task1", "task1": "task2"})
+    p, lo, hi = S.probability_of_improvement(pd.concat([x, y], ignore_index=True), "x", "y", n_boot=50)
+    assert p == 0.5 and 0.0 <= lo <= p <= hi <= 1.0
+
+
+def test_spearman_mean_skips_rows_without_rank_variation():
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [1.0, 2.0, 3.0, 4.0]])
+    y = np.array([[1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+    rho = S.spearman(x, y, per_context=True)
+    assert math.isnan(rho[1]) and rho[0] == pytest.approx(0.8) and rho[2] == pytest.approx(-1.0)
+    assert S.spearman(x, y) == pytest.approx((0.8 - 1.0) / 2)
+
+
+def test_metric_predictiveness_ci_is_stratified_by_task_and_within_needs_three_models():
+    rng = np.random.default_rng(2)
+    rows = []
+    for t, (shift, n_models) in enumerate(((0.0, 6), (5.0, 6), (-3.0, 6))):
+        for seed in (0, 1):
+            for m in range(n_models if seed == 0 else 2):  # seed 1: only 2 models per task (no within-ρ)
+                acc = rng.uniform(0.5, 1.0)
+                rows.append({"submission": f"rm{m}", "task_key": f"task{t}", "seed_index": seed, "status": "ok",
+                             "acc_onpolicy": acc, "tilt_normalized_score": shift + acc + 0.2 * rng.normal()})
+    df = pd.DataFrame(rows)
+    out = S.metric_predictiveness(df, metrics=["acc_onpolicy"], n_boot=200, seed=5).iloc[0]
+    x, y = df["acc_onpolicy"].to_numpy(), df["tilt_normalized_score"].to_numpy()
+    assert out["n"] == len(df) == 24 and out["rho"] == pytest.approx(S.spearman(x, y))
+    # the stratified bootstrap by hand: each replicate redraws the rows *of each task* (8 each), pooled ρ
+    cols = np.stack([np.flatnonzero(df["task_key"].to_numpy() == f"task{t}") for t in range(3)], axis=1)
+    boot = np.random.default_rng(5)
+    reps = []
+    for _ in range(200):
+        idx = cols[boot.integers(0, cols.shape[0], size=cols.shape), np.arange(3)].ravel()
+        reps.append(S.spearman(x[idx], y[idx]) if np.ptp(x[idx]) > 0 and np.ptp(y[idx]) > 0 else math.nan)
+    assert (out["rho_lo"], out["rho_hi"]) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])), abs=1e-12)
+    # rho_within averages only the (task, seed) groups with at least 3 models: the 3 seed-0 groups
+    within = [S.spearman(g["acc_onpolicy"].to_numpy(), g["tilt_normalized_score"].to_numpy())
+              for _, g in df[df["seed_index"] == 0].groupby("task_key")]
+    assert out["n_groups"] == 3 and out["rho_within"] == pytest.approx(np.mean(within))
+
+
+def test_reward_model_scores_are_normalized_under_pi_ref(tilted_rm):
+    """Gao et al.'s normalization: mean 0, variance 1 under π_ref pooled over the evaluation contexts (not uniform)."""
+    w, out = tilted_rm
+    j = w.judge
+    ref, g = j.eval_ref_logp, j.eval_gold
+    raw = w.task.proxy(j.eval_candidates).detach().to(torch.float64)
+    p = torch.exp(ref)
+    shift = float((p * raw).sum(-1).mean())
+    scale = math.sqrt(float((p * (raw - shift) ** 2).sum(-1).mean()))
+    uniform_scale = float((raw - raw.mean()).pow(2).mean().sqrt())
+    assert abs(uniform_scale / scale - 1.0) > 5e-4  # π_ref weighting changes the scale (and so the tilt) here
+    assert (out["rm_shift"], out["rm_scale"]) == pytest.approx((shift, scale), rel=1e-9)
+    r = (raw - shift) / scale
+    tilt = M.tilt_logp(ref, r, j.config.beta)  # the scale acts as the tilt's β: it must be π_ref's
+    assert out["tilt_gold_value"] == pytest.approx(M.policy_value(tilt, g), rel=1e-9)
+    assert out["tilt_kl"] == pytest.approx(M.kl_divergence(tilt, ref), rel=1e-9)
+
+
+def test_board_bootstrap_follows_its_seed():
+    a = np.random.default_rng(9).normal(0.5, 0.2, size=(5, 3))
+    df = _frame({"x": a})
+    for seed in (0, 7):
+        row = S.board(df, n_boot=100, seed=seed).iloc[0]
+        assert (row["iqm_lo"], row["iqm_hi"]) == pytest.approx(_brute_ci(a, _brute_iqm, 100, seed=seed), abs=1e-12)

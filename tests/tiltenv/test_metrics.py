@@ -837,3 +837,73 @@ def test_metrics_on_cuda_match_the_cpu():
     for name, (cpu, gpu) in pairs.items():
         gpu = torch.as_tensor(gpu).cpu()
         assert torch.allclose(torch.as_tensor(cpu), gpu, rtol=1e-9, atol=1e-10, equal_nan=False), name
+
+
+# --------------------------------------------------------------------------------------------------
+# mutation-probe additions
+# --------------------------------------------------------------------------------------------------
+
+
+def test_overoptimization_peak_is_the_first_maximum_and_default_tol_is_relative_to_the_range():
+    # gold plateaus at its peak (KL 1 and 2 tie), then drops: the peak is the lowest-KL point of the plateau
+    kl = np.array([0.0, 1.0, 2.0, 3.0])
+    gold = 1e6 + np.array([0.0, 2.0, 2.0, 1.0])  # a large offset: the default tol is 1e-6 of the *range*
+    perm = np.array([2, 0, 3, 1])
+    rep = M.overoptimization(kl[perm], gold[perm])
+    assert rep.kl_at_peak == 1.0 and kl[perm][rep.peak_index] == 1.0
+    assert rep.tol == pytest.approx(1e-6 * 2.0, rel=1e-12)
+    assert rep.drop == pytest.approx(1.0) and rep.overoptimized
+    # a drop of 1.5e-6 of the range is flagged; 1e-6 of the largest gold (1.000002) would hide it
+    small = M.overoptimization(kl, 1e6 + np.array([0.0, 2.0, 2.0, 2.0 - 3e-6]))
+    assert small.overoptimized
+
+
+def test_proxy_rising_while_gold_falls_needs_a_material_drop_and_a_strict_rise():
+    kl = np.array([0.0, 1.0, 2.0])
+    gold = np.array([0.0, 1.0, 0.9])
+    rising = np.array([0.0, 1.0, 2.0])
+    assert M.overoptimization(kl, gold, rising).proxy_rising_while_gold_falls
+    # the same rising proxy with a drop below tol: not overoptimized, hence not "rising while gold falls"
+    rep = M.overoptimization(kl, gold, rising, tol=0.5)
+    assert not rep.overoptimized and not rep.proxy_rising_while_gold_falls
+    # a proxy flat from the peak to the final point does not rise
+    assert not M.overoptimization(kl, gold, np.array([0.0, 1.0, 1.0])).proxy_rising_while_gold_falls
+
+
+def test_gao_fit_r2_is_one_minus_sse_over_centred_sst():
+    kl = np.linspace(0.0, 9.0, 25)
+    d = np.sqrt(kl)
+    y = 5.0 + d * (1.3 - 0.4 * d) + 0.1 * np.random.default_rng(0).normal(size=d.size)  # offset: no intercept
+    for form in ("bon", "rl"):
+        fit = M.gao_fit(kl, y, form)
+        dd, yy = (d, y) if form == "bon" else (d[d > 0], y[d > 0])
+        X = np.stack([dd, -dd * dd] if form == "bon" else [dd, -dd * np.log(dd)], 1)
+        coef = np.linalg.lstsq(X, yy, rcond=None)[0]
+        sse = float(((yy - X @ coef) ** 2).sum())
+        assert fit.r2 == pytest.approx(1.0 - sse / float(((yy - yy.mean()) ** 2).sum()), rel=1e-9), form
+
+
+def test_ranking_accuracy_mean_skips_contexts_without_an_untied_gold_pair():
+    gold = np.array([[0.0, 1.0, 2.0], [3.0, 3.0, 3.0], [0.0, 1.0, 2.0]])  # context 1: every gold pair tied
+    proxy = np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [0.0, 2.0, 1.0]])  # accuracies 1 and 2/3
+    per = M.ranking_accuracy(proxy, gold, per_context=True)
+    assert math.isnan(per[1]) and per[0] == 1.0 and per[2] == pytest.approx(2 / 3)
+    assert M.ranking_accuracy(proxy, gold) == pytest.approx((1.0 + 2 / 3) / 2)
+    lp = M.log_normalize(np.log(np.array([[0.5, 0.3, 0.2]] * 3)))
+    assert M.ranking_accuracy(proxy, gold, lp) == pytest.approx(float(np.nanmean(M.ranking_accuracy(proxy, gold, lp, per_context=True))))
+    assert not math.isnan(M.ranking_accuracy(proxy, gold, lp))
+
+
+def test_objective_and_gap_at_infinite_beta():
+    """β = inf: J = V(π) where KL(π‖π_ref) = 0 (π = π_ref) and −inf elsewhere; the gap is 0 for π_ref, +inf otherwise."""
+    rng = np.random.default_rng(19)
+    ref, lp = _logp(rng, 3, 5), _logp(rng, 3, 5)
+    r = rng.normal(size=(3, 5))
+    assert M.regularized_objective(ref, ref, r, math.inf) == pytest.approx(M.policy_value(ref, r), abs=1e-15)
+    assert M.value_gap(ref, ref, r, math.inf) == pytest.approx(0.0, abs=1e-15)
+    assert M.regularized_objective(lp, ref, r, math.inf) == -math.inf
+    assert M.value_gap(lp, ref, r, math.inf) == math.inf
+    mixed = torch.cat([ref[:1], lp[1:]])  # π = π_ref in context 0 only
+    per = M.regularized_objective(mixed, ref, r, math.inf, per_context=True)
+    assert per[0] == pytest.approx(float((ref[0].exp() * torch.as_tensor(r[0])).sum()), abs=1e-15)
+    assert torch.all(per[1:] == -math.inf)
