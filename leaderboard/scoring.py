@@ -89,8 +89,9 @@ __all__ = [
     "metric_predictiveness",
 ]
 
-#: Relative part of the overoptimization tolerance, in units of the gold's within-context sd under π_ref.
-#: Statistical part: a drop must exceed this many paired standard errors over the evaluation contexts.
+#: Statistical part of the overoptimization tolerance: a drop must exceed this many paired standard errors (over
+#: the evaluation contexts) of the peak-minus-final gold, besides the library's absolute part
+#: (:func:`tiltenv.evaluation.overoptimization_tol`: 1% of the task's gold range).
 OVEROPT_Z = 2.0
 #: Normalized score given to a failed run in the IQM / mean / probability of improvement (π_ref's score).
 FAILED_SCORE = 0.0
@@ -189,8 +190,7 @@ def overoptimization_summary(
         dict with the :data:`AGENT_METRICS` overoptimization keys (floats; flags as 0.0/1.0).
     """
     rep0 = M.overoptimization(kl, gold, proxy)  # default tol: only to locate the peak and final points
-    order = np.argsort(np.asarray(kl, dtype=np.float64), kind="stable")
-    i_peak, i_final = rep0.peak_index, int(order[-1])
+    i_peak, i_final = rep0.peak_index, rep0.final_index
     g = judge.eval_gold
     se = math.nan
     if logps is not None and logps.shape[1] > 1:

@@ -401,6 +401,21 @@ def test_overoptimization_tolerance_is_two_paired_standard_errors(hump):
     assert math.isnan(no_lp["gold_drop_se"]) and no_lp["overoptimized"] == 1.0
 
 
+def test_the_drops_standard_error_is_taken_at_the_reports_final_point(hump):
+    """A KL of -1e-12 (rounding) is clipped to 0 by the metrics: the final point is then the last of the KL-0 ties,
+    and the paired SE must be measured there too, not at the checkpoint a sort of the raw KLs would pick."""
+    j = hump.judge
+    g = j.eval_gold
+    lps = torch.stack([M.tilt_logp(j.eval_ref_logp, g, 0.1), j.eval_ref_logp, M.tilt_logp(j.eval_ref_logp, -g, 0.3)])
+    kl, gold = [0.0, 0.0, -1e-12], [float(M.policy_value(lp, g)) for lp in lps]
+    rep = M.overoptimization(kl, gold)
+    assert rep.final_index == 2 and rep.final_gold == gold[2]
+    out = S.overoptimization_summary(j, kl, gold, None, logps=lps)
+    d = M.policy_value(lps[0], g, per_context=True) - M.policy_value(lps[2], g, per_context=True)
+    assert out["final_gold"] == gold[2]
+    assert out["gold_drop_se"] == pytest.approx(float(d.std() / math.sqrt(d.numel())), rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def tilted_rm():
     """A hump world with a non-uniform π_ref (ref_eta=1) whose own proxy overoptimizes under best-of-n."""

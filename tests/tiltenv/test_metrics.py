@@ -907,3 +907,22 @@ def test_objective_and_gap_at_infinite_beta():
     per = M.regularized_objective(mixed, ref, r, math.inf, per_context=True)
     assert per[0] == pytest.approx(float((ref[0].exp() * torch.as_tensor(r[0])).sum()), abs=1e-15)
     assert torch.all(per[1:] == -math.inf)
+
+
+def test_normalized_score_is_nan_for_a_gold_constant_on_the_support_whatever_the_rounding():
+    """J*_β − V(π_ref) computed as a difference of two O(|r|) numbers left ±1e-16 of rounding for a constant
+    gold under a non-uniform π_ref, and the score came out as ±1e15 (e.g. -1.31e15 for gold 7, π_ref .7/.2/.1)."""
+    ref1 = M.log_normalize(np.log([[0.7, 0.2, 0.1]]))
+    lp1 = M.log_normalize(np.log([[0.1, 0.2, 0.7]]))
+    assert math.isnan(M.normalized_score(lp1, ref1, np.full((1, 3), 7.0), 1.0))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        K = int(rng.integers(2, 9))
+        ref = rng.normal(size=(3, K)) * 2
+        ref[0, 0] = -np.inf  # off the support: the gold there does not count
+        ref = np.asarray(M.log_normalize(ref))
+        lp = np.asarray(M.log_normalize(np.where(np.isfinite(ref), rng.normal(size=(3, K)), -np.inf)))
+        gold = np.full((3, K), rng.normal() * 10.0 ** rng.integers(-3, 6))
+        gold[0, 0] = 1e6
+        beta = float(rng.choice([0.0, 0.1, 1.0, 10.0, np.inf]))
+        assert math.isnan(M.normalized_score(lp, ref, gold, beta)), (gold[0, 1], beta)

@@ -18,6 +18,7 @@ from tiltenv.metrics._kernels import (
     _out,
     _shape_out,
     _soft_rows,
+    _support_max,
     _tilt_parts,
     _validate,
     as_float64,
@@ -264,9 +265,13 @@ def normalized_score(logp, ref_logp, gold, beta) -> float:
     def kern(lp, ref, r):
         p = torch.exp(lp)
         pi = torch.exp(ref)
-        j = _jbeta_rows(lp, p, ref, r, beta)
-        vref = (pi * r).sum(-1)
-        js = _soft_rows(ref, pi, r, beta)
+        # Centred on the row's gold maximum over π_ref's support (every J shifts by the same constant): a gold
+        # constant on the support then gives a denominator of exactly 0, not the ±1e-16 of rounding that turned
+        # the ratio into ±1e15.
+        rc = r - _support_max(ref, r)
+        j = _jbeta_rows(lp, p, ref, rc, beta)
+        vref = (pi * rc).sum(-1)
+        js = _soft_rows(ref, pi, rc, beta)
         return j - vref, js - vref, r.sum(-1), p.sum(-1), pi.sum(-1)
 
     num, den, rs, s, sr = _map_rows(kern, [lp, ref, r], b.C)

@@ -146,6 +146,7 @@ class OveroptimizationReport:
         drop: ``peak_gold − final_gold`` (≥ 0).
         kl_at_peak: KL of the (lowest-KL) point attaining the peak.
         peak_index: index of that point in the caller's original order.
+        final_index: index of the final point (the largest KL; the last of ties) in the caller's original order.
         proxy_rising_while_gold_falls: proxy at the final point exceeds proxy at the peak while
             gold dropped by more than ``tol`` (False when no proxy was given).
         overoptimized: ``drop > tol`` — decided on the measured drop only, never on a fitted β.
@@ -159,6 +160,7 @@ class OveroptimizationReport:
     drop: float
     kl_at_peak: float
     peak_index: int
+    final_index: int
     proxy_rising_while_gold_falls: bool
     overoptimized: bool
     fits: dict = field(default_factory=dict)
@@ -225,6 +227,7 @@ def overoptimization(kl, gold, proxy=None, *, tol: float | None = None) -> Overo
         drop=drop,
         kl_at_peak=float(ks[ipk]),
         peak_index=int(order[ipk]),
+        final_index=int(order[-1]),
         proxy_rising_while_gold_falls=rising,
         overoptimized=bool(over),
         fits=fits,
