@@ -46,14 +46,17 @@ FINAL_OBS = ("view", "array")
 _observation_space, _format_obs, _to_numpy = observation_space, format_obs, to_numpy
 
 
-def take_candidates(candidates: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+def take_candidates(candidates: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """``candidates[i, actions[i]]`` for every row: (n, K, d), (n,) -> (n, d).
 
     ``index_select`` on the flattened rows: on CPU it is ~100x faster than advanced indexing
     ``candidates[arange(n), actions]`` (measured 50 µs vs 6–11 ms at n=1024, K=16, d=32).
+    ``rows``: the row offsets ``arange(n) * K`` on the candidates' device, when the caller keeps them
+    (a vector env does: two device ops fewer per step).
     """
     n, K, d = candidates.shape
-    rows = torch.arange(n, device=candidates.device) * K
+    if rows is None:
+        rows = torch.arange(n, device=candidates.device) * K
     return candidates.reshape(n * K, d).index_select(0, rows + actions)
 
 
@@ -191,8 +194,9 @@ class _TaskMixin:
             if not torch.all(actions == actions.round()):
                 raise ValueError(f"actions must be integers in [0, {self.K - 1}] (got {actions.tolist()}).")
             actions = actions.long()
-        bad = (actions < 0) | (actions >= self.K)
-        if bool(bad.any()):
+        lo, hi = torch.stack(torch.aminmax(actions)).tolist()  # one reduction, one host read
+        if lo < 0 or hi >= self.K:
+            bad = (actions < 0) | (actions >= self.K)
             raise ValueError(
                 f"action must be an integer in [0, {self.K - 1}] (K={self.K} candidates); "
                 f"got {actions[bad].tolist()[:8]}."
@@ -318,6 +322,7 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
         self._gen: torch.Generator | None = None
         self._cand: torch.Tensor | None = None
         self._ref: torch.Tensor | None = None
+        self._rows = torch.arange(self.num_envs, device=self.device) * self.K  # take_candidates' row offsets
         self._term = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         self._trunc = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
 
@@ -349,7 +354,7 @@ class TiltVectorEnv(_TaskMixin, VectorEnv):
         if a.shape != (self.num_envs,):
             raise ValueError(f"actions must have shape ({self.num_envs},) (got {tuple(a.shape)}).")
         a = self._check_actions(a).to(self.device, non_blocking=True)
-        rewards = self.task.proxy_reward(take_candidates(self._cand, a))
+        rewards = self.task.proxy_reward(take_candidates(self._cand, a, self._rows))
         self._sample()  # SAME_STEP autoreset: every episode has terminated
         final, self._last_obs = self._last_obs, self._emit(format_obs(self._cand, self._ref, self.obs_mode))
         info = self._final_infos(final) if self.final_info else {}

@@ -44,7 +44,8 @@ class Proxy(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.raw(x)
-        return (r - self.shift.to(r.dtype)) / self.scale.to(r.dtype)
+        # 0-dim buffers do not promote r's dtype: the same numbers as shift.to(r.dtype), without the two casts
+        return (r - self.shift) / self.scale
 
     def set_normalization(self, shift: float, scale: float) -> None:
         if not scale > 0:
@@ -80,7 +81,7 @@ class LinearProxy(Proxy):
         self.register_buffer("b", torch.tensor(float(b), dtype=torch.float64))
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.w.to(x.dtype) + self.b.to(x.dtype)
+        return x @ self.w.to(x.dtype) + self.b  # b is 0-dim: no promotion
 
 
 class TableProxy(Proxy):

@@ -150,6 +150,51 @@ def test_import_string_and_register_envs():
     assert isinstance(env.unwrapped, TiltEnv)
 
 
+class _CountOps:
+    """Count the device ops a block dispatches (views excluded: they launch nothing)."""
+
+    def __enter__(self):
+        import collections
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counts = self.counts = collections.Counter()
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counts[str(func)] += 1
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+    @property
+    def launches(self) -> int:
+        return sum(n for name, n in self.counts.items() if not name.startswith(("aten.view", "aten.detach",
+                                                                               "aten.lift_fresh")))
+
+
+@pytest.mark.parametrize("output", ["torch", "numpy"])
+def test_a_vector_step_dispatches_few_device_ops_and_no_scalar_reads(output):
+    """On a GPU every op is a kernel launch and a scalar read a sync: at small N they bound the step. The default
+    env's step is 15 ops (sample 1, π_ref 1, observation 2, action range check 2 + one read of both bounds,
+    gather 2, linear proxy and its normalization 5, terminated/truncated 2) — 23 before the range check became
+    one reduction,
+    the gather's row offsets were kept and the proxy's normalization stopped casting its 0-dim buffers."""
+    venv = gym.make_vec("tiltenv/SingleIndex-v0", num_envs=64, output=output, **SMALL)
+    venv.reset(seed=0)
+    a = torch.zeros(64, dtype=torch.long) if output == "torch" else np.zeros(64, dtype=np.int64)
+    venv.step(a)
+    with _CountOps() as ops:
+        venv.step(a)
+    assert ops.launches <= 15, dict(ops.counts)
+    assert "aten._local_scalar_dense.default" not in ops.counts  # no bool()/.item() on device data
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_vector_env_runs_on_cuda():
     venv = gym.make_vec("tiltenv/SingleIndex-v0", num_envs=64, device="cuda", output="torch", **SMALL)
