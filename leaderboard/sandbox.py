@@ -27,16 +27,16 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   supplementary groups) and its working directory is chowned to it, so it cannot read root's 0600 salt
   file, the proxy cache under root's home, ``/proc/<scorer>/environ`` or another run's files, nor signal
   or trace other runs.
-* **Network** — every run gets its own empty network namespace (``limits.network="isolate"``, the default;
-  :mod:`leaderboard._netns`): no interface but a loopback that is down, so it can neither reach the scorer's
-  machine (e.g. a database on 127.0.0.1) nor the internet. This needs root or unprivileged user namespaces;
-  where neither is available the scorer warns once and runs without it, or refuses to score with
-  ``network="require"``.
 
   **Not protected when the scorer is not root**: the child runs as the scorer's user, so it can read every
   file that user can (the salt file, the proxy cache — which holds the proxy's weights, i.e. a way around
   the budget — and ``/proc/<scorer pid>/environ`` where ``TILTENV_SALT`` may be set) and signal the
   scorer's other processes. Score untrusted submissions as root (in a container), as CI does.
+* **Network** — every run gets its own empty network namespace (``limits.network="isolate"``, the default;
+  :mod:`leaderboard._netns`): no interface but a loopback that is down, so it can neither reach the scorer's
+  machine (e.g. a database on 127.0.0.1) nor the internet. This needs root or unprivileged user namespaces;
+  where neither is available the scorer warns once and runs without it, or refuses to score with
+  ``network="require"``.
 
 Processes: by default (``spawn="zygote"``) runs are forked from a **zygote**, a clean interpreter started
 once per scorer process with ``Popen([sys.executable, "-m", "leaderboard._child", "--zygote", ...])`` that
