@@ -30,6 +30,7 @@ import torch
 
 import tiltenv
 from tiltenv import metrics as M
+from tiltenv._profiling import DeviceOps, cuda_syncs
 from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads
 
 #: Targets (the issue's): vector env default / bare loop, metric / copy, proxy ratios.
@@ -131,6 +132,12 @@ def bench_vector_env(num_envs: int, d: int, K: int, steps: int, repeat: int, dev
         "default_vs_bare": t["bare"] / t["default"],
         "lean_vs_bare": t["bare"] / t["lean"],
     }
+    # what bounds a small-N step on a GPU: its kernel launches and host syncs (counted, not timed)
+    with DeviceOps() as ops:
+        default.step(acts[0])
+    out["ops_per_step"] = float(ops.launches)
+    if device.type == "cuda":
+        out["syncs_per_step"] = float(cuda_syncs(lambda: default.step(acts[0])))
     if sync_env:
         out["sync_steps_per_s"] = num_envs * sync_steps / t["sync"]
         out["default_vs_sync"] = (t["sync"] / sync_steps) / (t["default"] / steps)
@@ -338,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                       f"{r['default_vs_bare']:5.2f}x bare {tgt}; final_info=False {r['lean_vs_bare']:5.2f}x bare; "
                       f"bare {r['bare_steps_per_s']:13,.0f}/s"
                       + (f"; {r['default_vs_sync']:.0f}x SyncVectorEnv" if "default_vs_sync" in r else ""))
+        r = results[f"env_{outputs[-1]}_N{env_ns[0]}"]
+        print(f"  a default step ({outputs[-1]} output): {r['ops_per_step']:.0f} device ops (kernel launches on a GPU)"
+              + (f", {r['syncs_per_step']:.0f} host syncs" if "syncs_per_step" in r else "; host syncs are counted on CUDA"))
 
     if "metrics" in sections:
         met = bench_metrics(device=device, **met_cfg)

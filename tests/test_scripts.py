@@ -53,7 +53,7 @@ def test_bench_quick_reports_finite_ratios(capsys):
     out = capsys.readouterr().out
     for figure in ("default", "final_info=False", "kl_divergence", "policy_value", "value_gap", "tilt_logp",
                    "best_of_n_logp", "ensemble / mlp, whole build", "ensemble / mlp, training",
-                   "floor of ensemble / mlp training", "pre-build estimate"):
+                   "floor of ensemble / mlp training", "pre-build estimate", "device ops (kernel launches on a GPU)"):
         assert figure in out, figure
     targets = [line for line in out.splitlines() if "(<=" in line or "(>=" in line]
     assert len(targets) == 2 + 6 + 2 and all(("✓" in t) != ("✗" in t) for t in targets)
