@@ -136,3 +136,13 @@ def test_pair_accuracy_leaves_out_pairs_the_labeler_is_indifferent_to():
                               n_norm_contexts=512))
     rep = calibration_report(w)
     assert rep["pair_accuracy"] == 1.0
+
+
+def test_labeler_probability_includes_the_labelers_bias():
+    # h = r* + λ <v, x>: the true labeler prefers the spurious direction too
+    w = make_world(TaskConfig(**{**BASE, "flip_rate": 0.1, "label_bias": 1.5}, n_labels=100))
+    x, _ = w.task.sample_contexts(64, seed=1)
+    v = w.judge.extras["spurious_direction"]
+    h = lambda t: w.judge.gold(t) + 1.5 * (t.double() @ v)  # noqa: E731
+    want = 0.1 + 0.8 * torch.sigmoid((h(x[:, 0]) - h(x[:, 1])) / 0.5)
+    assert torch.allclose(labeler_probability(w, x[:, 0], x[:, 1]), want)

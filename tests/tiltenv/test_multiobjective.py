@@ -214,3 +214,13 @@ def test_reference_direction_is_at_ref_angle_from_the_first_dimension():
     a = np.radians(60.0)
     torch.testing.assert_close(u, math.cos(a) * th[0] + math.sin(a) * j.extras["theta_perp"], rtol=0, atol=1e-6)
     assert float((th @ j.extras["theta_perp"]).abs().max()) < 1e-12
+
+
+def test_context_type_is_clamped_to_the_valid_types():
+    cfg = MultiObjectiveConfig(**SMALL, weight_mode="context", weights=((0.9, 0.1), (0.2, 0.8)), type_probs=(0.5, 0.5),
+                               n_labels=50, proxy="gold")
+    world = tiltenv.make_world(cfg)
+    e = world.judge.extras["type_direction"].float()
+    x = torch.stack([-3.0 * e, 0.4 * e, 0.6 * e, 7.0 * e])
+    assert world.task.context_type(x).tolist() == [0, 0, 1, 1]
+    assert world.task.weights_of(x).shape == (4, 2)

@@ -332,3 +332,14 @@ def test_two_stage_ensemble_members_learn_from_the_labels_their_diversity_names(
     assert all(on_all) if diversity == "independent_features" else not any(on_all), on_all
     shared = all(torch.equal(m.W, w.task.proxy.members[0].W) for m in w.task.proxy.members)
     assert shared == (diversity == "shared_features")
+
+
+def test_bootstrap_resamples_every_label_uniformly_with_replacement():
+    # n = 4 labels, 4000 resamples of 4: each index drawn with probability 1/4 (5 binomial standard errors)
+    from tiltenv.reward_models import TrainData
+
+    data = TrainData("pointwise", x=torch.arange(4.0)[:, None], y=torch.arange(4.0))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.cat([data.bootstrap(g).y for _ in range(4000)]).long()
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert bool(((freq - 0.25).abs() < 5 * math.sqrt(0.25 * 0.75 / draws.numel())).all()), freq
