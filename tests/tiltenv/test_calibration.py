@@ -100,3 +100,49 @@ def test_calibration_is_in_diagnostics_and_rejects_tabular():
         calibration_report(make_world(TabularConfig()))
     with pytest.raises(ValueError, match="power must be"):
         TransformedProxy(make_world(TaskConfig(d=2, K=4, n_labels=20, n_eval_contexts=8, n_norm_contexts=8)).task.proxy, -1)
+
+
+def test_ece_and_reliability_weigh_bins_by_their_share_of_the_pairs():
+    # two bins: [0, 0.1) holds 3 calibrated pairs, [0.9, 1] one pair off by 0.4 → ECE = 1/4 · 0.4 (not the mean of
+    # the two bins' gaps, 0.2); with pair weights (1, 1, 1, 3) the second bin holds half the weight → 0.2.
+    pred = torch.tensor([0.05, 0.05, 0.05, 0.95], dtype=torch.float64)
+    true = torch.tensor([0.05, 0.05, 0.05, 0.55], dtype=torch.float64)
+    assert M.expected_calibration_error(pred, true) == pytest.approx(0.1, abs=1e-12)
+    w = torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=torch.float64)
+    assert M.expected_calibration_error(pred, true, weights=w) == pytest.approx(0.2, abs=1e-12)
+    # weighted means within a bin: pred 0.91/0.99 with true 0/1 at weights 3:1
+    c = M.reliability_curve([0.91, 0.99], [0.0, 1.0], n_bins=10, weights=[3.0, 1.0])
+    assert float(c["weight"][9]) == pytest.approx(1.0) and float(c["true"][9]) == pytest.approx(0.25, abs=1e-12)
+    assert float(c["pred"][9]) == pytest.approx(0.75 * 0.91 + 0.25 * 0.99, abs=1e-12)
+    assert bool(c["pred"][:9].isnan().all())  # empty bins
+
+
+def test_fit_temperature_weights_act_like_repeated_pairs():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(400, generator=g, dtype=torch.float64)
+    y = (torch.rand(400, generator=g, dtype=torch.float64) < torch.sigmoid(m / 0.6)).double()
+    reps = torch.randint(1, 4, (400,), generator=g)
+    want = M.fit_temperature(m.repeat_interleave(reps), y.repeat_interleave(reps))
+    assert M.fit_temperature(m, y, weights=reps.double()) == pytest.approx(want, rel=1e-9)
+    # and the fit is the NLL's stationary point: Σ w (σ(m/τ̂) − y) m = 0
+    tau = M.fit_temperature(m, y)
+    assert abs(float(((torch.sigmoid(m / tau) - y) * m).mean())) < 1e-10
+
+
+def test_pair_accuracy_leaves_out_pairs_the_labeler_is_indifferent_to():
+    # step gold, τ = 0: every pair on the same side of 0 is an exact tie (true P = 1/2); the gold itself as the proxy
+    # orders every other pair like the labeler, so its accuracy is exactly 1.
+    w = make_world(TaskConfig(d=4, K=8, link="step", label_temp=0.0, proxy="gold", n_labels=10, n_eval_contexts=512,
+                              n_norm_contexts=512))
+    rep = calibration_report(w)
+    assert rep["pair_accuracy"] == 1.0
+
+
+def test_labeler_probability_includes_the_labelers_bias():
+    # h = r* + λ <v, x>: the true labeler prefers the spurious direction too
+    w = make_world(TaskConfig(**{**BASE, "flip_rate": 0.1, "label_bias": 1.5}, n_labels=100))
+    x, _ = w.task.sample_contexts(64, seed=1)
+    v = w.judge.extras["spurious_direction"]
+    h = lambda t: w.judge.gold(t) + 1.5 * (t.double() @ v)  # noqa: E731
+    want = 0.1 + 0.8 * torch.sigmoid((h(x[:, 0]) - h(x[:, 1])) / 0.5)
+    assert torch.allclose(labeler_probability(w, x[:, 0], x[:, 1]), want)

@@ -57,3 +57,17 @@ def test_quadrature_matches_closed_form_normalizations():
     assert LINKS["abs"].std == pytest.approx(math.sqrt(1 - 4 / tau), abs=1e-13)
     assert LINKS["step"].mean == pytest.approx(0.5, abs=1e-13) and LINKS["step"].std == pytest.approx(0.5, abs=1e-13)
     assert LINKS["he2"].std == pytest.approx(math.sqrt(2), abs=1e-13)
+
+
+def test_hermite_coefficients_match_closed_forms():
+    # c_n = E[σ(z) He_n(z)] / √(n!): orthonormal coefficients, so a polynomial link's squares sum to exactly 1.
+    tau = 2 * math.pi
+    assert np.allclose(LINKS["linear"].hermite(4), [0, 1, 0, 0, 0], atol=1e-12)
+    assert np.allclose(LINKS["he2"].hermite(4), [0, 0, 1, 0, 0], atol=1e-12)  # (z² − 1)/√2 = He_2/√2
+    relu_std = math.sqrt(0.5 - 1 / tau)
+    c = LINKS["relu"].hermite(2)  # E[relu(z) z] = 1/2, E[relu(z) (z² − 1)] = 1/√(2π)
+    assert c[1] == pytest.approx(0.5 / relu_std, abs=1e-12)
+    assert c[2] == pytest.approx(1 / math.sqrt(tau) / (relu_std * math.sqrt(2)), abs=1e-12)
+    c = LINKS["abs"].hermite(2)  # E[|z| (z² − 1)] = 2√(2/π) − √(2/π)
+    assert c[2] == pytest.approx(math.sqrt(4 / tau) / (math.sqrt(1 - 4 / tau) * math.sqrt(2)), abs=1e-12)
+    assert LINKS["step"].hermite(1)[1] == pytest.approx(math.sqrt(4 / tau), abs=1e-12)  # E[z; z > 0] / (1/2)

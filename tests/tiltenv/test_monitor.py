@@ -96,3 +96,23 @@ def test_monitor_from_an_agents_checkpoint_callback_halts_it():
             m(i, lambda c, ref, v=v: M.tilt_logp(ref, w.task.proxy_reward(c, count=False), 1 / v))
     with pytest.raises(ValueError, match="patience must be"):
         OveroptimizationMonitor(oracle, w.task, patience=0)
+
+
+def test_stopping_rule_counts_consecutive_checkpoints_below_the_running_peak():
+    """Held-out value rises with 1/β along a tilt of the held-out model itself, so the order of the βs sets the
+    sequence of held-out values: ranks 1 3 2 4 3 2 5. With patience 2 the rule fires at checkpoint 5 (two in a row
+    below the peak 4; the dip at checkpoint 2 was interrupted by a new peak), chooses checkpoint 3, and keeps that
+    choice when a later checkpoint (6) beats it."""
+    w = make_world(TaskConfig(d=4, K=8, n_labels=100, n_eval_contexts=64, n_norm_contexts=64))
+    p = w.task.proxy
+    betas = [3.0, 1.0, 0.3, 0.1, 0.03]  # increasing held-out value
+    mon = OveroptimizationMonitor([p], w.task, n_contexts=256, patience=2)
+    for i, r in enumerate([1, 3, 2, 4, 3, 2, 5]):
+        mon(i, lambda c, ref, b=betas[r - 1]: M.tilt_logp(ref, p(c).double(), b))
+    h = [row["heldout"] for row in mon.history]
+    assert [sorted(set(h)).index(v) + 1 for v in h] == [1, 3, 2, 4, 3, 2, 5]  # the ranks are as intended
+    assert mon.stopped and mon.stop_index == 5
+    assert mon.chosen_index == 3 and mon.chosen_policy is mon.policies[3]
+    # fixed-KL stopping: the last checkpoint within the budget (KL rises with 1/β like the held-out value)
+    kls = [row["kl"] for row in mon.history]
+    assert mon.fixed_kl_index(kls[1] + 1e-12) == 5 and mon.fixed_kl_index(-1.0) == 0

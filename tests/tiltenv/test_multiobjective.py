@@ -4,6 +4,8 @@ dimension while the aggregate rises)."""
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -156,3 +158,69 @@ def test_every_per_dimension_metric_explains_itself():
         assert entry(name) is not None, name
     assert "dimension 2" in legend(["gold_gain_dim2"]) and "dimension i" not in legend(["gold_gain_dim2"])
     assert entry("gold_gain_dimx") is None and legend(["no_such_metric"]) == ""
+
+
+def test_per_dimension_metrics_are_exact_for_a_conflicting_tilt():
+    """cos −0.8: tilting toward dimension 0 raises its gold and lowers dimension 1's; the per-dimension metrics are
+    the exact figures of each dimension (values and J*_β − J_β gaps recomputed here from judge.dim_gold)."""
+    world = tiltenv.make_world(MultiObjectiveConfig(**SMALL, cosines=-0.8, links=("linear", "linear"), n_labels=50,
+                                                    proxy="gold"))
+    j = world.judge
+    ref, beta = j.eval_ref_logp, 0.3
+    lp = M.tilt_logp(ref, j.dim_gold[0], beta)
+    out = j.extra_metrics(lp, beta)
+    gains = []
+    for i in range(2):
+        v, v0 = M.policy_value(lp, j.dim_gold[i]), M.policy_value(ref, j.dim_gold[i])
+        assert out[f"gold_value_dim{i}"] == pytest.approx(v, abs=1e-12)
+        assert out[f"gold_gain_dim{i}"] == pytest.approx(v - v0, abs=1e-12)
+        assert out[f"value_gap_dim{i}"] == pytest.approx(M.value_gap(lp, ref, j.dim_gold[i], beta), abs=1e-12)
+        gains.append(v - v0)
+    assert gains[0] > 0.1 and gains[1] < -0.1  # the conflict
+    assert out["value_gap_dim0"] == pytest.approx(0.0, abs=1e-9) and out["value_gap_dim1"] > 0.1  # optimal for dim 0 only
+    assert out["min_dim_gain"] == pytest.approx(min(gains)) and out["dims_at_or_above_ref"] == 0.0
+    assert j.extra_metrics(ref, beta)["dims_at_or_above_ref"] == 1.0  # π_ref itself: every gain is 0
+
+
+def test_tradeoff_weights_clip_a_negative_component_to_zero():
+    """fit_tradeoff_weights: BT on per-dimension reward differences, v clipped at 0, normalized to the simplex.
+    Labels that reward dimension 0 and punish dimension 1 give v_1 < 0, hence the weights (1, 0)."""
+    from tiltenv.labels import PreferenceData
+    from tiltenv.multiobjective import fit_tradeoff_weights
+    from tiltenv.proxies import LinearProxy
+
+    g = torch.Generator().manual_seed(0)
+    xa, xb = torch.randn(4000, 3, generator=g), torch.randn(4000, 3, generator=g)
+    d = xa - xb
+    label = (d[:, 0] - 0.5 * d[:, 1] > 0).float()
+    z = torch.zeros(4000)
+    dims = [LinearProxy(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)),
+            LinearProxy(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))]
+    np.testing.assert_allclose(fit_tradeoff_weights(PreferenceData(xa, xb, label, z, z), dims), [1.0, 0.0], atol=1e-12)
+    both = (d[:, 0] + 3 * d[:, 1] > 0).float()  # both positive: weights ∝ (1, 3)
+    np.testing.assert_allclose(fit_tradeoff_weights(PreferenceData(xa, xb, both, z, z), dims), [0.25, 0.75], atol=0.02)
+    with pytest.warns(UserWarning, match="no positive weight"):
+        w = fit_tradeoff_weights(PreferenceData(xa, xb, 1 - both, z, z), dims)
+    np.testing.assert_allclose(w, [0.5, 0.5])
+
+
+def test_reference_direction_is_at_ref_angle_from_the_first_dimension():
+    # u = cos α θ*_1 + sin α θ⊥ (θ⊥ ⟂ every θ*_i); public only when η ≠ 0
+    world = tiltenv.make_world(MultiObjectiveConfig(**SMALL, n_objectives=3, cosines=-0.3, ref_eta=1.0, ref_angle=60.0,
+                                                    n_labels=50, proxy="gold"))
+    j = world.judge
+    u = world.task.sampler.ref_direction.double()
+    th = j.theta_all
+    a = np.radians(60.0)
+    torch.testing.assert_close(u, math.cos(a) * th[0] + math.sin(a) * j.extras["theta_perp"], rtol=0, atol=1e-6)
+    assert float((th @ j.extras["theta_perp"]).abs().max()) < 1e-12
+
+
+def test_context_type_is_clamped_to_the_valid_types():
+    cfg = MultiObjectiveConfig(**SMALL, weight_mode="context", weights=((0.9, 0.1), (0.2, 0.8)), type_probs=(0.5, 0.5),
+                               n_labels=50, proxy="gold")
+    world = tiltenv.make_world(cfg)
+    e = world.judge.extras["type_direction"].float()
+    x = torch.stack([-3.0 * e, 0.4 * e, 0.6 * e, 7.0 * e])
+    assert world.task.context_type(x).tolist() == [0, 0, 1, 1]
+    assert world.task.weights_of(x).shape == (4, 2)

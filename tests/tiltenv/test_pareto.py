@@ -133,3 +133,16 @@ def test_dimension_checks_and_errors():
     with pytest.raises(ValueError, match="golds must have shape"):
         M.pareto_front(ref, torch.zeros(2, 2, 2, 2), 0.1, [0.5, 0.5])
     assert M.simplex_grid(3, 2).shape == (6, 3)
+
+
+def test_pareto_mask_keeps_the_first_of_equal_rows_and_front_weights_are_normalized():
+    pts = np.array([[1.0, 1.0], [0.0, 2.0], [1.0, 1.0], [0.5, 0.5], [0.0, 2.0]])
+    assert M.pareto_mask(pts).tolist() == [True, True, False, False, False]
+    # pareto_front normalizes every weight vector to sum 1: a scaled weight gives the same point, β and support
+    ref, golds = _problem(2, 2, 8, 5)
+    a = M.pareto_front(ref, golds, 0.3, [[2.0, 6.0]])
+    b = M.pareto_front(ref, golds, 0.3, [[0.25, 0.75]])
+    np.testing.assert_allclose(a.weights, [[0.25, 0.75]], atol=1e-15)
+    for f in ("values", "betas", "kl", "support"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-12, err_msg=f)
+    np.testing.assert_allclose(b.support, b.values @ np.array([0.25, 0.75]), rtol=1e-12)

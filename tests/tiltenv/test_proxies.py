@@ -312,3 +312,34 @@ def test_ensemble_members_are_normalized_under_a_tilted_pi_ref():
     uniform_mean = r.mean((-1, -2))
     assert bool((mean.abs() < 0.05).all()) and bool(((var - 1).abs() < 0.08).all()), (mean, var)
     assert bool((uniform_mean < -0.3).all()), uniform_mean  # the weights matter at this η
+
+
+@pytest.mark.parametrize("diversity", ["independent_features", "shared_features", "bootstrap"])
+def test_two_stage_ensemble_members_learn_from_the_labels_their_diversity_names(diversity):
+    # 'independent_features' / 'shared_features': the readout is refit on the full label set / an own resample.
+    # Refitting stage 2 on all labels with a member's own (W, b) gives back its readout exactly iff it was fit there.
+    from tiltenv.proxies import parse_options
+    from tiltenv.reward_models import TrainData, fit_stage2
+
+    kw = {"k": 3, "member": "two_stage", "diversity": diversity, "member_kwargs": {"width": 16}}
+    w = make_world(TaskConfig(**SMALL, n_labels=300, proxy="ensemble", proxy_kwargs=kw))
+    x, y = TrainData("pairwise", x_a=w.task.preferences.x_a, x_b=w.task.preferences.x_b,
+                     label=w.task.preferences.label).as_pointwise()
+    opts = parse_options("two_stage", {"width": 16})
+    refit = [fit_stage2(x, y, m.W, m.b, opts)[0] for m in w.task.proxy.members]
+    on_all = [torch.allclose(r[:-1], m.a, atol=1e-9) and abs(float(r[-1] - m.c)) < 1e-9
+              for r, m in zip(refit, w.task.proxy.members)]
+    assert all(on_all) if diversity == "independent_features" else not any(on_all), on_all
+    shared = all(torch.equal(m.W, w.task.proxy.members[0].W) for m in w.task.proxy.members)
+    assert shared == (diversity == "shared_features")
+
+
+def test_bootstrap_resamples_every_label_uniformly_with_replacement():
+    # n = 4 labels, 4000 resamples of 4: each index drawn with probability 1/4 (5 binomial standard errors)
+    from tiltenv.reward_models import TrainData
+
+    data = TrainData("pointwise", x=torch.arange(4.0)[:, None], y=torch.arange(4.0))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.cat([data.bootstrap(g).y for _ in range(4000)]).long()
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert bool(((freq - 0.25).abs() < 5 * math.sqrt(0.25 * 0.75 / draws.numel())).all()), freq

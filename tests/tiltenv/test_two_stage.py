@@ -130,3 +130,73 @@ def test_collapse_baseline_of_a_neuron_on_one_sample():
     base = collapse_baseline(x, y, 0.01, theta)
     assert base["ess"] == pytest.approx(1.0)
     assert base["top_sample_cos"] == pytest.approx(float(x[7, 0].abs() / x[7].norm()))
+
+
+def _relu_step(x, q, t, w0):
+    """−∇_W of L = −Σ_i q_i t_i Σ_j relu(<w_j, x_i>) at w0: row j = Σ_i q_i t_i 1{<w_j, x_i> > 0} x_i."""
+    return ((x @ w0.T > 0).double() * (q * t)[:, None]).T @ x
+
+
+def test_stage1_centered_finite_step_and_dead_neurons():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 6, generator=g, dtype=torch.float64)
+    y = torch.randn(300, generator=g, dtype=torch.float64) + 0.5  # labels with a non-zero mean: centring matters
+    w0 = torch.randn((9, 6), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    w0 = w0 / w0.norm(dim=1, keepdim=True)
+    q = torch.softmax(y / 0.8, 0)
+    # center=True drives the step with t_i = y_i − Σ q y
+    W, _ = fit_stage1(x, y, TwoStageOptions(width=9, beta1=0.8, center=True), seed=11)
+    step = _relu_step(x, q, y - (q * y).sum(), w0)
+    assert torch.allclose(W, step / step.norm(dim=1, keepdim=True), atol=1e-12)
+    # a finite step η: w0 + η g / mean_j ||g_j||, then normalized
+    W, _ = fit_stage1(x, y, TwoStageOptions(width=9, beta1=0.8, step_size=0.7), seed=11)
+    step = _relu_step(x, q, y, w0)
+    new = w0 + 0.7 * step / step.norm(dim=1).mean()
+    assert torch.allclose(W, new / new.norm(dim=1, keepdim=True), atol=1e-12)
+    # all-zero labels: every gradient vanishes and every neuron keeps its (unit) initialization
+    W, ess = fit_stage1(x, torch.zeros(300, dtype=torch.float64), TwoStageOptions(width=9, beta1=0.8), seed=11)
+    assert torch.allclose(W, w0, atol=1e-12) and ess == pytest.approx(300.0)
+
+
+def _weighted_ridge_brute(phi, y, w, lam):
+    """argmin_a Σ_i w̄_i (y_i − φ_i a)² + λ Σ_{j < p} a_j² (w̄ = w / Σ w, last column unpenalized) as one
+    augmented least-squares problem."""
+    wb = w / w.sum()
+    p = phi.shape[1]
+    pen = math.sqrt(lam) * torch.eye(p, dtype=phi.dtype)[:-1]
+    A = torch.cat([wb.sqrt()[:, None] * phi, pen])
+    b = torch.cat([wb.sqrt() * y, torch.zeros(p - 1, dtype=phi.dtype)])
+    return torch.linalg.lstsq(A, b[:, None], driver="gelsd").solution[:, 0]
+
+
+@pytest.mark.parametrize("weighting", ["none", "label", "surrogate"])
+def test_stage2_is_the_weighted_ridge_with_an_unpenalized_intercept(weighting):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 4, generator=g, dtype=torch.float64)
+    y = torch.relu(x[:, 0]) + 0.3 * torch.randn(300, generator=g, dtype=torch.float64) + 2.0  # offset: intercept
+    W = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    W = W / W.norm(dim=1, keepdim=True)
+    b = torch.rand(6, generator=g, dtype=torch.float64) - 0.5
+    lam, beta2 = 0.05, 0.7
+    coef, ess = fit_stage2(x, y, W, b, TwoStageOptions(width=6, weighting=weighting, beta2=beta2, ridge=lam))
+    phi = torch.cat([torch.relu(x @ W.T + b), torch.ones(300, 1, dtype=torch.float64)], 1)
+    ones = torch.ones(300, dtype=torch.float64)
+    if weighting == "none":
+        w = ones
+    elif weighting == "label":
+        w = torch.exp(y / beta2)
+    else:  # e^{r_a0(x)/β2} with a0 the unweighted ridge pilot
+        w = torch.exp(phi @ _weighted_ridge_brute(phi, y, ones, lam) / beta2)
+    assert torch.allclose(coef, _weighted_ridge_brute(phi, y, w, lam), atol=1e-8)
+    assert ess == pytest.approx(float(w.sum() ** 2 / (w * w).sum()), rel=1e-9)
+
+
+def test_two_stage_biases_are_symmetric_uniform():
+    # b_j ~ U(−r, r): within the range, both signs, mean 0 (5 standard errors of r/√(3m))
+    m, r = 256, 2.0
+    w = make_world(TaskConfig(d=8, K=4, label_kind="pointwise", n_labels=200, proxy="two_stage",
+                              proxy_kwargs={"width": m, "bias_range": r}, n_eval_contexts=8, n_norm_contexts=64))
+    bias = w.task.proxy.b
+    assert float(bias.abs().max()) <= r
+    assert abs(float(bias.mean())) < 5 * r / math.sqrt(3 * m)
+    assert float(bias.min()) < -r / 2 and float(bias.max()) > r / 2

@@ -203,3 +203,98 @@ def test_measured_flip_rate_matches_flip_rate():
     flipped = (p.label.bool() != (delta > 0))[clean].double().mean().item()
     se = math.sqrt(eps * (1 - eps) / int(clean.sum()))
     assert abs(flipped - eps) < 4 * se, (flipped, eps, se)
+
+
+# --------------------------------------------------------------------------- label simulation, sampler (mutation probe)
+
+
+def test_sample_from_ref_draws_pi_ref_then_without_replacement():
+    # Gumbel top-2 on fixed π_ref: column 0 is an exact π_ref draw; column 1 is the second draw without
+    # replacement, P(second = j) = Σ_{i≠j} p_i p_j / (1 − p_i). Tolerance: 5 binomial standard errors.
+    from tiltenv.labels import sample_from_ref
+
+    n = 100_000
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    idx = sample_from_ref(p.log().expand(n, 4), 2, torch.Generator().manual_seed(0))
+    assert bool((idx[:, 0] != idx[:, 1]).all())
+    second = torch.stack([sum(p[i] * p[j] / (1 - p[i]) for i in range(4) if i != j) for j in range(4)])
+    for col, want in ((0, p), (1, second)):
+        freq = torch.bincount(idx[:, col], minlength=4).double() / n
+        se = (want * (1 - want) / n).sqrt()
+        assert bool(((freq - want).abs() < 5 * se).all()), (col, freq, want)
+
+
+def _tilted_contexts(n, K=6, d=3, eta=1.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, K, d, generator=g)
+    u = torch.tensor([1.0, 0.0, 0.0])
+    return x, torch.log_softmax(eta * (x @ u), -1)
+
+
+def _row_index(candidates, x):
+    """Index k with candidates[i, k] == x[i] (exactly one per row)."""
+    hit = (candidates == x[:, None, :]).all(-1)
+    assert bool((hit.sum(-1) == 1).all())
+    return hit.long().argmax(-1)
+
+
+def test_pointwise_labels_are_utility_plus_gaussian_noise_with_their_own_ref_logp():
+    from tiltenv.labels import make_pointwise
+
+    n, noise = 20_000, 0.5
+    cand, ref = _tilted_contexts(n)
+    pts = make_pointwise(cand, ref, lambda x: x[:, 0].double(), noise=noise, generator=torch.Generator().manual_seed(1))
+    k = _row_index(cand, pts.x)
+    # the reported log π_ref is the chosen candidate's own, in its own context (π_ref is tilted: not constant)
+    torch.testing.assert_close(pts.ref_logp, ref[torch.arange(n), k], rtol=0, atol=0)
+    # y = h(x) + noise·N(0, 1): residual mean 0 and std `noise` (5 standard errors; SE(std) ≈ noise/√(2n))
+    res = pts.y.double() - pts.x[:, 0].double()
+    assert abs(float(res.mean())) < 5 * noise / math.sqrt(n)
+    assert abs(float(res.std()) - noise) < 5 * noise / math.sqrt(2 * n)
+    # the candidate is one π_ref draw: E[π_ref(k)] of the chosen = Σ_k π_ref(k)² per context (on average)
+    chosen_p = ref[torch.arange(n), k].double().exp()
+    want = (ref.double().exp() ** 2).sum(-1)
+    assert abs(float(chosen_p.mean() - want.mean())) < 5 * float(chosen_p.std()) / math.sqrt(n)
+
+
+def test_deterministic_labeler_breaks_ties_with_a_fair_coin():
+    # τ = 0: a strict utility difference decides the label; an exact tie (frequent for a step utility) is a
+    # fair coin. n = 20 000 pairs, ~half of them tied: tolerance 5 binomial standard errors.
+    from tiltenv.labels import make_preferences
+
+    n = 20_000
+    cand, ref = _tilted_contexts(n, eta=0.0)
+    step = lambda x: (x[:, 0] > 0).double()  # noqa: E731
+    prefs = make_preferences(cand, ref, step, temperature=0.0, flip_rate=0.0, generator=torch.Generator().manual_seed(2))
+    delta = step(prefs.x_a) - step(prefs.x_b)
+    strict = delta != 0
+    assert bool((prefs.label[strict].bool() == (delta[strict] > 0)).all())
+    ties = prefs.label[~strict].double()
+    assert int(ties.numel()) > 5000
+    assert abs(float(ties.mean()) - 0.5) < 5 * math.sqrt(0.25 / ties.numel()), float(ties.mean())
+
+
+def test_prompt_correlation_keeps_unit_variance_and_sets_the_within_context_correlation():
+    # x_k = √ρ c + √(1−ρ) ε_k: every coordinate is N(0, 1) and two candidates of one context correlate ρ.
+    # n·d = 60 000 independent pairs of coordinates: tolerances 5 standard errors (≈ √(2/N), √((1+ρ²)/N)).
+    from tiltenv.world import ContextSampler
+
+    rho, n, d = 0.6, 20_000, 3
+    s = ContextSampler(d, 4, rho, 0.0, torch.zeros(d))
+    x, ref = s.sample(n, torch.Generator().manual_seed(0))
+    a, b = x[:, 0].double().reshape(-1), x[:, 1].double().reshape(-1)
+    N = a.numel()
+    assert abs(float(a.var()) - 1) < 5 * math.sqrt(2 / N)
+    assert abs(float((a * b).mean()) - rho) < 5 * math.sqrt((1 + rho**2) / N)
+    assert torch.allclose(ref.exp().sum(-1), torch.ones(n))
+
+
+def test_gold_scale_multiplies_the_gold():
+    # r*(x) = a · σ*(<θ*, x>): the same seed and d give the same θ* and contexts, the gold scales by a.
+    base = dict(d=4, K=8, n_labels=50, n_eval_contexts=64, n_norm_contexts=64, link="relu", proxy="gold")
+    one = make_world(TaskConfig(**base))
+    three = make_world(TaskConfig(**base, gold_scale=3.0))
+    assert torch.equal(one.judge.eval_candidates, three.judge.eval_candidates)
+    torch.testing.assert_close(three.judge.eval_gold, 3.0 * one.judge.eval_gold, rtol=1e-12, atol=1e-12)
+    z = one.judge.eval_candidates.double() @ one.judge.theta
+    torch.testing.assert_close(three.judge.eval_gold, 3.0 * tiltenv.links.get_link("relu")(z), rtol=1e-12, atol=1e-12)
