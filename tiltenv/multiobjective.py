@@ -629,4 +629,4 @@ def _check(config: MultiObjectiveConfig) -> None:
                     f"{config.d} float32", "lower n_labels, n_norm_contexts, n_eval_contexts, K or d")
 
 
-register_world(MultiObjectiveConfig, _build, _check)
+register_world(MultiObjectiveConfig, _build, _check, norm_stream=lambda c: mo_seed_streams(c.seed)["norm_contexts"])

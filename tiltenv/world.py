@@ -266,6 +266,14 @@ class Judge:
         """Exact gold metrics of ``policy`` on the evaluation contexts (see :func:`tiltenv.evaluate`)."""
         return evaluate_on_judge(policy, self, **kwargs)
 
+    def with_proxy(self, proxy: Proxy) -> "Judge":
+        """This judge — same gold, θ*, evaluation contexts, and a subclass's own state (a multi-objective
+        judge's per-dimension golds) — scoring another proxy."""
+        judge = copy.copy(self)
+        with torch.no_grad():
+            judge.eval_proxy = proxy(self.eval_candidates).to(torch.float64)
+        return judge
+
 
 @dataclass
 class World:
@@ -287,25 +295,26 @@ class World:
             a new :class:`World` (the task has fresh budget counters; the judge scores the new proxy).
         Raises:
             TypeError: if ``proxy`` is not a Proxy; ValueError: for a tabular world when renormalizing.
+        The judge keeps its kind (a multi-objective world's judge still reports the per-dimension metrics).
         """
         if not isinstance(proxy, Proxy):
             raise TypeError(f"proxy must be a tiltenv Proxy (got {type(proxy).__name__}).")
         proxy = copy.deepcopy(proxy).requires_grad_(False).eval()
         config = self.judge.config
         if renormalize:
-            if not isinstance(config, TaskConfig):
-                raise ValueError("renormalize=True needs a single-index world (tabular proxies are used as given).")
-            norm_x, norm_ref = self.task.sampler.sample(
-                config.n_norm_contexts, torch_generator(seed_streams(config.seed)["norm_contexts"]))
+            stream = _norm_stream(config)
+            if stream is None:
+                raise ValueError(f"renormalize=True needs a world with π_ref normalization contexts (single-index or "
+                                 f"multi-objective; this is a {type(config).__name__}): use renormalize=False, "
+                                 "tabular proxies are used as given.")
+            norm_x, norm_ref = self.task.sampler.sample(config.n_norm_contexts, torch_generator(stream))
             proxy.set_normalization(0.0, 1.0)
             _normalize_under_ref(proxy, norm_x, norm_ref)
         task = copy.copy(self.task)
         task.proxy = proxy
         task.budget = Budget()
         task._proxy_on = {torch.device("cpu"): proxy}
-        j = self.judge
-        judge = Judge(config, j.gold, j.theta, j.eval_candidates, j.eval_ref_logp, proxy, extras=j.extras)
-        return World(task, judge)
+        return World(task, self.judge.with_proxy(proxy))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -419,9 +428,25 @@ def _build_tabular(config: TabularConfig) -> World:
 WORLD_BUILDERS: dict[type, tuple[Callable[[Any], World], Callable[[Any], None]]] = {}
 
 
-def register_world(config_cls: type, build: Callable[[Any], World], check: Callable[[Any], None] = lambda c: None) -> None:
-    """Make :func:`make_world` build configs of ``config_cls`` with ``build`` (``check`` runs first, uncached)."""
+#: Seed of the π_ref normalization contexts of a world kind's config (used to renormalize a swapped-in proxy).
+NORM_STREAMS: dict[type, Callable[[Any], int]] = {}
+
+
+def register_world(config_cls: type, build: Callable[[Any], World], check: Callable[[Any], None] = lambda c: None,
+                   norm_stream: Callable[[Any], int] | None = None) -> None:
+    """Make :func:`make_world` build configs of ``config_cls`` with ``build`` (``check`` runs first, uncached);
+    ``norm_stream(config)``: the seed ``build`` draws its proxy-normalization contexts from, if it has them."""
     WORLD_BUILDERS[config_cls] = (build, check)
+    if norm_stream is not None:
+        NORM_STREAMS[config_cls] = norm_stream
+
+
+def _norm_stream(config: Any) -> int | None:
+    if type(config) in NORM_STREAMS:
+        return NORM_STREAMS[type(config)](config)
+    if isinstance(config, TaskConfig):
+        return seed_streams(config.seed)["norm_contexts"]
+    return None
 
 
 def is_task_config(config: Any) -> bool:

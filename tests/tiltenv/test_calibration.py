@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +147,17 @@ def test_labeler_probability_includes_the_labelers_bias():
     h = lambda t: w.judge.gold(t) + 1.5 * (t.double() @ v)  # noqa: E731
     want = 0.1 + 0.8 * torch.sigmoid((h(x[:, 0]) - h(x[:, 1])) / 0.5)
     assert torch.allclose(labeler_probability(w, x[:, 0], x[:, 1]), want)
+
+
+def test_fit_temperature_treats_a_zero_weight_pair_as_a_dropped_pair():
+    # separable once the zero-weight pair is dropped: κ̂ → ∞, τ̂ = 0 (it ran 100 Newton steps to 0.0099 before)
+    assert M.fit_temperature([1.0, -1.0, 1.0], [1.0, 0.0, 0.0], weights=[1.0, 1.0, 0.0]) == 0.0
+    assert M.fit_temperature([1.0, -1.0], [1.0, 0.0]) == 0.0
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = 12
+        m, y = rng.normal(size=n), (rng.random(n) < 0.7).astype(float)
+        w = rng.random(n)
+        w[:4] = 0.0
+        assert M.fit_temperature(m, y, weights=w) == pytest.approx(M.fit_temperature(m[4:], y[4:], weights=w[4:]),
+                                                                   rel=1e-9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiltenv import TaskConfig, make_world
+from tiltenv import TabularConfig, TaskConfig, make_world
 from tiltenv import metrics as M
 
 SMALL = dict(d=4, n_eval_contexts=256, n_norm_contexts=512)
@@ -55,3 +55,24 @@ def test_index_scale_squashes_the_proxy_but_keeps_the_ranking():
     assert M.reward_variance(ref, r) > M.reward_variance(ref, plain.judge.eval_proxy)
     with pytest.raises(ValueError, match="index_scale"):
         TaskConfig(**base, proxy_kwargs={"index_scale": 0.0})
+
+
+def test_with_proxy_keeps_a_multi_objective_judge_and_its_normalization_contexts():
+    """A multi-objective world's judge is kept (with its per-dimension golds), and renormalizing one of the world's
+    own dimension proxies on the world's normalization contexts gives back exactly its shift and scale."""
+    from tiltenv.multiobjective import MultiObjectiveConfig, MultiObjectiveJudge
+
+    w = make_world(MultiObjectiveConfig(d=6, K=8, n_labels=100, n_eval_contexts=64, n_norm_contexts=64), fresh=True)
+    dim0 = w.task.dim_proxies[0]
+    moved = w.with_proxy(dim0)
+    assert type(moved.judge) is MultiObjectiveJudge and torch.equal(moved.judge.dim_gold, w.judge.dim_gold)
+    assert (float(moved.task.proxy.shift), float(moved.task.proxy.scale)) == (float(dim0.shift), float(dim0.scale))
+    assert torch.equal(moved.judge.eval_proxy, dim0(w.judge.eval_candidates).double())
+    assert not torch.equal(moved.judge.eval_proxy, w.judge.eval_proxy)  # the original judge is untouched
+    from tiltenv import evaluate
+
+    out = evaluate(lambda c, r: torch.as_tensor(r), moved)
+    assert "gold_gain_dim0" in out and "min_dim_gain" in out
+    tab = make_world(TabularConfig())
+    with pytest.raises(ValueError, match=r"renormalize=True needs a world with π_ref normalization contexts.*TabularConfig"):
+        tab.with_proxy(tab.task.proxy)

@@ -113,7 +113,9 @@ def fit_temperature(margin, label, weights=None, max_iter: int = 100, tol: float
     g0 = float((w * (0.5 - y) * m).sum())  # gradient at κ = 0
     if g0 >= 0:
         return math.inf
-    if bool((((m > 0) & (y < 1)) | ((m < 0) & (y > 0)) | ((m == 0) & (w > 0))).logical_not().all()):
+    # a pair whose label disagrees with its margin's sign (or with a zero margin) stops κ at a finite value, unless
+    # its weight is 0: a zero-weight pair is a dropped pair
+    if not bool(((((m > 0) & (y < 1)) | ((m < 0) & (y > 0)) | (m == 0)) & (w > 0)).any()):
         return 0.0  # separable: the NLL keeps falling as κ grows
     kappa = 0.0
     for _ in range(max_iter):
