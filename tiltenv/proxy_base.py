@@ -29,6 +29,13 @@ __all__ = [
 ]
 
 
+def _operand(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim float64 buffer as an operand of ``like``: as it is when ``like`` has dimensions (a 0-dim tensor does
+    not promote it: the same numbers as ``buffer.to(like.dtype)``, without a cast kernel per call), cast when
+    ``like`` is 0-dim itself (two 0-dim tensors would promote to float64)."""
+    return buffer if like.dim() else buffer.to(like.dtype)
+
+
 class Proxy(torch.nn.Module):
     """Base class: ``r̂(x) = (raw(x) - shift) / scale`` with the normalization in buffers."""
 
@@ -44,8 +51,7 @@ class Proxy(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.raw(x)
-        # 0-dim buffers do not promote r's dtype: the same numbers as shift.to(r.dtype), without the two casts
-        return (r - self.shift) / self.scale
+        return (r - _operand(self.shift, r)) / _operand(self.scale, r)
 
     def set_normalization(self, shift: float, scale: float) -> None:
         if not scale > 0:
@@ -81,7 +87,8 @@ class LinearProxy(Proxy):
         self.register_buffer("b", torch.tensor(float(b), dtype=torch.float64))
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.w.to(x.dtype) + self.b  # b is 0-dim: no promotion
+        r = x @ self.w.to(x.dtype)
+        return r + _operand(self.b, r)
 
 
 class TableProxy(Proxy):

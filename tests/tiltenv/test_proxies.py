@@ -343,3 +343,15 @@ def test_bootstrap_resamples_every_label_uniformly_with_replacement():
     draws = torch.cat([data.bootstrap(g).y for _ in range(4000)]).long()
     freq = torch.bincount(draws, minlength=4).double() / draws.numel()
     assert bool(((freq - 0.25).abs() < 5 * math.sqrt(0.25 * 0.75 / draws.numel())).all()), freq
+
+
+@pytest.mark.parametrize("proxy", ["linear", "mlp", "gold", "two_stage"])
+def test_one_candidate_keeps_the_batch_dtype(proxy):
+    """The normalization's 0-dim buffers are used without a cast for batches (no promotion) and cast for a single
+    (d,) candidate, whose 0-dim score would otherwise be promoted to float64."""
+    w = make_world(TaskConfig(d=4, K=8, n_labels=200, n_eval_contexts=16, n_norm_contexts=64, proxy=proxy))
+    x = w.task.sample_contexts(1, seed=0)[0][0]  # (K, d) float32
+    batch = w.task.proxy_reward(x, count=False)
+    one = w.task.proxy_reward(x[3], count=False)
+    assert batch.dtype == one.dtype == torch.float32 and one.shape == ()
+    assert float(one) == pytest.approx(float(batch[3]), rel=1e-5, abs=1e-6)
