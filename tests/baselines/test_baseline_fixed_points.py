@@ -231,3 +231,45 @@ def test_several_steps_per_batch_keep_the_fixed_point(arms, name):
     agent = exact_fit(name, arms, steps=300, **{ITERS[name]: 4}, **MANY_STEPS[name])
     target = forward_kl_fixed_point(arms.ref, arms.r, arms.beta) if name == "grpo" else tilt(arms)
     assert tv(arms.probs(agent), target) < 1e-3
+
+
+def test_exact_par_reward_is_the_pi_ref_expectation_and_reinforce_reaches_its_tilt(arms):
+    """Exact PAR (Fu et al. 2025): r̃_k = Σ_j π_ref,j σ(r_k − r_j), a fixed reward (the expectation under π_ref, not
+    under the current π), so REINFORCE with the KL in the reward converges to π_ref e^{r̃/β}."""
+    par = (arms.ref[None, :] * torch.sigmoid(arms.r[:, None] - arms.r[None, :])).sum(-1)
+    agent = exact_fit("reinforce", arms, reward_shaping="par")
+    assert tv(arms.probs(agent), M.tilt_logp(arms.ref.log(), par, arms.beta).exp()) < 1e-3
+
+
+@pytest.mark.parametrize("divergence", ["kl", "chi2"])
+def test_divergence_in_the_loss_keeps_its_fixed_point_with_several_contexts_per_batch(divergence):
+    """batch_size = 4 identical contexts: the policy-gradient term and β·D are both averaged over contexts, so
+    the fixed point is the same closed form as with one context (a sum in either term multiplies β by 4)."""
+    arms = Arms(beta=2.0) if divergence == "chi2" else Arms()
+    target = (chi2_tilt_logp(arms.ref.log(), arms.r, arms.beta) if divergence == "chi2" else
+              M.tilt_logp(arms.ref.log(), arms.r, arms.beta)).exp()
+    agent = make_agent("reinforce", exact_expectation=True, batch_size=4, device="cpu", divergence=divergence,
+                       kl_penalty="loss", kl_estimator="analytic")
+    agent.fit(arms.task, TrainBudget(proxy_queries=arms.K * 4 * STEPS))
+    assert tv(arms.probs(agent), target) < 1e-3
+
+
+def test_tilt_agents_satisfy_their_stationarity_conditions(arms):
+    """KL: r_k − β log(π_k/π_ref,k) is one constant. χ² (KKT): r_k − 2β π_k/π_ref,k = λ on the support and
+    r_k ≤ λ off it, Σ π = 1 — checked on the agents' outputs, not against the library's closed forms
+    (tolerance: the task hands out π_ref in float32)."""
+    from baselines import Tilt
+
+    p = arms.probs(Tilt(device="cpu").fit(arms.task))  # β = the task's
+    c = arms.r - arms.beta * (p / arms.ref).log()
+    assert float(c.max() - c.min()) < 1e-6
+    truncated = {}
+    for beta in (0.2, 2.0):
+        p = arms.probs(Tilt(beta=beta, divergence="chi2", device="cpu").fit(arms.task))
+        on = p > 0
+        lam = arms.r[on] - 2 * beta * p[on] / arms.ref[on]
+        assert float(p.sum()) == pytest.approx(1.0, abs=1e-9)
+        assert float(lam.max() - lam.min()) < 1e-5, beta
+        assert bool((arms.r[~on] <= lam.mean() + 1e-5).all())
+        truncated[beta] = int((~on).sum())
+    assert truncated[0.2] > 0 and truncated[2.0] == 0  # both branches of the KKT conditions are exercised

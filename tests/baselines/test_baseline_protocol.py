@@ -201,3 +201,60 @@ def test_unknown_config_fields_and_bad_clip_ranges_are_named():
         REINFORCE(learning_rat=0.1)
     with pytest.raises(ValueError, match=r"epsilon must be in \(0, 1\) \(got 1.5\)"):
         GRPO(epsilon=1.5)
+
+
+def _first_rollout(agent, task, budget):
+    """Fit on ``budget`` and return the rollouts the agent updated on."""
+    seen = []
+    real_update = agent.update
+    agent.update = lambda ro: seen.append(ro) or real_update(ro)
+    agent.fit(task, budget)
+    return seen
+
+
+def test_generations_are_sampled_with_replacement_from_the_policy(arms):
+    """k = 8 of K = 10 arms per context, drawn i.i.d. from π (= π_ref before the first update): the empirical
+    law of the actions is π_ref, duplicates included (without replacement it would be pushed towards uniform)."""
+    agent = make_agent("rloo", num_generations=8, batch_size=4000, device="cpu")
+    (ro,) = _first_rollout(agent, arms.task, TrainBudget(proxy_queries=8 * 4000))
+    freq = torch.bincount(ro.actions.reshape(-1), minlength=arms.K).double() / ro.actions.numel()
+    assert 0.5 * float((freq - arms.ref).abs().sum()) < 0.02  # sampling error of 32k draws: 0.007 (without replacement: 0.07)
+    assert bool((ro.weights == 1 / 8).all())
+
+
+def test_par_reference_queries_count_in_the_per_update_cost(arms):
+    """PAR scores num_generations + par_ref_samples candidates per context: a budget that is not a multiple of
+    that stops before it is exceeded, and one below it is refused up front."""
+    per_update = 8 * (1 + 2)
+    agent = make_agent("reinforce", reward_shaping="par", par_ref_samples=2, batch_size=8, device="cpu")
+    q0 = arms.task.budget.proxy_queries
+    agent.fit(arms.task, TrainBudget(proxy_queries=5 * per_update + per_update // 2))
+    assert arms.task.budget.proxy_queries - q0 == 5 * per_update and len(agent.history) == 5
+    with pytest.raises(ValueError, match=f"scores {per_update} candidates"):
+        make_agent("reinforce", reward_shaping="par", par_ref_samples=2, batch_size=8, device="cpu").fit(
+            arms.task, TrainBudget(proxy_queries=per_update - 1))
+
+
+def test_ppo_takes_num_minibatches_steps_per_epoch_over_every_context(arms):
+    """C = 10 contexts in 4 minibatches: ceil(10/4) = 3, so sizes 3, 3, 3, 1 — 4 steps per epoch, 2 epochs."""
+    agent = make_agent("ppo", batch_size=10, num_minibatches=4, num_epochs=2, device="cpu")
+    sizes = []
+    real_loss = agent.loss
+    agent.loss = lambda logp, ro, adv=None: sizes.append(ro.rewards.shape[0]) or real_loss(logp, ro, adv)
+    agent.fit(arms.task, TrainBudget(proxy_queries=10))
+    assert sizes == [3, 3, 3, 1] * 2
+
+
+def test_dpo_steps_count_the_pairs_seen_including_a_short_last_batch(small_env):
+    """300 pairs in batches of 128 (128, 128, 44) for 2 epochs: steps are pairs seen, the last one 600."""
+    task = fresh_task(small_env)
+    n = len(task.preferences)
+    agent = make_agent("dpo", batch_size=128, num_train_epochs=2, device="cpu")
+    agent.fit(task, TrainBudget(n_checkpoints=3))
+    expected, seen = [], 0
+    for _ in range(2):
+        for size in (128, 128, n - 256):
+            seen += size
+            expected.append(seen)
+    assert n == 300 and [h["step"] for h in agent.history] == expected
+    assert agent.checkpoint_steps[0] == 0 and agent.checkpoint_steps[-1] == 2 * n

@@ -88,3 +88,49 @@ def test_scalarized_pg_counts_queries_and_refuses_single_objective_tasks():
         ScalarizedTilt(weights=(-1, 2))
     with pytest.raises(ValueError, match="primary=2"):
         ConstrainedPG(primary=2, device="cpu").fit(task)
+
+
+SMALL_MO = MultiObjectiveConfig(d=6, K=8, cosines=-0.5, proxy="gold", ref_eta=1.0, n_eval_contexts=64,
+                                n_norm_contexts=256)
+
+
+def test_scalarized_tilt_is_the_tilt_of_the_weighted_sum_of_the_reward_models():
+    """π = π_ref e^{(Σ_i w_i r̂_i)/β}/Z: r̂ summed with the weights (not averaged over the m dimensions)."""
+    world = tiltenv.make_world(SMALL_MO)
+    cand, ref = world.task.sample_contexts(16, seed=3)
+    r_hat = world.task.dim_proxy_rewards(cand, count=False).double()  # (C, K, m)
+    w = torch.tensor([0.7, 0.3], dtype=torch.float64)
+    logp = ScalarizedTilt(weights=(0.7, 0.3), beta=0.4, device="cpu").fit(world.task).policy(cand, ref)
+    c = (r_hat * w).sum(-1) - 0.4 * (logp.double() - ref.double())  # r − β log(π/π_ref): one constant per context
+    assert float((c.amax(-1) - c.amin(-1)).max()) < 1e-5
+
+
+def test_constrained_dual_step_and_lagrangian_reward_follow_the_formulas():
+    """Two exact updates from μ_1 = init_multiplier: each rollout's reward is r̂_0 + μ_1 r̂_1 (μ before the update),
+    then μ_1 ← clip(μ_1 − dual_lr·(V̂_1(π) − margin), 0, max) with V̂_1(π) = mean_x Σ_k π(k|x) r̂_1(x_k) under the
+    sampling policy (π_ref is not uniform here, and π moves after the first update)."""
+    world = tiltenv.make_world(SMALL_MO)
+    agent = ConstrainedPG(exact_expectation=True, batch_size=32, init_multiplier=0.5, dual_lr=0.3, margin=0.2,
+                          beta=0.1, device="cpu")
+    seen, mus = [], []
+    real_update = agent.update
+
+    def update(ro):
+        seen.append(ro)
+        mus.append(float(agent.multipliers_[1]))
+        return real_update(ro)
+
+    agent.update = update
+    agent.fit(world.task, TrainBudget(proxy_queries=2 * 32 * 8))
+    assert len(seen) == 2 and mus[0] == 0.5
+    mu = 0.5
+    for ro, h, mu_before in zip(seen, agent.history, mus):
+        assert mu_before == pytest.approx(mu, abs=1e-5)
+        dims = world.task.dim_proxy_rewards(ro.candidates, count=False).double()
+        torch.testing.assert_close(ro.proxy.double(), dims[..., 0] + mu * dims[..., 1], rtol=1e-5, atol=1e-5)
+        v1 = float((ro.old_logp.double().exp() * dims[..., 1]).sum(-1).mean())
+        assert h["proxy_dim1"] == pytest.approx(v1, abs=1e-5)
+        mu = min(max(mu - 0.3 * (v1 - 0.2), 0.0), 100.0)
+        assert h["multiplier_dim1"] == pytest.approx(mu, abs=1e-5)
+    assert agent.multipliers_[0] == 0.0 and agent.multipliers_[1] == pytest.approx(mu, abs=1e-5)
+    assert agent.weights_ == pytest.approx(np.array([1.0, mu]) / (1.0 + mu))

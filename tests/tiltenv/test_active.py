@@ -120,3 +120,17 @@ def test_active_beats_random_at_equal_labels(label_temp):
     for s in ("on_policy", "low_margin", "disagreement"):
         assert regret[s] < 0.5 * regret["random"]
         assert all(a > r for a, r in zip(res[s], res["random"]))  # on every seed
+
+
+def test_active_reward_model_is_normalized_under_pi_ref_pooled_over_contexts():
+    """Like the task's proxies (DESIGN §1): mean 0 and variance 1 under π_ref pooled over the normalization
+    contexts, E_x Σ_k π_ref,k r̂_k² = 1 — never per context (the within-context variance alone is smaller)."""
+    env = gym.make("tiltenv/ActiveLabels-v0", **SMALL)
+    with open_label_channel(env, budget=20) as ch:
+        agent = ActiveRLHF(strategy="random", rounds=2, pool=64, n_norm_contexts=512).fit(env.unwrapped.task, channel=ch)
+    x, p = agent._norm_x, agent._norm_ref.double().exp()
+    r = agent.reward(x)
+    assert float((p * r).sum(-1).mean()) == pytest.approx(0.0, abs=1e-9)
+    assert float((p * r**2).sum(-1).mean()) == pytest.approx(1.0, abs=1e-9)
+    within = float((p * (r - (p * r).sum(-1, keepdim=True)) ** 2).sum(-1).mean())
+    assert within < 0.95  # the two normalizations differ on this task
