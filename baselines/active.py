@@ -90,6 +90,7 @@ class ActiveRLHF(Agent):
         if channel is None or not callable(channel) or not hasattr(channel, "remaining"):
             raise TypeError("ActiveRLHF.fit needs channel=, a label channel from tiltenv.active.open_label_channel(env).")
         cfg = self.config
+        self.history = []  # a second fit starts afresh, as every other agent's does
         self.beta_ = float(task.beta if cfg.beta is None else cfg.beta)
         g = torch.Generator().manual_seed(cfg.seed)
         d = task.d

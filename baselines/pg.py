@@ -246,7 +246,13 @@ class PolicyGradientAgent(Agent):
         while used + per_update <= budget.proxy_queries and not out_of_time(budget, started):
             rollout = self.collect(task)
             stats = self.update(rollout)
-            used = task.budget.proxy_queries - q0
+            spent, used = task.budget.proxy_queries - q0 - used, task.budget.proxy_queries - q0
+            if spent <= 0:  # an uncounted proxy would never exhaust the budget: fail rather than loop forever
+                raise RuntimeError(
+                    f"an update of {type(self).__name__} scored {per_update} candidates but task.budget.proxy_queries "
+                    f"did not grow: this task's proxy_reward does not count its queries (count=False, or a wrapper "
+                    f"that drops counting), so the budget of {budget.proxy_queries} queries would never run out."
+                )
             self.history.append({"step": used, **stats})
             ckpt(used, self.snapshot)
         ckpt.finish(used, self.snapshot)

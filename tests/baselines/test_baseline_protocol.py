@@ -186,6 +186,26 @@ def test_fit_rejects_what_is_not_a_public_task_and_dpo_needs_pairs(arms):
         make_agent("dpo", device="cpu").fit(arms.task)
 
 
+@pytest.mark.parametrize("name", sorted(PG_BASELINES))
+def test_a_task_whose_proxy_does_not_count_is_an_error_not_an_endless_fit(name, small_env):
+    """The budget loop measures what an update spent on the task's counter; a wrapper that drops counting used
+    to make fit loop forever (no wall time set)."""
+
+    class Uncounted:
+        def __init__(self, task):
+            self._task = task
+
+        def __getattr__(self, item):
+            return getattr(self._task, item)
+
+        def proxy_reward(self, x, count=True):
+            return self._task.proxy_reward(x, count=False)
+
+    agent = make_agent(name, device="cpu")
+    with pytest.raises(RuntimeError, match=r"did not grow: this task's proxy_reward does not count its queries"):
+        agent.fit(Uncounted(fresh_task(small_env)), TrainBudget(proxy_queries=4096, n_checkpoints=2))
+
+
 def test_agent_accepts_config_or_overrides():
     a = baselines.REINFORCE(learning_rate=0.2)
     b = baselines.REINFORCE(baselines.REINFORCEConfig(), learning_rate=0.2)

@@ -89,6 +89,10 @@ def test_active_agent_protocol_and_errors():
         assert ch.used == 40 and agent.labels_bought == 40
     assert steps == [0, 10, 20, 30, 40]
     assert task.budget.proxy_queries == 0  # it trains its own reward model
+    assert len(agent.history) == 4
+    with open_label_channel(env, budget=40) as ch:  # a second fit starts afresh
+        agent.fit(task, channel=ch)
+    assert [h["round"] for h in agent.history] == [0, 1, 2, 3] and agent.labels_bought == 40
     logp = agent.policy(*task.sample_contexts(3, seed=0))
     assert torch.allclose(logp.exp().sum(-1), torch.ones(3, dtype=logp.dtype))
 
