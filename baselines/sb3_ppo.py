@@ -39,7 +39,7 @@ from baselines.base import (
     out_of_time,
     resolve_device,
 )
-from tiltenv._validation import check_choice, check_float, check_int
+from tiltenv._validation import check_choice, check_float, check_footprint, check_int
 
 __all__ = ["SB3PPOConfig", "SB3PPO"]
 
@@ -146,6 +146,10 @@ class SB3PPO(Agent):
                 f"one SB3 rollout is n_envs·n_steps = {rollout} env steps (proxy queries) but the budget allows "
                 f"{budget.proxy_queries}; lower n_envs or n_steps."
             )
+        # SB3's rollout buffer: observations (K·(d+1) float32 a step, dict or flat) and 7 per-step float32 arrays
+        check_footprint("SB3 PPO's rollout buffer", 4 * rollout * (task.K * (task.d + 1) + 7),
+                        f"n_envs {cfg.n_envs} × n_steps {cfg.n_steps} × (K {task.K} × (d {task.d} + 1) + 7) float32",
+                        "lower n_envs or n_steps")
         self.device = resolve_device(cfg.device)
         venv = self.make_env(task)
         policy_name = "MultiInputPolicy" if cfg.obs_mode == "dict" else "MlpPolicy"

@@ -278,3 +278,14 @@ def test_dpo_steps_count_the_pairs_seen_including_a_short_last_batch(small_env):
             expected.append(seen)
     assert n == 300 and [h["step"] for h in agent.history] == expected
     assert agent.checkpoint_steps[0] == 0 and agent.checkpoint_steps[-1] == 2 * n
+
+
+def test_sb3_rollout_buffer_too_large_is_refused_before_allocating(small_env):
+    """SB3's PPO allocates n_envs·n_steps observations of K·(d+1) floats up front; a plan far beyond memory is a
+    clear error naming the knobs, not an allocator failure minutes later."""
+    task = fresh_task(small_env)
+    agent = make_agent("sb3_ppo", n_envs=1024, n_steps=2_000_000, device="cpu")
+    with pytest.raises(ValueError, match=r"SB3 PPO's rollout buffer would need about .* GiB \(n_envs 1024 × n_steps "
+                                         r"2000000 × \(K \d+ × \(d \d+ \+ 1\) \+ 7\) float32\).*lower n_envs or n_steps"):
+        agent.fit(task, TrainBudget(proxy_queries=1024 * 2_000_000, n_checkpoints=2))
+    assert task.budget.proxy_queries == 0
