@@ -706,3 +706,33 @@ def test_channel_checks_magic_and_header_size():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_sigkill_the_scorer_did_not_send_is_memory(world, tmp_path):
+    """The kernel's OOM killer sends SIGKILL: a run killed by a SIGKILL the scorer did not send failed on memory."""
+    detail = fails(world, tmp_path, "import signal\nos.kill(os.getpid(), signal.SIGKILL)", "memory")
+    assert "OOM" in detail
+
+
+@pytest.mark.parametrize("kind", ["budget", "timeout", "protocol", "nonsense"])
+def test_a_child_cannot_choose_its_failure_reason(world, tmp_path, kind):
+    """Only load / memory / invalid_output may come from the child's own report; anything else it claims is an error."""
+    body = f"""
+        from leaderboard import _child
+        _child.CHANNEL.send({{'op': 'error', 'stage': 'fit', 'kind': {kind!r}, 'type': 'X', 'message': 'claimed'}})
+        time.sleep(30)
+    """
+    assert "claimed" in fails(world, tmp_path, body, "error", limits=Limits(wall_time=20, memory_mb=2048))
+
+
+def test_the_network_probe_fails_only_when_the_kernel_refuses():
+    """``python leaderboard/_netns.py`` exits 0 (isolated), or 1 because unshare was refused; an unshare that
+    'succeeds' but leaves interfaces would silently turn isolation off (every network test would skip)."""
+    from leaderboard import _netns
+
+    probe = subprocess.run([sys.executable, "-I", _netns.__file__], env={}, cwd="/", capture_output=True, text=True,
+                           timeout=60)
+    if probe.returncode != 0:
+        assert "unshare(" in probe.stderr and "failed" in probe.stderr, probe.stderr
+    else:
+        assert probe.stderr == ""
