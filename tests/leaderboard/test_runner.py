@@ -181,3 +181,27 @@ def test_scoring_on_a_judge_view_matches_the_judge(device):
     assert set(got) == set(want)
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12, nan_ok=True), k
+
+
+def test_plan_skips_exactly_the_stored_runs_of_each_submission_and_track(tmp_path):
+    """plan() keys the skip on (code hash, suite, version, split, task, seed index) and gives each submission the
+    runs of its own track only."""
+    from types import SimpleNamespace
+
+    from leaderboard.runner import plan
+    from leaderboard.spec import RunResult
+
+    suite = Suite("tiny", 2, SUITE.entries, n_dev_seeds=2, n_test_seeds=1)
+    agent = SimpleNamespace(name="ag", ref="ag", kind="file", track="agent", code_hash="a" * 64, config={})
+    rm = SimpleNamespace(name="rm", ref="rm", kind="file", track="reward_model", code_hash="b" * 64, config={})
+    specs = suite.runs("dev", track="agent") + suite.runs("dev", track="reward_model")
+    by = {(s.track, s.task_key, s.seed_index): s for s in specs}
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    old = Suite("tiny", 1, SUITE.entries, n_dev_seeds=2).runs("dev")[2]  # linear#0 of version 1: not this version's
+    for sub, spec in [(agent, by["agent", "hump", 1]), (agent, old), (rm, by["reward_model", "hump", 0])]:
+        assert store.save(RunResult(sub.name, sub.code_hash, spec, "failed", reason="error", detail="x"))
+    todo, skipped = plan([agent, rm], specs, store)
+    assert skipped == 2
+    assert [(s.name, sp.track, sp.task_key, sp.seed_index) for s, sp in todo] == [
+        ("ag", "agent", "hump", 0), ("ag", "agent", "linear", 0), ("ag", "agent", "linear", 1),
+        ("rm", "reward_model", "hump", 1), ("rm", "reward_model", "linear", 0), ("rm", "reward_model", "linear", 1)]

@@ -556,3 +556,183 @@ def test_where_isolation_is_unavailable_isolate_warns_and_require_refuses(world,
 def test_limits_network_names_its_choices():
     with pytest.raises(ValueError, match=r"network must be one of \['isolate', 'require', 'allow'\] \(got 'off'\)"):
         Limits(network="off")
+
+
+# ----------------------------------------------------------------------------------------------- exact limits
+# Each pins one limit at its boundary: the largest allowed value passes, one more fails (mutation probe).
+def test_checkpoint_cap_is_exactly_n_checkpoints_plus_two(world, tmp_path):
+    budget = TrainBudget(proxy_queries=2048, n_checkpoints=4)
+    out = run(world, load_submission(write_agent(tmp_path, "for i in range(6):\n    checkpoint(i, self)")), budget)
+    assert out.steps == list(range(6))
+    detail = fails(world, tmp_path, "for i in range(7):\n    checkpoint(i, self)", "error", budget=budget)
+    assert "n_checkpoints + 2 = 6" in detail
+
+
+DEPLOY_AGENT = """
+    self.task, self.calls = task, 0
+    for i in range(6):
+        checkpoint(i, self)
+"""
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_deploy_queries_are_capped_at_n_checkpoints_plus_two_times_c_k(world, tmp_path, extra):
+    """(n_checkpoints + 2)·C·K = 6·64·8 = 3072 deployment queries in all pass; one candidate more fails the run."""
+    policy = ("self.calls += 1; self.task.proxy(candidates)\n"
+              f"        if self.calls == 6 and {extra}: self.task.proxy(candidates[:1, :{extra}])\n"
+              "        return torch.as_tensor(ref_logp)")
+    budget = TrainBudget(proxy_queries=2048, n_checkpoints=4)
+    if not extra:
+        out = run(world, load_submission(write_agent(tmp_path, DEPLOY_AGENT, policy=policy)), budget)
+        assert (out.proxy_queries, out.deploy_queries, len(out.steps)) == (0, 3072, 6)
+        return
+    detail = fails(world, tmp_path, DEPLOY_AGENT, "budget", policy=policy, budget=budget)
+    assert "asked to score 1 candidates with 0 left" in detail and "= 3072" in detail
+
+
+@pytest.mark.parametrize("total, ok", [(1.0009, True), (1.0011, False)])
+def test_normalization_tolerance_is_1e_3_and_outputs_are_renormalized(world, tmp_path, total, ok):
+    """Rows whose probabilities sum to 1.0009 (|logsumexp| = 9.0e-4) pass and are renormalized in float64; 1.0011
+    (1.1e-3) fails."""
+    policy = f"return torch.as_tensor(ref_logp) + float(np.log({total!r}))"
+    if ok:
+        out = run(world, load_submission(write_agent(tmp_path, "checkpoint(0, self)", policy=policy)))
+        want = torch.log_softmax(world.judge.eval_ref_logp.double() + float(np.log(total)), -1).numpy()
+        assert np.array_equal(out.logps[0], want)
+    else:
+        detail = fails(world, tmp_path, "checkpoint(0, self)", "invalid_output", policy=policy)
+        assert "not normalized" in detail and "64 of 64 rows" in detail
+
+
+def test_wall_time_counts_from_the_start_of_the_run(world, tmp_path):
+    """A fit of 4.5 s under a 3 s limit is killed (a deadline later than ``wall_time`` would let it finish)."""
+    fails(world, tmp_path, "time.sleep(4.5)\ncheckpoint(0, self)", "timeout", limits=Limits(wall_time=3, memory_mb=2048))
+
+
+def test_rlimit_data_is_memory_mb(world, tmp_path):
+    """Reserving 2.5 GiB (untouched: no resident memory) under memory_mb=2048 fails: RLIMIT_DATA is 2048 MiB."""
+    detail = fails(world, tmp_path, "x = np.empty(2560 * 2**20, dtype=np.uint8)\ncheckpoint(0, self)", "memory",
+                   limits=Limits(wall_time=60, memory_mb=2048))
+    assert "allocate" in detail or "Memory" in detail
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the privilege drop happens only when the scorer is root")
+@pytest.mark.parametrize("spawn", ["zygote", "popen"])
+def test_root_child_has_no_group_of_root(world, tmp_path, spawn):
+    """The run drops root's gid and every supplementary group (the scorer gets one here, so dropping it is seen)."""
+    body = "raise RuntimeError('IDS' + json.dumps([os.getuid(), os.getgid(), os.getegid(), os.getgroups()]) + 'END')"
+    old = os.getgroups()
+    os.setgroups(sorted({*old, 0, 4242}))  # inherited by a popen child (the zygote started earlier)
+    try:
+        detail = fails(world, tmp_path, body, "error", spawn=spawn)
+    finally:
+        os.setgroups(old)
+    uid, gid, egid, groups = json.loads(detail[detail.index("IDS") + 3:detail.index("END")])
+    assert uid != 0 and gid != 0 and egid != 0 and groups == []
+
+
+# ----------------------------------------------------------------------------------------------- protocol attacks
+PROTOCOL_ATTACKS = {
+    "decreasing steps": "ch.send({'op': 'fit_done', 'steps': [5, 3]})",
+    "negative step": "ch.send({'op': 'fit_done', 'steps': [-1]})",
+    "n_checkpoints + 3 steps": "ch.send({'op': 'fit_done', 'steps': [0] * 7})",
+    "proxy request of the wrong d": "ch.send({'op': 'proxy'}, [np.zeros((2, 5), dtype=np.float32)])",
+    "checkpoint out of order": """
+        ch.send({'op': 'fit_done', 'steps': [0, 1]})
+        header, (cand, ref) = ch.recv_arrays()
+        ch.send({'op': 'logp', 'index': 1, 'step': 1}, [ref])
+    """,
+}
+
+
+@pytest.mark.parametrize("attack", sorted(PROTOCOL_ATTACKS))
+def test_protocol_violations_fail_the_run(world, tmp_path, attack):
+    body = f"""
+        from leaderboard import _child
+        ch = _child.CHANNEL
+        {textwrap.indent(textwrap.dedent(PROTOCOL_ATTACKS[attack]), ' ' * 8).strip()}
+        time.sleep(30)
+    """
+    fails(world, tmp_path, body, "protocol", budget=TrainBudget(proxy_queries=2048, n_checkpoints=4),
+          limits=Limits(wall_time=20, memory_mb=2048))
+
+
+# ----------------------------------------------------------------------------------------------- framing
+def test_array_specs_must_add_up_to_the_payload_exactly():
+    from leaderboard._child import MAX_ARRAYS, MAX_NDIM, ProtocolError, check_array_specs
+
+    def spec(shape, dtype="<f4"):
+        return {"dtype": dtype, "shape": shape}
+
+    assert check_array_specs({"arrays": [spec([2, 3])]}, 24) == [(np.dtype("<f4"), (2, 3))]
+    assert len(check_array_specs({"arrays": [spec([1])] * MAX_ARRAYS}, 4 * MAX_ARRAYS)) == MAX_ARRAYS
+    assert check_array_specs({"arrays": [spec([1] * MAX_NDIM, "<f8")]}, 8)[0][1] == (1,) * MAX_NDIM
+    for header, plen in [
+        ({"arrays": [spec([2, 3])]}, 25),                      # a payload longer than its arrays
+        ({"arrays": [spec([2, 3])]}, 23),
+        ({"arrays": [spec([1])] * (MAX_ARRAYS + 1)}, 4 * (MAX_ARRAYS + 1)),
+        ({"arrays": [spec([1] * (MAX_NDIM + 1))]}, 4),
+        ({"arrays": [spec([-2, -3])]}, 24),                    # negative sizes whose product fits
+        ({"arrays": [{**spec([2]), "offset": 0}]}, 8),        # unknown keys
+        ({"arrays": [spec([2], ">f4")]}, 8),                   # big-endian
+        ({"arrays": [spec([2], "<f2")]}, 4),
+        ({"arrays": [spec([2])], "payload": "pickle"}, 8),     # only the scorer may send a pickle
+    ]:
+        with pytest.raises(ProtocolError):
+            check_array_specs(header, plen)
+
+
+def test_channel_checks_magic_and_header_size():
+    import struct
+
+    from leaderboard._child import Channel, ProtocolError
+
+    def frame(header: bytes, magic: bytes = b"TLT1") -> bytes:
+        return struct.pack("<4sIQ", magic, len(header), 0) + header
+
+    r, w = os.pipe()
+    try:
+        chan = Channel(r, w)
+        h = b'{"op":"x","p":"' + b"a" * 10 + b'"}'
+        os.write(w, frame(h))
+        assert chan.recv_header(max_header=len(h)) == ({"op": "x", "p": "a" * 10}, 0)
+        os.write(w, frame(h))
+        with pytest.raises(ProtocolError, match="exceeds"):
+            chan.recv_header(max_header=len(h) - 1)
+        os.read(r, len(h))
+        os.write(w, frame(b'{"op":"x"}', magic=b"TLT2"))
+        with pytest.raises(ProtocolError, match="magic"):
+            chan.recv_header()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_sigkill_the_scorer_did_not_send_is_memory(world, tmp_path):
+    """The kernel's OOM killer sends SIGKILL: a run killed by a SIGKILL the scorer did not send failed on memory."""
+    detail = fails(world, tmp_path, "import signal\nos.kill(os.getpid(), signal.SIGKILL)", "memory")
+    assert "OOM" in detail
+
+
+@pytest.mark.parametrize("kind", ["budget", "timeout", "protocol", "nonsense"])
+def test_a_child_cannot_choose_its_failure_reason(world, tmp_path, kind):
+    """Only load / memory / invalid_output may come from the child's own report; anything else it claims is an error."""
+    body = f"""
+        from leaderboard import _child
+        _child.CHANNEL.send({{'op': 'error', 'stage': 'fit', 'kind': {kind!r}, 'type': 'X', 'message': 'claimed'}})
+        time.sleep(30)
+    """
+    assert "claimed" in fails(world, tmp_path, body, "error", limits=Limits(wall_time=20, memory_mb=2048))
+
+
+def test_the_network_probe_fails_only_when_the_kernel_refuses():
+    """``python leaderboard/_netns.py`` exits 0 (isolated), or 1 because unshare was refused; an unshare that
+    'succeeds' but leaves interfaces would silently turn isolation off (every network test would skip)."""
+    from leaderboard import _netns
+
+    probe = subprocess.run([sys.executable, "-I", _netns.__file__], env={}, cwd="/", capture_output=True, text=True,
+                           timeout=60)
+    if probe.returncode != 0:
+        assert "unshare(" in probe.stderr and "failed" in probe.stderr, probe.stderr
+    else:
+        assert probe.stderr == ""

@@ -499,3 +499,21 @@ def test_forget_failed_deletes_only_failed_runs(store_url):
     assert len(st.checkpoints()) == 1 and st.failures().empty
     assert st.forget_failed() == 0
     assert st.save(bad)  # the key is free again
+
+
+def test_forget_failed_keeps_to_its_filters(sqlite_url):
+    st = Store(sqlite_url)
+    failed = [failed_result(0), failed_result(1, code_hash=HASH_B, name="beta"), failed_result(2, version=2),
+              failed_result(3, split="test"), failed_result(4, suite="quick"), failed_result(5, track="reward_model")]
+    for r in failed:
+        assert st.save(r)
+    assert st.save(ok_result(6))
+    assert st.forget_failed(code_hash="c" * 64) == 0 and st.forget_failed(suite="full") == 0
+    assert st.forget_failed(code_hash=HASH_B) == 1
+    assert st.forget_failed(version=2) == 1
+    assert st.forget_failed(split="test") == 1
+    assert st.forget_failed(suite="quick") == 1
+    assert st.forget_failed(track="reward_model") == 1
+    assert [tuple(k) for k in st.failures()[KEY_COLUMNS].to_numpy().tolist()] == [failed[0].key()]
+    assert st.forget_failed() == 1 and st.failures().empty
+    assert len(st.runs()) == 1 and len(st.checkpoints()) == N_CKPT  # the ok run and its checkpoints stay

@@ -101,3 +101,43 @@ def test_module_errors():
 def test_submission_record():
     sub = load_submission("tilt", name="my tilt")
     assert isinstance(sub, Submission) and sub.name == "my tilt" and sub.ref == "tilt"
+
+
+def test_baseline_code_hash_covers_its_module_base_and_policy(monkeypatch):
+    """Editing the baseline's own module (or base.py / policy.py) must change its code hash."""
+    import inspect
+    from pathlib import Path
+
+    from baselines import BASELINES
+    from leaderboard import submission
+
+    seen = []
+    real = submission._sha256_files
+    monkeypatch.setattr(submission, "_sha256_files", lambda paths, extra=b"": seen.append(list(paths)) or real(paths, extra))
+    for name in ("reinforce", "tilt"):
+        load_submission(name)
+        files = {p.name for p in seen[-1]}
+        own = Path(inspect.getsourcefile(sys.modules[BASELINES[name][0].__module__])).name
+        assert {own, "base.py", "policy.py"} <= files, (name, files)
+
+
+def test_code_hash_is_the_documented_sha256_over_named_files(tmp_path):
+    from leaderboard.submission import _sha256_files
+
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_bytes(b"x = 1\n")
+    b.write_bytes(b"y")
+    h = hashlib.sha256()
+    for p in (a, b):
+        data = p.read_bytes()
+        h.update(p.name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    h.update(b"extra")
+    assert _sha256_files([a, b], b"extra") == h.hexdigest()
+
+
+def test_builtin_proxy_hash_covers_its_options():
+    base = load_submission("proxy:mlp")
+    assert (base.kind, base.track, base.target) == ("proxy", "reward_model", "mlp")
+    assert load_submission("proxy:mlp").code_hash == base.code_hash
+    assert load_submission("proxy:mlp", config={"hidden": 7}).code_hash != base.code_hash
+    assert load_submission("proxy:linear").code_hash != base.code_hash

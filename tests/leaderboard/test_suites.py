@@ -110,3 +110,53 @@ def test_bad_names_get_the_closest_valid_one():
         get_suite("smoke").runs("dev", n_seeds=5)
     with pytest.raises(ValueError, match="must not set 'seed'"):
         SuiteEntry("a", "tiltenv/Hump-v0", {"seed": 1})
+
+
+def test_dev_seed_is_the_documented_hash_of_suite_task_and_index():
+    def want(suite, key, i):
+        return int.from_bytes(hashlib.sha256(f"tiltenv-dev/{suite}/{key}/{i}".encode()).digest()[:8], "big") & ((1 << 63) - 1)
+
+    assert S.dev_seed("smoke", "hump", 0) == want("smoke", "hump", 0)
+    assert len({S.dev_seed("smoke", "hump", 0), S.dev_seed("quick", "hump", 0), S.dev_seed("smoke", "linear", 0),
+                S.dev_seed("smoke", "hump", 1)}) == 4
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o700])
+def test_a_salt_file_any_other_user_could_touch_is_refused(tmp_path, monkeypatch, mode):
+    monkeypatch.delenv(S.SALT_ENV, raising=False)
+    path = tmp_path / "salt"
+    path.write_text("abc\n")
+    monkeypatch.setenv(S.SALT_FILE_ENV, str(path))
+    os.chmod(path, 0o600)
+    assert S.load_salt() == b"abc"
+    os.chmod(path, mode)
+    if mode & 0o077:
+        with pytest.raises(RuntimeError, match="chmod 600"):
+            S.load_salt()
+    else:  # the owner's own bits are the owner's business
+        assert S.load_salt() == b"abc"
+
+
+def test_an_empty_salt_is_never_used(tmp_path, monkeypatch):
+    path = tmp_path / "salt"
+    path.write_text("  \n")
+    os.chmod(path, 0o600)
+    monkeypatch.setenv(S.SALT_FILE_ENV, str(path))
+    monkeypatch.setenv(S.SALT_ENV, "")  # an empty variable is unset: the file is read
+    with pytest.raises(RuntimeError, match="is empty"):
+        S.load_salt()
+    path.write_text("from-file\n")
+    assert S.load_salt() == b"from-file"
+
+
+def test_test_runs_use_the_suite_version_and_carry_the_track():
+    entries = (SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 1024), SuiteEntry("b", "tiltenv/Linear-v0", {}, 2048, 3))
+    v2 = Suite("x", 2, entries, n_dev_seeds=1, n_test_seeds=2)
+    for track in ("agent", "reward_model"):
+        runs = v2.runs("test", salt=b"k", track=track)
+        assert [(r.task_key, r.seed_index) for r in runs] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+        assert [r.seed for r in runs] == [S.test_seed(b"k", "x", 2, r.task_key, r.seed_index) for r in runs]
+        assert all(r.track == track and r.suite_version == 2 and r.split == "test" for r in runs)
+        assert [(r.proxy_queries, r.n_checkpoints) for r in runs] == [(1024, 12), (1024, 12), (2048, 3), (2048, 3)]
+    v3 = Suite("x", 3, entries, n_dev_seeds=1, n_test_seeds=2)
+    assert not {r.seed for r in v3.runs("test", salt=b"k")} & {r.seed for r in v2.runs("test", salt=b"k")}
