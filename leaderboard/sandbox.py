@@ -840,10 +840,14 @@ class RemoteRewardModel:
             if header["op"] != "scores":
                 child.fail("protocol", f"expected scores, got {str(header['op'])[:40]!r}")
             _check_output_dtype(child, header, "score()")
-            (y,) = child.recv_arrays(header, plen)
+            try:  # the declared shape is checked before anything is read: a child cannot make the scorer allocate
+                ((_, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
+            except ProtocolError as e:
+                child.fail("protocol", f"bad score() frame: {e}")
             want = tuple(x.shape[:-1])
-            if y.shape != want:
-                child.fail("invalid_output", f"score() returned shape {tuple(y.shape)}, expected {want}")
+            if shape != want:
+                child.fail("invalid_output", f"score() returned shape {shape}, expected {want}")
+            (y,) = child.recv_arrays(header, plen)
             bad = ~np.isfinite(y)
             if bad.any():
                 n_nan = int(np.isnan(y).sum())

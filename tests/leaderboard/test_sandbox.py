@@ -416,6 +416,24 @@ def test_remote_reward_model_faults(world, tmp_path, fit, score, reason, words):
     assert info.value.reason == reason and words in info.value.detail, info.value.detail
 
 
+def test_a_reward_model_declaring_a_huge_score_array_is_refused_before_the_scorer_reads_it(world, tmp_path):
+    """The declared shape is checked before the payload is read: a 1 TiB declaration used to make the scorer
+    allocate it (MemoryError in the scorer, aborting the whole scoring) instead of failing the run."""
+    score = (
+        "from leaderboard import _child\n"
+        "        import os, json, struct\n"
+        "        h = json.dumps({'op': 'scores', 'arrays': [{'dtype': '<f8', 'shape': [2**37]}]}).encode()\n"
+        "        os.write(_child.CHANNEL.wfd, struct.pack('<4sIQ', b'TLT1', len(h), 2**40) + h)\n"
+        "        time.sleep(30)"
+    )
+    path = tmp_path / "rm.py"
+    path.write_text("import time\n" + RM_SRC.format(fit="pass", score=score))
+    with pytest.raises(SandboxFailure) as info:
+        with RemoteRewardModel(load_submission(str(path)), world.task, LIMITS) as rm:
+            rm.score(torch.zeros(3, 4))
+    assert info.value.reason == "invalid_output" and "(137438953472,), expected (3,)" in info.value.detail
+
+
 def test_reward_model_has_no_proxy(world, tmp_path):
     path = tmp_path / "rm.py"
     path.write_text(RM_SRC.format(fit="self.d = data.x_a.shape[1]", score="return candidates[..., 0]"))
