@@ -543,8 +543,7 @@ def test_runs_cannot_reach_the_network(world, tmp_path, listener, spawn):
 
     seen = net_probe(world, tmp_path, listener, dataclasses.replace(LIMITS, network="allow"), spawn)
     assert seen["connect"] == "connected" and _received(listener) == b"LEAK", seen
-    # and an isolated run still talks to the scorer over its pipes: a normal run is valid
-    assert_valid(run(world, load_submission("tilt", config={"device": "cpu"}), spawn=spawn))
+    # (isolated runs still talk to the scorer over their pipes: every other test here runs isolated, both spawns)
 
 
 def test_where_isolation_is_unavailable_isolate_warns_and_require_refuses(world, tmp_path, listener, monkeypatch):
