@@ -196,6 +196,11 @@ def as_tensor(x: Any, device: torch.device, dtype: torch.dtype = torch.float32) 
     return x.to(device=device, dtype=dtype)
 
 
+def output_device(candidates: Any) -> torch.device:
+    """Where a policy's log-probabilities go back to: the candidates' device (the CPU for numpy / lists)."""
+    return candidates.device if isinstance(candidates, torch.Tensor) else torch.device("cpu")
+
+
 class Agent(abc.ABC):
     """Base class of every baseline: ``fit(task, budget, checkpoint)`` and ``policy(candidates, ref_logp)``.
 
@@ -243,6 +248,12 @@ class Agent(abc.ABC):
         return copy.deepcopy(self)
 
     # ------------------------------------------------------------------ helpers for subclasses
+    def _checkpoint_once(self, checkpoint: Any) -> None:
+        """A training-free agent's protocol: its one checkpoint (step 0) is the final policy."""
+        ckpt = Checkpointer(checkpoint, [])
+        ckpt.start(self.snapshot)
+        self.checkpoint_steps = ckpt.steps
+
     @staticmethod
     def _budget(budget: TrainBudget | None) -> TrainBudget:
         if budget is None:

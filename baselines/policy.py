@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.base import as_tensor
+from baselines.base import as_tensor, output_device
 from tiltenv._validation import check_choice, check_int
 
 __all__ = ["Policy", "PolicySnapshot", "HEADS", "ACTIVATIONS", "check_head"]
@@ -106,7 +106,7 @@ class Policy(nn.Module):
     def log_probs(self, candidates: Any, ref_logp: Any) -> torch.Tensor:
         """Like ``forward`` without gradients, for any input (numpy/torch, any device); output on the input's
         device (CPU for numpy)."""
-        out_device = candidates.device if isinstance(candidates, torch.Tensor) else torch.device("cpu")
+        out_device = output_device(candidates)
         cand = as_tensor(candidates, self.device)
         ref = as_tensor(ref_logp, self.device)
         if cand.ndim != 3 or ref.shape != cand.shape[:2] or cand.shape[-1] != self.d:

@@ -32,6 +32,7 @@ from baselines.base import (
     Agent,
     config_dataclass,
     Checkpointer,
+    output_device,
     TrainBudget,
     as_tensor,
     check_device,
@@ -90,7 +91,7 @@ def _obs(candidates: torch.Tensor, ref_logp: torch.Tensor, obs_mode: str) -> Any
 
 @torch.no_grad()
 def _sb3_log_probs(sb3_policy: Any, candidates: Any, ref_logp: Any, obs_mode: str) -> torch.Tensor:
-    out_device = candidates.device if isinstance(candidates, torch.Tensor) else torch.device("cpu")
+    out_device = output_device(candidates)
     cand = as_tensor(candidates, torch.device("cpu"))
     ref = as_tensor(ref_logp, torch.device("cpu"))
     obs, _ = sb3_policy.obs_to_tensor(_obs(cand, ref, obs_mode))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta, check_device, resolve_device, config_dataclass
+from baselines.base import Agent, TrainBudget, as_tensor, output_device, check_beta, check_device, resolve_device, config_dataclass
 from baselines.reinforce import REINFORCE, REINFORCEConfig
 from tiltenv import metrics as M
 
@@ -116,16 +116,14 @@ class ScalarizedTilt(Agent):
         self.device = resolve_device(self.config.device)
         self.beta_ = float(task.beta if self.config.beta is None else self.config.beta)
         self.weights_ = _effective_weights(task, self.config.weights)
-        ckpt = Checkpointer(checkpoint, [])
-        ckpt.start(self.snapshot)
-        self.checkpoint_steps = ckpt.steps
+        self._checkpoint_once(checkpoint)
         return self
 
     @torch.no_grad()
     def policy(self, candidates: Any, ref_logp: Any) -> torch.Tensor:
         if not hasattr(self, "view"):
             raise RuntimeError("ScalarizedTilt.policy() called before fit().")
-        out_device = candidates.device if isinstance(candidates, torch.Tensor) else torch.device("cpu")
+        out_device = output_device(candidates)
         cand = as_tensor(candidates, self.device)
         ref = as_tensor(ref_logp, self.device, torch.float64)
         r = self.view.scalarized(cand, count=False)

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta, check_device, resolve_device, config_dataclass
+from baselines.base import Agent, TrainBudget, as_tensor, output_device, check_beta, check_device, resolve_device, config_dataclass
 from tiltenv import metrics as M
 from tiltenv._validation import check_choice
 
@@ -81,16 +81,14 @@ class Tilt(Agent):
         self.task = task
         self.device = resolve_device(self.config.device)
         self.beta_ = float(task.beta if self.config.beta is None else self.config.beta)
-        ckpt = Checkpointer(checkpoint, [])
-        ckpt.start(self.snapshot)  # nothing to train: the one checkpoint is the final policy
-        self.checkpoint_steps = ckpt.steps
+        self._checkpoint_once(checkpoint)
         return self
 
     @torch.no_grad()
     def policy(self, candidates: Any, ref_logp: Any) -> torch.Tensor:
         if not hasattr(self, "task"):
             raise RuntimeError("Tilt.policy() called before fit().")
-        out_device = candidates.device if isinstance(candidates, torch.Tensor) else torch.device("cpu")
+        out_device = output_device(candidates)
         cand = as_tensor(candidates, self.device)
         ref = as_tensor(ref_logp, self.device, torch.float64)
         r = self.task.proxy_reward(cand, count=False)
