@@ -49,6 +49,9 @@ FAILURE_REASONS = {
     "invalid_output": "a policy returned NaN/inf, the wrong shape or log-probabilities that are not normalized",
     "protocol": "the child broke the channel protocol (malformed message, wrong dtype, died without a result)",
     "load": "the submission could not be loaded (missing module, file or factory)",
+    "checkpoint": "the run passed a mark of the scorer's checkpoint schedule without delivering the checkpoint due there",
+    "scoring": "the scorer's own code failed on this run's output (reading, validating, scoring or storing it); "
+               "the detail holds the traceback",
 }
 
 
@@ -143,8 +146,10 @@ class RunResult:
             the overoptimization summary ``peak_gold``, ``gold_drop``, ``kl_at_peak``, ``overoptimized``,
             Gao fits ``gao_rl_alpha`` ...). Empty when failed.
         checkpoints: the trajectory, one :class:`CheckpointRow` per snapshot, in step order.
-        proxy_queries: candidates the scorer's channel scored for this run; fit_time: seconds in ``fit``;
-        wall_time: seconds of the whole sandboxed run.
+        proxy_queries: candidates the scorer's channel scored for this run during ``fit``;
+        deployment_queries: candidates served while its checkpoints were evaluated (from the scorer's cache of
+        exactly the candidates each checkpoint is evaluated on; ``None`` where not applicable);
+        fit_time: seconds in ``fit``; wall_time: seconds of the whole sandboxed run.
     """
 
     submission: str
@@ -158,6 +163,7 @@ class RunResult:
     proxy_queries: int = 0
     fit_time: float = 0.0
     wall_time: float = 0.0
+    deployment_queries: int | None = None
 
     def key(self) -> tuple[str, str, int, str, str, int]:
         return self.spec.key(self.code_hash)

@@ -18,7 +18,8 @@ version is refused with a clear error rather than misread):
 ========================  ==================================================================================
 ``submissions``           one row per code hash: name, ref, kind, track, config (JSON), created (UTC)
 ``runs``                  one row per key: task id and kwargs (JSON), track, status (``ok``/``failed``),
-                          reason/detail (failed runs), proxy queries, fit and wall time, created (UTC)
+                          reason/detail (failed runs), proxy queries, deployment queries (schema 2), fit and
+                          wall time, created (UTC)
 ``metrics``               long format (run id, name, value): one row per final metric of a run
 ``checkpoints``           (run id, step) and the fields of :class:`leaderboard.spec.CheckpointRow`
 ========================  ==================================================================================
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 #: Bump on any change of the tables; a database with another version is refused (see :class:`Store`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The board used when no URL is given (a SQLite file in the current directory, made absolute on open).
 DEFAULT_URL = "sqlite:///tiltenv-board.db"
 #: Seconds a SQLite connection waits for another process's write lock before giving up.
@@ -93,7 +94,8 @@ KEY_COLUMNS = ["code_hash", "suite", "suite_version", "split", "task_key", "seed
 #: Columns of :meth:`Store.runs` before the metric columns (one per metric name, sorted).
 RUN_COLUMNS = [
     "submission", "code_hash", "suite", "suite_version", "split", "task_key", "task_id", "task_kwargs",
-    "seed_index", "track", "status", "reason", "detail", "proxy_queries", "fit_time", "wall_time",
+    "seed_index", "track", "status", "reason", "detail", "proxy_queries", "deployment_queries", "fit_time",
+    "wall_time",
 ]  # fmt: skip
 #: Float fields of a checkpoint row (:class:`leaderboard.spec.CheckpointRow` minus ``step``).
 CHECKPOINT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRow) if f.name != "step"]
@@ -102,7 +104,7 @@ FAILURE_COLUMNS = [
 ]  # fmt: skip
 SUBMISSION_COLUMNS = ["name", "code_hash", "ref", "kind", "track", "config", "created"]
 _INT_COLUMNS = ("suite_version", "seed_index", "proxy_queries", "step")
-_FLOAT_COLUMNS = ("fit_time", "wall_time", *CHECKPOINT_FIELDS)
+_FLOAT_COLUMNS = ("fit_time", "wall_time", "deployment_queries", *CHECKPOINT_FIELDS)  # deployment_queries: NaN = none
 _SUPPORTED_URLS = (
     "a SQLite file 'sqlite:///relative/board.db' or 'sqlite:////absolute/board.db' (or just a path ending in "
     ".db/.sqlite/.sqlite3), 'sqlite://' (in memory), PostgreSQL "
@@ -189,6 +191,8 @@ class RunRecord(Base):
     reason: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
     detail: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     proxy_queries: Mapped[int] = mapped_column(sa.BigInteger)
+    #: candidates served from the scorer's cache while the checkpoints were evaluated (schema 2; NULL: none)
+    deployment_queries: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True, default=None)
     fit_time: Mapped[float] = mapped_column(_Float, nullable=True)
     wall_time: Mapped[float] = mapped_column(_Float, nullable=True)
     created: Mapped[_dt.datetime] = mapped_column(sa.DateTime(timezone=True))
@@ -728,6 +732,8 @@ def _rows_of(result: RunResult) -> tuple[dict[str, Any], list[tuple[str, float]]
         "reason": result.reason,
         "detail": _clean_text(result.detail, limit=MAX_DETAIL_CHARS),
         "proxy_queries": _check_int("RunResult.proxy_queries", result.proxy_queries),
+        "deployment_queries": (None if getattr(result, "deployment_queries", None) is None
+                               else _check_int("RunResult.deployment_queries", result.deployment_queries)),
         "fit_time": _check_float("RunResult.fit_time", result.fit_time),
         "wall_time": _check_float("RunResult.wall_time", result.wall_time),
         "created": _dt.datetime.now(_dt.timezone.utc),
