@@ -203,8 +203,10 @@ class Channel:
         self._read_into(memoryview(hb))
         try:
             header = json.loads(hb.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError) as e:  # ValueError: also an integer of > 4300 digits
             raise ProtocolError(f"header is not UTF-8 JSON ({e})") from None
+        except RecursionError:  # e.g. 200,000 nested brackets: refused, never the scorer's exception
+            raise ProtocolError("header JSON is nested too deeply") from None
         if not isinstance(header, dict) or not isinstance(header.get("op"), str):
             raise ProtocolError("header must be a JSON object with a string 'op'")
         return header, plen

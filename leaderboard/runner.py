@@ -94,25 +94,55 @@ def _seed_everything(seed: int) -> None:
 def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = "cpu") -> RunResult:
     """Score one submission on one run: build the world, run the sandbox, score, return the result.
 
-    Never raises for a submission's fault: a failure is a :class:`RunResult` with ``status="failed"`` and its
-    reason. A failure of the scorer itself (e.g. a bad task spec) propagates.
+    Never raises: a failure is a :class:`RunResult` with ``status="failed"`` and its reason — the submission's
+    (:class:`~leaderboard.spec.SandboxFailure`), ``invalid_output`` for outputs the scorer cannot score
+    (:class:`leaderboard.scoring.UnscorableOutput`, e.g. a constant reward model), or ``scoring`` with the
+    traceback for any other exception of the scorer's own code on this run (building its world, reading,
+    validating or scoring its output), so one run never stops a scoring.
     """
+    started = time.perf_counter()
+    base = dict(submission=sub.name, code_hash=sub.code_hash, spec=spec)
+    try:
+        return _score_one(sub, spec, limits, device, base, started)
+    except Exception as exc:  # noqa: BLE001 - every exception becomes this run's failure
+        return failure_of(sub, spec, exc, wall_time=time.perf_counter() - started)
+
+
+def failure_of(sub: Any, spec: RunSpec, exc: BaseException, *, wall_time: float = 0.0) -> RunResult:
+    """The failed :class:`RunResult` of ``(sub, spec)`` for an exception of the scorer's code (reason ``scoring``,
+    the detail ends with the traceback; :class:`~leaderboard.scoring.UnscorableOutput`: ``invalid_output``)."""
+    import traceback
+
+    from leaderboard.scoring import UnscorableOutput
+
+    if isinstance(exc, SandboxFailure):
+        reason, detail = exc.reason, exc.detail
+    elif isinstance(exc, UnscorableOutput):
+        reason, detail = "invalid_output", str(exc)
+    else:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        head = f"{type(exc).__name__}: {str(exc)[:2000]}"
+        reason, detail = "scoring", f"{head}\n{tb[-6000:]}"
+    return RunResult(submission=str(getattr(sub, "name", "?")), code_hash=str(getattr(sub, "code_hash", "?")),
+                     spec=spec, status="failed", reason=reason, detail=detail, wall_time=float(wall_time))
+
+
+def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict, started: float) -> RunResult:
     from leaderboard import sandbox, scoring
 
-    started = time.perf_counter()
     world = world_of(spec)
-    base = dict(submission=sub.name, code_hash=sub.code_hash, spec=spec)
     try:
         if spec.track == "agent":
             out = sandbox.run_agent(
                 sub, world.task, spec.budget(), world.judge.eval_candidates, world.judge.eval_ref_logp, limits,
                 device=device,
             )
-            metrics, rows = scoring.score_agent_run(judge_on(world.judge, device), out.steps, out.logps)
-            metrics = {**metrics, "deploy_queries": float(out.deploy_queries)}
+            metrics, rows = scoring.score_agent_run(judge_on(world.judge, device), out.steps, out.logps,
+                                                    path=scoring.scorer_path(sub, world.judge, device=device)
+                                                    if out.proxy_queries == 0 else None)
             return RunResult(**base, status="ok", metrics=metrics, checkpoints=rows,
-                             proxy_queries=int(out.proxy_queries), fit_time=float(out.fit_time),
-                             wall_time=time.perf_counter() - started)
+                             proxy_queries=int(out.proxy_queries), deployment_queries=int(out.deploy_queries),
+                             fit_time=float(out.fit_time), wall_time=time.perf_counter() - started)
         _seed_everything(spec.seed_index)
         if sub.kind == "proxy":  # a built-in reward model: the library's own (trusted) proxy, scored in-process
             fit_start = time.perf_counter()
@@ -166,25 +196,41 @@ def _run_serial(todo, limits, device, on_result):
         on_result(score_one(sub, spec, limits, device))
 
 
+def _collect(sub: Any, spec: RunSpec, get: Callable[[], RunResult]) -> RunResult:
+    """A worker's result, or the run's ``scoring`` failure when getting it raised (a worker that died, a result
+    that could not be sent back): a finished neighbour's result is never dropped."""
+    try:
+        res = get()
+        if not isinstance(res, RunResult):
+            raise TypeError(f"a worker returned a {type(res).__name__}, not a RunResult")
+        return res
+    except Exception as exc:  # noqa: BLE001
+        return failure_of(sub, spec, exc)
+
+
 def _run_pool(todo, limits, device, on_result, workers):
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_pool_worker_init, initargs=(limits.threads,)) as ex:
-        pending: set[Future] = set()
+        pending: dict[Future, tuple[Any, RunSpec]] = {}
         it = iter(todo)
         # keep at most 2 × workers submitted so an interrupt loses little and memory stays bounded
         for sub, spec in it:
-            pending.add(ex.submit(score_one, sub, spec, limits, device))
+            pending[ex.submit(score_one, sub, spec, limits, device)] = (sub, spec)
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(set(pending), return_when=FIRST_COMPLETED)
             for fut in done:
-                on_result(fut.result())
+                sub, spec = pending.pop(fut)
+                on_result(_collect(sub, spec, fut.result))
                 nxt = next(it, None)
                 if nxt is not None:
-                    pending.add(ex.submit(score_one, nxt[0], nxt[1], limits, device))
+                    try:
+                        pending[ex.submit(score_one, nxt[0], nxt[1], limits, device)] = nxt
+                    except Exception as exc:  # noqa: BLE001 - a broken pool: the run fails, the others go on
+                        on_result(failure_of(nxt[0], nxt[1], exc))
 
 
 def _run_ray(todo, limits, device, on_result, workers, address):
@@ -200,11 +246,15 @@ def _run_ray(todo, limits, device, on_result, workers, address):
                  runtime_env={"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}})
     try:
         remote = ray.remote(num_cpus=1)(score_one)
-        pending = [remote.remote(sub, spec, limits, device) for sub, spec in todo]
+        runs = {}
+        for sub, spec in todo:
+            runs[remote.remote(sub, spec, limits, device)] = (sub, spec)
+        pending = list(runs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                on_result(ray.get(ref))
+                sub, spec = runs.pop(ref)
+                on_result(_collect(sub, spec, lambda ref=ref: ray.get(ref)))
     finally:
         if started_here:
             ray.shutdown()
@@ -262,7 +312,13 @@ def score(
     prog, bar = _progress(progress and bool(todo), len(todo), f"scoring {suite.name} v{suite.version} ({split})")
 
     def handle(res: RunResult) -> None:
-        store.save(res)
+        try:
+            store.save(res)
+        except Exception as exc:  # noqa: BLE001 - a result the store refuses is this run's failure, stored instead
+            failed = failure_of(None, res.spec, exc, wall_time=res.wall_time)
+            failed.submission, failed.code_hash = res.submission, res.code_hash
+            res = failed
+            store.save(res)  # a store that refuses a bare failure too is down: that stops the scoring
         summary.scored += 1
         summary.failed += not res.ok
         summary.results.append(res)

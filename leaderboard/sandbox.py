@@ -577,7 +577,24 @@ class _Child:
             self.log.close()
         except OSError:
             pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        _remove_tree(self.tmp)
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a run's directory, however the run shaped it: ``shutil.rmtree`` recurses once per level (a
+    1,200-deep tree raises RecursionError, which ``ignore_errors`` does not catch), so a deep tree goes to
+    ``rm -rf``, which walks it iteratively."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    except RecursionError:
+        pass
+    rm = shutil.which("rm") or "/bin/rm"
+    try:
+        subprocess.run([rm, "-rf", "--one-file-system", "--", path], env={}, cwd="/", stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError):  # best effort, as ignore_errors
+        pass
 
 
 def _public_copy(task: Any, proxy: torch.nn.Module) -> Any:

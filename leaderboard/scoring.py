@@ -74,6 +74,9 @@ from tiltenv.evaluation import metrics_of_logp, overoptimization_tol
 __all__ = [
     "OVEROPT_Z",
     "FAILED_SCORE",
+    "TRAJECTORY_KINDS",
+    "UnscorableOutput",
+    "scorer_path",
     "AGENT_METRICS",
     "RM_OFFLINE_METRICS",
     "RM_DOWNSTREAM_METRICS",
@@ -96,6 +99,19 @@ OVEROPT_Z = 2.0
 #: Normalized score given to a failed run in the IQM / mean / probability of improvement (π_ref's score).
 FAILED_SCORE = 0.0
 
+#: What the overoptimization keys of an agent run were computed on (the ``trajectory`` metric): 0 = none
+#: ("n/a — no trajectory": the keys are NaN), 1 = the checkpoints of the scorer's schedule (the channel's query
+#: counts), 2 = a path the scorer defines for a training-free baseline (the tilt over β, best-of-n over n).
+TRAJECTORY_KINDS = {0: "n/a — no trajectory", 1: "checkpoints at the scorer's marks", 2: "the scorer's path"}
+#: The tilt path of a ``tilt`` baseline run: β_agent times these factors (π_ref first, the run's own output last).
+TILT_PATH_FACTORS = (256.0, 64.0, 16.0, 4.0, 2.0)
+
+
+class UnscorableOutput(ValueError):
+    """A submission's output that is valid on the channel but cannot be scored (e.g. a reward model whose scores
+    are constant under π_ref, or so large that their variance overflows): the run fails ``invalid_output``."""
+
+
 _CKPT_FIELDS = ("gold_value", "proxy_value", "kl", "value_gap", "normalized_score", "reward_variance_policy")
 _GAO_KEYS = tuple(f"gao_{form}_{k}" for form in ("bon", "rl") for k in ("alpha", "beta", "r2", "d_star"))
 _OVEROPT_KEYS = (
@@ -107,7 +123,7 @@ _OVEROPT_KEYS = (
 AGENT_METRICS = (
     "gold_value", "proxy_value", "ref_gold_value", "kl", "chi2", "objective", "optimal_objective", "value_gap",
     "normalized_score", "kl_matched_gap", "reward_variance_ref", "reward_variance_policy", "proxy_gold_corr",
-    "beta", "proxy_gold_gap", "gold_gain",
+    "beta", "proxy_gold_gap", "gold_gain", "trajectory",
 ) + _OVEROPT_KEYS
 
 #: Offline metrics of a reward model (need no optimization): keys of :func:`score_reward_model`.
@@ -217,8 +233,45 @@ def overoptimization_summary(
     return out
 
 
+def scorer_path(sub: Any, judge: Any, *, device: str = "cpu") -> torch.Tensor | None:
+    """The path the scorer defines for a training-free built-in baseline, or None (no path: "n/a").
+
+    ``tilt`` (KL): the closed-form tilt at β_agent · :data:`TILT_PATH_FACTORS` (χ²: the same β with
+    :func:`tiltenv.metrics.chi2_tilt_logp`); ``best_of_n``: exact best-of-n at n = 1, 2, 4, … below the agent's n.
+    Each point is the agent's own formula (:func:`tiltenv.metrics.tilt_logp`, :func:`~tiltenv.metrics.best_of_n_logp`)
+    on the judge's proxy values of the evaluation contexts; π_ref comes first, the run's own output is appended
+    by :func:`score_agent_run`. Only a baseline named by the scorer gets a path: a file's or module's code cannot
+    be known to be a tilt.
+
+    Returns:
+        ``(P, C, K)`` float64 log-probabilities, or None.
+    """
+    if getattr(sub, "kind", None) != "baseline" or getattr(sub, "target", None) not in ("tilt", "best_of_n"):
+        return None
+    from baselines import get_baseline
+
+    _, config_cls = get_baseline(sub.target)
+    cfg = config_cls(**{k: v for k, v in dict(sub.config).items() if k != "device"})
+    ref = judge.eval_ref_logp.to(torch.float64)
+    r = judge.eval_proxy.to(torch.float64)
+    points = [ref - torch.logsumexp(ref, dim=-1, keepdim=True)]
+    if sub.target == "tilt":
+        beta_task = float(judge.config.beta)
+        b = float(beta_task if cfg.beta is None else cfg.beta)
+        base = b if b > 0 else beta_task
+        form = M.chi2_tilt_logp if cfg.divergence == "chi2" else M.tilt_logp
+        points += [form(ref, r, base * f) for f in TILT_PATH_FACTORS if base * f > b]
+    else:
+        n = 1.0
+        while n * 2 < float(cfg.n):
+            n *= 2
+            points.append(M.best_of_n_logp(ref, r, n))
+    return torch.stack(points)
+
+
 def score_agent_run(
-    judge: Any, steps: Sequence[int], logps: np.ndarray | torch.Tensor, *, beta: float | None = None
+    judge: Any, steps: Sequence[int], logps: np.ndarray | torch.Tensor, *, beta: float | None = None,
+    trajectory: bool = True, path: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], list[CheckpointRow]]:
     """Metrics of one agent run from its checkpoints' log-probabilities on the judge's evaluation contexts.
 
@@ -228,6 +281,12 @@ def score_agent_run(
         logps: ``(n_checkpoints, C, K)`` normalized log-probabilities over the judge's ``C`` evaluation
             contexts (a single ``(C, K)`` array is one checkpoint). The last checkpoint is the fitted policy.
         beta: KL coefficient of the scored objective (default: the task's).
+        trajectory: whether the checkpoints are a trajectory (the leaderboard's: checkpoints at the scorer's
+            marks, steps = the channel's query counts). ``False`` (a run without proxy queries in training):
+            the overoptimization keys are NaN and ``trajectory = 0`` ("n/a — no trajectory"), never a
+            "not overoptimized" by construction — unless ``path`` is given.
+        path: ``(P, C, K)`` log-probabilities of a scorer-defined path (:func:`scorer_path`); the summary is
+            computed on the path followed by the run's final checkpoint (``trajectory = 2``).
 
     Returns:
         ``(metrics, checkpoints)``: ``metrics`` has every key of :data:`AGENT_METRICS` (floats; NaN where a Gao
@@ -244,10 +303,24 @@ def score_agent_run(
     final = {k: float(v) for k, v in per[-1].items()}
     final["proxy_gold_gap"] = final["proxy_value"] - final["gold_value"]
     final["gold_gain"] = final["gold_value"] - final["ref_gold_value"]
-    final.update(overoptimization_summary(
-        judge, [m["kl"] for m in per], [m["gold_value"] for m in per], [m["proxy_value"] for m in per],
-        logps=lp, steps=steps,
-    ))
+    if path is not None:
+        pl = _as_logps(path, judge).to(lp.dtype)
+        pper = [metrics_of_logp(pl[i], judge, beta=beta) for i in range(pl.shape[0])] + [per[-1]]
+        final.update(overoptimization_summary(
+            judge, [m["kl"] for m in pper], [m["gold_value"] for m in pper], [m["proxy_value"] for m in pper],
+            logps=torch.cat([pl, lp[-1:]]),
+        ))
+        final["step_at_peak"] = math.nan  # a point of the path, not a step of training
+        final["trajectory"] = 2.0
+    elif trajectory:
+        final.update(overoptimization_summary(
+            judge, [m["kl"] for m in per], [m["gold_value"] for m in per], [m["proxy_value"] for m in per],
+            logps=lp, steps=steps,
+        ))
+        final["trajectory"] = 1.0
+    else:
+        final.update({k: math.nan for k in _OVEROPT_KEYS})
+        final["trajectory"] = 0.0
     return final, rows
 
 
@@ -388,6 +461,7 @@ _AGENT_COLUMNS = (
     ("reward_variance_policy", "reward_variance_policy", "mean"),
     ("proxy_gold_gap", "proxy_gold_gap", "mean"),
     ("overoptimization_rate", "overoptimized", "mean"),
+    ("overoptimization_runs", "overoptimized", "count"),
     ("median_fit_time", "fit_time", "median"),
 )
 #: Per-dimension columns of multi-objective runs (tiltenv.multiobjective): means over the runs that have them.
@@ -442,7 +516,8 @@ def board(
         DataFrame sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER` metrics), columns
         ``rank, submission, code_hash, metric, runs, failed, tasks, iqm, iqm_lo, iqm_hi, mean, mean_lo,
         mean_hi`` then the track's columns (agents: ``value_gap, kl, kl_matched_gap, reward_variance_policy,
-        proxy_gold_gap, overoptimization_rate, median_fit_time``; means over successful runs, NaN when
+        proxy_gold_gap, overoptimization_rate, overoptimization_runs, median_fit_time``; means over successful runs
+        (``overoptimization_rate`` over the runs with a trajectory only, ``overoptimization_runs`` of them), NaN when
         none succeeded or the column is absent); with multi-objective runs also ``gold_value_dim{i}``,
         ``gold_gain_dim{i}``, ``min_dim_gain`` and ``dims_at_or_above_ref_rate`` (means over the runs that have them).
 
@@ -483,7 +558,9 @@ def board(
             row.update({k: math.nan for k in ("iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi")})
         good = df[okm]
         for out, src, how in extra:
-            if src in good.columns and len(good) and good[src].notna().any():
+            if how == "count":  # how many successful runs the column is over (NaN = n/a, not counted)
+                row[out] = int(good[src].notna().sum()) if src in good.columns else 0
+            elif src in good.columns and len(good) and good[src].notna().any():
                 s = good[src].astype(float)
                 row[out] = float(s.median() if how == "median" else s.mean())
             else:
@@ -703,7 +780,8 @@ def score_reward_model(
         ``rm_scale`` (the normalization applied).
 
     Raises:
-        ValueError: scores of the wrong shape, non-finite, or constant under π_ref.
+        ValueError: scores of the wrong shape or non-finite; :class:`UnscorableOutput` (a ValueError) for
+            scores constant under π_ref or too large to normalize.
     """
     rloo_queries = check_int("rloo_queries", rloo_queries, low=0)
     seed = check_int("seed", seed, low=0)
@@ -713,8 +791,12 @@ def score_reward_model(
     # Gao et al.'s normalization, as every library proxy: mean 0, variance 1 under π_ref pooled over contexts.
     shift = M.policy_value(ref, raw)
     var_pooled = M.policy_value(ref, (raw - shift) ** 2)
+    if not (math.isfinite(shift) and math.isfinite(var_pooled)):
+        raise UnscorableOutput(f"the reward model's scores are too large to normalize (max |score| = "
+                               f"{float(raw.abs().max()):.3g}: their variance under π_ref overflows float64); "
+                               "return scores of a sane scale.")
     if not var_pooled > 0:
-        raise ValueError("the reward model is constant under π_ref on the evaluation contexts; it cannot be scored.")
+        raise UnscorableOutput("the reward model is constant under π_ref on the evaluation contexts; it cannot be scored.")
     scale = math.sqrt(var_pooled)
     r = (raw - shift) / scale
 
