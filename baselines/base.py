@@ -91,6 +91,20 @@ class TrainBudget:
         object.__setattr__(self, "n_checkpoints", check_int("n_checkpoints", self.n_checkpoints, low=1))
         object.__setattr__(self, "checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, low=0))
 
+    def checkpoint_marks(self) -> list[int]:
+        """The scorer's checkpoint schedule: ``ceil(j · proxy_queries / n_checkpoints)`` for j = 1 … n_checkpoints.
+
+        On the leaderboard a checkpoint is due once the proxy-query count reaches each mark (and one of the
+        initial policy before the first mark): the scorer stores its own query count as the step, and refuses a
+        query that would reach the next mark while one is still owed (:func:`leaderboard.sandbox.run_agent`).
+        The built-in agents include these marks in their checkpoint points.
+
+        >>> TrainBudget(proxy_queries=1000, n_checkpoints=4).checkpoint_marks()
+        [250, 500, 750, 1000]
+        """
+        b, n = self.proxy_queries, self.n_checkpoints
+        return sorted({-(-j * b // n) for j in range(1, n + 1)})
+
 
 QUICK_BUDGET = TrainBudget()
 

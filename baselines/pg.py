@@ -238,7 +238,8 @@ class PolicyGradientAgent(Agent):
                 f"{budget.proxy_queries} proxy queries; lower batch_size/num_generations or raise the budget."
             )
         self.history = []
-        points = log_spaced_points(budget.proxy_queries, budget.n_checkpoints, first=per_update)
+        points = sorted({*log_spaced_points(budget.proxy_queries, budget.n_checkpoints, first=per_update),
+                         *budget.checkpoint_marks()})  # the scorer's marks are due on the leaderboard
         ckpt = Checkpointer(checkpoint, points, every=budget.checkpoint_every)
         q0, started = task.budget.proxy_queries, time.perf_counter()
         used = 0

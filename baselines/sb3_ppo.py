@@ -160,7 +160,8 @@ class SB3PPO(Agent):
             clip_range=cfg.clip_range, ent_coef=cfg.ent_coef, seed=cfg.seed, device=self.device, verbose=0,
             policy_kwargs={"net_arch": list(cfg.net_arch)},
         )
-        ckpt = Checkpointer(checkpoint, log_spaced_points(total, budget.n_checkpoints, first=rollout))
+        ckpt = Checkpointer(checkpoint, sorted({*log_spaced_points(total, budget.n_checkpoints, first=rollout),
+                                                *budget.checkpoint_marks()}))  # the scorer's marks are due on the leaderboard
         q0, started = task.budget.proxy_queries, time.perf_counter()
         agent = self
 

@@ -509,34 +509,45 @@ def _load(start: dict[str, Any]) -> Any:
 
 
 def _serve_agent(chan: Channel, agent: Any, start: dict[str, Any], stage: list[str]) -> None:
-    task, budget = start["task"], start["budget"]
-    cap = int(budget.n_checkpoints) + 2
-    snaps: list[tuple[int, Any]] = []
+    """Fit, then evaluate the checkpoints the scorer asks for.
+
+    The scorer owns the checkpoint schedule (:func:`leaderboard.sandbox.run_agent`): each ``checkpoint(step,
+    policy)`` sends a ``checkpoint`` frame (the agent's ``step`` is not sent: the scorer stores its own query count)
+    and the scorer answers which slot the snapshot fills (``None``: not kept; a slot filled again is replaced),
+    so the child holds at most ``n_checkpoints + 1`` snapshots plus the last one delivered.
+    """
+    task = start["task"]
+    slots: dict[int, Any] = {}
+    last: list[Any] = [None]
 
     def checkpoint(step: int, policy: Any) -> None:
-        if len(snaps) >= cap:
-            raise RuntimeError(f"checkpoint() was called more than budget.n_checkpoints + 2 = {cap} times")
-        snaps.append((int(step), policy))
+        chan.send({"op": "checkpoint"})
+        header, _ = chan.recv_arrays()
+        if header["op"] != "checkpoint_ok":
+            raise RuntimeError(f"the scorer refused the checkpoint: {header.get('message', header['op'])}")
+        slot = header.get("slot")
+        if slot is not None:
+            slots[int(slot)] = policy
+        last[0] = policy
 
     stage[0] = "fit"
-    agent.fit(task, budget, checkpoint)
-    if not snaps:  # an agent that reports no checkpoint: its fitted policy is the one checkpoint
-        snaps.append((int(task.budget.proxy_queries), agent))
-    chan.send({"op": "fit_done", "steps": [s for s, _ in snaps]})
+    agent.fit(task, start["budget"], checkpoint)
+    chan.send({"op": "fit_done"})
     stage[0] = "eval"
     header, arrays = chan.recv_arrays()
-    if header["op"] != "eval" or len(arrays) != 2:
+    if header["op"] != "eval" or len(arrays) != 2 or not isinstance(header.get("checkpoints"), list):
         raise ProtocolError(f"expected the eval contexts, got {header['op']!r}")
     cand, ref = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1])
-    for i, (step, policy) in enumerate(snaps):
+    for i, which in enumerate(header["checkpoints"]):
+        policy = agent if which == "agent" else last[0] if which == "last" else slots[int(which)]
         fn = policy.policy if hasattr(policy, "policy") and not isinstance(policy, torch.nn.Module) else policy
         with torch.no_grad():
             out = fn(cand, ref)
         try:
             arr = _as_array(out)
-            chan.send({"op": "logp", "index": i, "step": step}, [arr])
+            chan.send({"op": "logp", "index": i}, [arr])
         except (_InvalidOutput, TypeError) as e:
-            raise _InvalidOutput(f"checkpoint {i} (step {step}): {e}") from None
+            raise _InvalidOutput(f"checkpoint {i}: {e}") from None
     chan.send({"op": "done"})
 
 

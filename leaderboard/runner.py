@@ -137,9 +137,13 @@ def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict,
                 sub, world.task, spec.budget(), world.judge.eval_candidates, world.judge.eval_ref_logp, limits,
                 device=device,
             )
-            metrics, rows = scoring.score_agent_run(judge_on(world.judge, device), out.steps, out.logps,
-                                                    path=scoring.scorer_path(sub, world.judge, device=device)
-                                                    if out.proxy_queries == 0 else None)
+            # a trajectory: the checkpoints at the scorer's marks of a run that queried the proxy in training;
+            # without queries, the scorer's own path where it defines one (tilt, best-of-n), else "n/a"
+            has_trajectory = out.proxy_queries > 0 and len(out.steps) >= 2
+            judge = judge_on(world.judge, device)
+            metrics, rows = scoring.score_agent_run(
+                judge, out.steps, out.logps, trajectory=has_trajectory,
+                path=None if out.proxy_queries > 0 else scoring.scorer_path(sub, judge))
             return RunResult(**base, status="ok", metrics=metrics, checkpoints=rows,
                              proxy_queries=int(out.proxy_queries), deployment_queries=int(out.deploy_queries),
                              fit_time=float(out.fit_time), wall_time=time.perf_counter() - started)

@@ -7,8 +7,16 @@ float arrays); it never unpickles anything the child sends. What it enforces:
 
 * **Budget** — every candidate the child asks to score during ``fit`` is counted here, whatever the child's
   ``count=False`` says; a query that would exceed ``budget.proxy_queries`` ends the run (``budget``).
-  Queries made while producing the checkpoints' outputs (Tilt/BestOfN score at deployment) are counted
-  apart as ``deploy_queries``, capped at ``(n_checkpoints + 2) · C · K``.
+* **Checkpoint schedule** — the scorer owns it: marks 0 (the initial policy) and
+  ``budget.checkpoint_marks()`` (``ceil(j · proxy_queries / n_checkpoints)``). ``checkpoint(step, policy)``
+  tells the scorer, which stores **its own query count** as the step (the agent's ``step`` is ignored); the
+  first checkpoint once a mark is reached is that mark's. A query that would reach the next mark while a mark
+  is still owed ends the run (``checkpoint``, naming the mark). The final policy is the last checkpoint if it
+  came at the final count, else the agent itself. At most ``n_checkpoints + 2`` checkpoints are evaluated;
+  steps are strictly increasing.
+* **Deployment** — while checkpoint ``i`` is evaluated its policy may score exactly the candidates it is
+  evaluated on, each at most once, answered from a cache the scorer fills (Tilt/BestOfN score at
+  deployment); anything else ends the run (``budget``). These are counted apart as ``deploy_queries``.
 * **Outputs** — every array the child returns is checked: float32/float64 only, declared shape matches the
   byte length, shape ``(C, K)``, no NaN or +inf (−inf is probability 0), rows normalized
   (``|logsumexp| ≤ 1e-3``) → otherwise ``invalid_output`` saying what was returned.
@@ -105,12 +113,13 @@ class AgentOutcome:
     """What a sandboxed agent run produced (validated by the scorer).
 
     Attributes:
-        steps: checkpoint steps in order (step 0 = initial policy, last = fitted policy).
+        steps: checkpoint steps in order, strictly increasing: the channel's query count when each checkpoint
+            arrived (step 0 = initial policy, last = fitted policy at the final count).
         logps: ``(n_ckpt, C, K)`` float64 log-probabilities on the evaluation contexts, validated and
             renormalized in float64 (``log_softmax``, as :func:`tiltenv.evaluation.policy_logp` does in-process,
             so the same policy gives the same bits; each row was already within 1e-3 of normalized).
         proxy_queries: candidates the scorer's side of the channel scored during ``fit``.
-        deploy_queries: candidates scored while the checkpoints produced their outputs (capped).
+        deploy_queries: candidates served from the deployment cache while the checkpoints were evaluated.
         fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
         wall_time: seconds of the whole sandboxed run, start of the process to its result.
     """
@@ -631,9 +640,12 @@ def _start_payload(sub: Submission, track: str, public: Any, budget: Any, device
                          "file": file}, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _serve_proxy(child: _Child, task: Any, d: int, header: dict[str, Any], plen: int, left: int, what: str) -> int:
+def _serve_proxy(child: _Child, task: Any, d: int, header: dict[str, Any], plen: int, left: int, what: str,
+                 allow: Any = None, cache: "_DeployCache | None" = None) -> int:
     """Score one ``proxy`` request (the task's proxy, or ``model: dims``: a multi-objective task's per-dimension
-    models) if it fits in ``left`` candidates; returns the number scored."""
+    models) if it fits in ``left`` candidates and ``allow(n)`` does not fail the run (the checkpoint schedule);
+    with ``cache`` (deployment) the answers come from the scorer's cache of the evaluation candidates. Returns the
+    number scored."""
     proxy = _model_of(task, header)
     if proxy is None:
         child.fail("protocol", f"a proxy request names an unknown model {str(header.get('model'))[:40]!r}")
@@ -646,11 +658,69 @@ def _serve_proxy(child: _Child, task: Any, d: int, header: dict[str, Any], plen:
     n = int(np.prod(specs[0][1][:-1], dtype=np.int64))
     if n > left:
         child.fail("budget", f"asked to score {n} candidates with {left} left of the {what}")
+    if allow is not None:
+        allow(n)
     (x,) = unpack_arrays(specs, child.chan.recv_payload(plen))
-    with torch.no_grad():
-        y = proxy(torch.from_numpy(x))
-    child.send({"op": "proxy_ok"}, [y.detach().cpu().numpy()])
+    if cache is not None:
+        y = cache.serve(str(header.get("model", "proxy")), proxy, x)
+    else:
+        with torch.no_grad():
+            y = proxy(torch.from_numpy(x)).detach().cpu().numpy()
+    child.send({"op": "proxy_ok"}, [y])
     return n
+
+
+class _DeployCache:
+    """Deployment: while checkpoint ``i`` is evaluated its policy may score exactly the candidates it is evaluated
+    on, each at most once (per model), answered from values the scorer computes once on the whole ``(C, K, d)``
+    array (the same bits as scoring that array in one call); anything else fails the run (``budget``)."""
+
+    def __init__(self, child: _Child, task: Any, cand: torch.Tensor) -> None:
+        self.child, self.task, self.cand = child, task, cand
+        self.d = int(cand.shape[-1])
+        self.index: dict[str, dict[bytes, list[int]]] = {}  # dtype -> row bytes -> flat indices (duplicates kept)
+        self.values: dict[tuple[str, str], np.ndarray] = {}  # (model, dtype) -> (C·K, ...) answers
+        self.used: dict[tuple[str, bytes], int] = {}
+        self.checkpoint = 0
+        self.served = 0
+
+    def start(self, i: int) -> None:
+        self.checkpoint, self.used = i, {}
+
+    def serve(self, model: str, proxy: Any, x: np.ndarray) -> np.ndarray:
+        dt = x.dtype.str
+        rows = self.cand.to(torch.float64 if dt == "<f8" else torch.float32).reshape(-1, self.d).numpy()
+        if dt not in self.index:
+            idx: dict[bytes, list[int]] = {}
+            for j, row in enumerate(rows):
+                idx.setdefault(row.tobytes(), []).append(j)
+            self.index[dt] = idx
+        idx = self.index[dt]
+        flat = np.ascontiguousarray(x).reshape(-1, self.d)
+        take = np.empty(flat.shape[0], dtype=np.int64)
+        for j, row in enumerate(flat):
+            key = row.tobytes()
+            where = idx.get(key)
+            if where is None:
+                self.child.fail("budget", f"while checkpoint {self.checkpoint} was evaluated, its policy asked the "
+                                          f"proxy to score a candidate it is not evaluated on (row {j} of the "
+                                          "request): at deployment a policy may score only the candidates it is "
+                                          "evaluated on, each once")
+            k = self.used.get((model, key), 0)
+            if k >= len(where):
+                self.child.fail("budget", f"while checkpoint {self.checkpoint} was evaluated, its policy asked the "
+                                          f"proxy to score one of its evaluation candidates a second time (row {j} "
+                                          "of the request): at deployment each may be scored once per checkpoint")
+            self.used[(model, key)] = k + 1
+            take[j] = where[k]
+        if (model, dt) not in self.values:
+            with torch.no_grad():
+                y = proxy(torch.from_numpy(rows.reshape(self.cand.shape)))
+            y = y.detach().cpu().numpy()
+            self.values[(model, dt)] = y.reshape(rows.shape[0], *y.shape[2:])
+        self.served += int(flat.shape[0])
+        vals = self.values[(model, dt)]
+        return vals[take].reshape(*x.shape[:-1], *vals.shape[1:])
 
 
 def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray) -> None:
@@ -699,8 +769,8 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
     Returns:
         :class:`AgentOutcome`.
     Raises:
-        SandboxFailure: ``error``, ``timeout``, ``memory``, ``budget``, ``invalid_output``, ``protocol`` or
-            ``load`` (see :data:`leaderboard.spec.FAILURE_REASONS`).
+        SandboxFailure: ``error``, ``timeout``, ``memory``, ``budget``, ``checkpoint``, ``invalid_output``,
+            ``protocol`` or ``load`` (see :data:`leaderboard.spec.FAILURE_REASONS`).
         TypeError, ValueError: bad arguments (not a failure of the submission).
     """
     from baselines.base import TrainBudget
@@ -721,32 +791,61 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
         child.expect("ready")
         fit_started = time.monotonic()
         used = 0
+        marks = [0, *budget.checkpoint_marks()]  # mark 0: the initial policy, before the first mark of the budget
+        kept: list[int] = []  # the channel's count at each kept checkpoint (slot i = kept[i]); strictly increasing
+        covered = 0  # marks[:covered] have their checkpoint
+        last_count = None  # the count at the last checkpoint delivered
+
+        def allow(n: int) -> None:
+            """Refuse a query that would reach the next mark while a mark is still owed."""
+            if covered < len(marks) and marks[covered] <= used and covered + 1 < len(marks) \
+                    and marks[covered + 1] <= used + n:
+                what = "the initial policy, before any query" if covered == 0 else f"{marks[covered]} proxy queries"
+                child.fail("checkpoint", f"the run passed checkpoint mark {covered} of {len(marks) - 1} ({what}) "
+                                         f"without delivering a checkpoint: a query of {n} candidates at {used} "
+                                         f"queries would reach mark {covered + 1} ({marks[covered + 1]}). The "
+                                         f"scorer's marks are budget.checkpoint_marks() = {marks[1:][:20]}; call "
+                                         "checkpoint() once the query count reaches each of them.")
+
         while True:
-            header, plen = child.recv_header("a proxy query or the end of fit")
+            header, plen = child.recv_header("a proxy query, a checkpoint or the end of fit")
             if header["op"] == "proxy":
                 used += _serve_proxy(child, task, d, header, plen, budget.proxy_queries - used,
-                                     f"budget of {budget.proxy_queries} proxy queries ({used} used)")
+                                     f"budget of {budget.proxy_queries} proxy queries ({used} used)", allow=allow)
+            elif header["op"] == "checkpoint" and not plen:
+                new = False
+                while covered < len(marks) and marks[covered] <= used:
+                    covered, new = covered + 1, True
+                if kept and kept[-1] == used:  # a later snapshot at the same count replaces the kept one
+                    slot = len(kept) - 1
+                elif new:  # the first checkpoint once a mark is reached is that mark's
+                    kept.append(used)
+                    slot = len(kept) - 1
+                else:  # between marks: not kept (only the last one delivered is, as the possible final policy)
+                    slot = None
+                last_count = used
+                child.send({"op": "checkpoint_ok", "slot": slot, "step": used})
             elif header["op"] == "fit_done" and not plen:
                 break
             else:
                 child.fail("protocol", f"unexpected {str(header['op'])[:40]!r} frame during fit")
         fit_time = time.monotonic() - fit_started
-        steps = header.get("steps")
-        cap = budget.n_checkpoints + 2
-        if (not isinstance(steps, list) or not 1 <= len(steps) <= cap
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps)
-                or any(b < a for a, b in zip(steps, steps[1:]))):
-            child.fail("protocol", f"fit_done must list 1 to {cap} non-decreasing steps >= 0 (got {str(steps)[:200]})")
-        child.send({"op": "eval"}, [cand.numpy(), ref.numpy()])
-        deploy_cap, deploy = (budget.n_checkpoints + 2) * C * K, 0
+        # the final policy (step = the final count): the last checkpoint if delivered at the final count, else the
+        # agent itself; the kept checkpoints before it, each at the channel's count when it arrived
+        which: list[Any] = [i for i, c in enumerate(kept) if c < used] + ["last" if last_count == used else "agent"]
+        steps = [kept[i] for i in which[:-1]] + [used]
+        child.send({"op": "eval", "checkpoints": which}, [cand.numpy(), ref.numpy()])
+        cache = _DeployCache(child, task, cand)
         logps = np.empty((len(steps), C, K), dtype=np.float64)
         for i, step in enumerate(steps):
+            cache.start(i)
             while True:
                 header, plen = child.recv_header(f"checkpoint {i}'s log-probabilities")
                 if header["op"] != "proxy":
                     break
-                deploy += _serve_proxy(child, task, d, header, plen, deploy_cap - deploy,
-                                       f"deployment cap of (n_checkpoints + 2)·C·K = {deploy_cap} queries")
+                _serve_proxy(child, task, d, header, plen, C * K,
+                             f"deployment allowance of checkpoint {i}: its C·K = {C * K} evaluation candidates",
+                             cache=cache)
             if header["op"] != "logp" or header.get("index") != i:
                 child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")
             what = f"checkpoint {i} (step {step})"
@@ -767,6 +866,7 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
             except SandboxFailure:
                 child.kill()
                 raise
+        deploy = cache.served
         child.expect("done")
         return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started)
     finally:

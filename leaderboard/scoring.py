@@ -233,7 +233,7 @@ def overoptimization_summary(
     return out
 
 
-def scorer_path(sub: Any, judge: Any, *, device: str = "cpu") -> torch.Tensor | None:
+def scorer_path(sub: Any, judge: Any) -> torch.Tensor | None:
     """The path the scorer defines for a training-free built-in baseline, or None (no path: "n/a").
 
     ``tilt`` (KL): the closed-form tilt at β_agent · :data:`TILT_PATH_FACTORS` (χ²: the same β with

@@ -26,7 +26,7 @@ class LinearTiltREINFORCE:
         self.w = torch.zeros(task.d, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.Adam([self.w], lr=self.lr)
         n_updates = budget.proxy_queries // self.batch_size
-        marks = {round(n_updates ** (i / budget.n_checkpoints)) for i in range(1, budget.n_checkpoints + 1)}
+        marks = budget.checkpoint_marks()  # the scorer's schedule: a checkpoint is due once the queries reach each
         checkpoint(0, self._frozen())
         for update in range(1, n_updates + 1):
             cand, ref = task.sample_contexts(self.batch_size, generator=gen)
@@ -39,7 +39,8 @@ class LinearTiltREINFORCE:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if update in marks:
+            if marks and update * self.batch_size >= marks[0]:
+                marks = [m for m in marks if m > update * self.batch_size]
                 checkpoint(update * self.batch_size, self._frozen())
 
     def _frozen(self):

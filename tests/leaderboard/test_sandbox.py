@@ -99,8 +99,14 @@ def test_budget_and_policy_match_in_process(world):
     agent = agent_cls(config_cls(device="cpu")).fit(task, BUDGET, lambda s, p: snaps.append((s, p)))
     out = run(world, load_submission("reinforce", config={"device": "cpu"}))
     assert out.proxy_queries == task.budget.proxy_queries == BUDGET.proxy_queries
-    assert out.steps == [s for s, _ in snaps] == agent.checkpoint_steps
-    for (_, p), lp in zip(snaps, out.logps):
+    # the scorer keeps the checkpoints at its own marks (the agent reports more: its log-spaced points too)
+    assert out.steps == [0, *BUDGET.checkpoint_marks()]
+    assert set(out.steps) <= {s for s, _ in snaps} == set(agent.checkpoint_steps)
+    first = {}
+    for s, p in snaps:
+        first.setdefault(s, p)
+    for s, lp in zip(out.steps, out.logps):
+        p = first[s] if s < out.steps[-1] else snaps[-1][1]
         ref = policy_logp(p, world.judge.eval_candidates, world.judge.eval_ref_logp).numpy()
         np.testing.assert_allclose(lp, ref, atol=1e-6)
 
@@ -173,8 +179,8 @@ def test_budget_enforced_even_with_count_false(world, tmp_path, count):
     body = f"""
         cand, ref = task.sample_contexts(100, seed=0)   # 800 candidates a query
         for _ in range(10):
+            checkpoint(0, self)   # the scorer's marks are due (issue 17); this test is about the budget
             task.proxy_reward(cand, count={count})
-        checkpoint(0, self)
     """
     detail = fails(world, tmp_path, body, "budget", budget=TrainBudget(proxy_queries=2048))
     assert "asked to score 800 candidates with 448 left" in detail and "1600 used" in detail
@@ -202,10 +208,11 @@ def test_child_exit_without_result(world, tmp_path):
     assert "exited with code 3" in detail and "last words" in detail
 
 
-def test_too_many_checkpoints(world, tmp_path):
-    detail = fails(world, tmp_path, "for i in range(10):\n    checkpoint(i, self)", "error",
-                   budget=TrainBudget(proxy_queries=2048, n_checkpoints=4))
-    assert "n_checkpoints + 2 = 6" in detail
+def test_many_checkpoints_at_one_count_are_one(world, tmp_path):
+    """The scorer owns the steps (issue 17): ten checkpoints before any query are one, the last delivered."""
+    out = run(world, load_submission(write_agent(tmp_path, "for i in range(10):\n    checkpoint(i, self)")),
+              TrainBudget(proxy_queries=2048, n_checkpoints=4))
+    assert out.steps == [0] and out.logps.shape[0] == 1
 
 
 # ----------------------------------------------------------------------------------------------- secrets
@@ -577,34 +584,47 @@ def test_limits_network_names_its_choices():
 
 # ----------------------------------------------------------------------------------------------- exact limits
 # Each pins one limit at its boundary: the largest allowed value passes, one more fails (mutation probe).
-def test_checkpoint_cap_is_exactly_n_checkpoints_plus_two(world, tmp_path):
+def test_at_most_n_checkpoints_plus_two_are_evaluated_with_the_channels_steps(world, tmp_path):
+    """An agent checkpointing after every query of 100 (and lying about the step) gets the scorer's marks: step 0,
+    the first checkpoint at or after each of the 4 marks, the final count; at most n_checkpoints + 2 in all."""
+    body = """
+        cand, ref = task.sample_contexts(25, seed=0)   # 200 candidates a query
+        checkpoint(10**30, self)
+        for i in range(10):
+            task.proxy_reward(cand)
+            checkpoint(-5, self)
+    """
     budget = TrainBudget(proxy_queries=2048, n_checkpoints=4)
-    out = run(world, load_submission(write_agent(tmp_path, "for i in range(6):\n    checkpoint(i, self)")), budget)
-    assert out.steps == list(range(6))
-    detail = fails(world, tmp_path, "for i in range(7):\n    checkpoint(i, self)", "error", budget=budget)
-    assert "n_checkpoints + 2 = 6" in detail
+    assert budget.checkpoint_marks() == [512, 1024, 1536, 2048]
+    out = run(world, load_submission(write_agent(tmp_path, body)), budget)
+    assert out.steps == [0, 600, 1200, 1600, 2000] and out.proxy_queries == 2000
 
 
 DEPLOY_AGENT = """
     self.task, self.calls = task, 0
-    for i in range(6):
-        checkpoint(i, self)
+    checkpoint(0, self)
+    cand, ref = task.sample_contexts(8, seed=0)   # 64 candidates a query
+    for i in range(1, 5):
+        task.proxy_reward(cand)
+        checkpoint(0, self)
 """
 
 
-@pytest.mark.parametrize("extra", [0, 1])
-def test_deploy_queries_are_capped_at_n_checkpoints_plus_two_times_c_k(world, tmp_path, extra):
-    """(n_checkpoints + 2)·C·K = 6·64·8 = 3072 deployment queries in all pass; one candidate more fails the run."""
-    policy = ("self.calls += 1; self.task.proxy(candidates)\n"
-              f"        if self.calls == 6 and {extra}: self.task.proxy(candidates[:1, :{extra}])\n"
+@pytest.mark.parametrize("extra", ["none", "repeat", "other"])
+def test_deployment_is_each_evaluation_candidate_once_per_checkpoint(world, tmp_path, extra):
+    """Each checkpoint may score its C·K = 64·8 evaluation candidates once (in any order and split), from the
+    scorer's cache; one candidate twice, or one it is not evaluated on, fails the run (budget)."""
+    policy = ("self.calls += 1; x = torch.as_tensor(candidates); self.task.proxy(x[32:]); self.task.proxy(x[:32].flip(1))\n"
+              f"        if self.calls == 3 and {extra!r} == 'repeat': self.task.proxy(x[:1, :1])\n"
+              f"        if self.calls == 3 and {extra!r} == 'other': self.task.proxy(x[:1, :1] + 1e-3)\n"
               "        return torch.as_tensor(ref_logp)")
-    budget = TrainBudget(proxy_queries=2048, n_checkpoints=4)
-    if not extra:
+    budget = TrainBudget(proxy_queries=256, n_checkpoints=4)
+    if extra == "none":
         out = run(world, load_submission(write_agent(tmp_path, DEPLOY_AGENT, policy=policy)), budget)
-        assert (out.proxy_queries, out.deploy_queries, len(out.steps)) == (0, 3072, 6)
+        assert (out.proxy_queries, out.deploy_queries, out.steps) == (256, 5 * 512, [0, 64, 128, 192, 256])
         return
     detail = fails(world, tmp_path, DEPLOY_AGENT, "budget", policy=policy, budget=budget)
-    assert "asked to score 1 candidates with 0 left" in detail and "= 3072" in detail
+    assert "checkpoint 2" in detail and ("second time" if extra == "repeat" else "not evaluated on") in detail
 
 
 @pytest.mark.parametrize("total, ok", [(1.0009, True), (1.0011, False)])
@@ -650,9 +670,9 @@ def test_root_child_has_no_group_of_root(world, tmp_path, spawn):
 
 # ----------------------------------------------------------------------------------------------- protocol attacks
 PROTOCOL_ATTACKS = {
-    "decreasing steps": "ch.send({'op': 'fit_done', 'steps': [5, 3]})",
-    "negative step": "ch.send({'op': 'fit_done', 'steps': [-1]})",
-    "n_checkpoints + 3 steps": "ch.send({'op': 'fit_done', 'steps': [0] * 7})",
+    # (fit_done's list of steps is gone: the scorer owns the steps, issue 17)
+    "checkpoint frame with a payload": "ch.send({'op': 'checkpoint'}, [np.zeros(2, dtype=np.float32)])",
+    "fit_done with a payload": "ch.send({'op': 'fit_done'}, [np.zeros(2, dtype=np.float32)])",
     "proxy request of the wrong d": "ch.send({'op': 'proxy'}, [np.zeros((2, 5), dtype=np.float32)])",
     "checkpoint out of order": """
         ch.send({'op': 'fit_done', 'steps': [0, 1]})
