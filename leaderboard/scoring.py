@@ -790,7 +790,8 @@ def score_reward_model(
     raw = _call_score_fn(score_fn, judge.eval_candidates)
     # Gao et al.'s normalization, as every library proxy: mean 0, variance 1 under π_ref pooled over contexts.
     shift = M.policy_value(ref, raw)
-    var_pooled = M.policy_value(ref, (raw - shift) ** 2)
+    sq = (raw - shift) ** 2
+    var_pooled = M.policy_value(ref, sq) if bool(torch.isfinite(sq).all()) else math.inf
     if not (math.isfinite(shift) and math.isfinite(var_pooled)):
         raise UnscorableOutput(f"the reward model's scores are too large to normalize (max |score| = "
                                f"{float(raw.abs().max()):.3g}: their variance under π_ref overflows float64); "
