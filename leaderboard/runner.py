@@ -137,9 +137,11 @@ def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict,
                 sub, world.task, spec.budget(), world.judge.eval_candidates, world.judge.eval_ref_logp, limits,
                 device=device,
             )
-            # a trajectory: the checkpoints at the scorer's marks of a run that queried the proxy in training;
-            # without queries, the scorer's own path where it defines one (tilt, best-of-n), else "n/a"
-            has_trajectory = out.proxy_queries > 0 and len(out.steps) >= 2
+            # a trajectory: the checkpoints at the scorer's marks of a run that queried the proxy in training, at
+            # least 3 (a peak between the start and the end can be seen; a run that spent its queries before the
+            # first mark has only its start and end); without queries, the scorer's own path where it defines
+            # one (tilt, best-of-n); else "n/a — no trajectory"
+            has_trajectory = out.proxy_queries > 0 and len(out.steps) >= 3
             judge = judge_on(world.judge, device)
             metrics, rows = scoring.score_agent_run(
                 judge, out.steps, out.logps, trajectory=has_trajectory,

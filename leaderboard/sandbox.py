@@ -673,54 +673,102 @@ def _serve_proxy(child: _Child, task: Any, d: int, header: dict[str, Any], plen:
 class _DeployCache:
     """Deployment: while checkpoint ``i`` is evaluated its policy may score exactly the candidates it is evaluated
     on, each at most once (per model), answered from values the scorer computes once on the whole ``(C, K, d)``
-    array (the same bits as scoring that array in one call); anything else fails the run (``budget``)."""
+    array (the same bits as scoring that array in one call); anything else fails the run (``budget``).
+
+    Requests are matched to the evaluation candidates by their bytes, vectorized (``np.unique`` over rows; all of
+    them in order is matched at once): a candidate that appears m times among the evaluation candidates may be
+    asked m times per checkpoint.
+    """
 
     def __init__(self, child: _Child, task: Any, cand: torch.Tensor) -> None:
         self.child, self.task, self.cand = child, task, cand
         self.d = int(cand.shape[-1])
-        self.index: dict[str, dict[bytes, list[int]]] = {}  # dtype -> row bytes -> flat indices (duplicates kept)
+        self.n = int(np.prod(cand.shape[:-1]))
+        self.rows: dict[str, np.ndarray] = {}  # dtype -> the (C·K, d) evaluation candidates
+        self.index: dict[str, tuple[np.ndarray, ...]] = {}  # dtype -> (unique row keys, counts, members, starts)
         self.values: dict[tuple[str, str], np.ndarray] = {}  # (model, dtype) -> (C·K, ...) answers
-        self.used: dict[tuple[str, bytes], int] = {}
         self.checkpoint = 0
         self.served = 0
+        self.start(0)
 
     def start(self, i: int) -> None:
-        self.checkpoint, self.used = i, {}
+        self.checkpoint = i
+        self.used: dict[tuple[str, str], np.ndarray] = {}  # (model, dtype) -> times each unique row was served
+        self.taken: dict[str, np.ndarray] = {}  # model -> which evaluation candidates were served (any dtype)
+
+    def _rows(self, dt: str) -> np.ndarray:
+        if dt not in self.rows:
+            self.rows[dt] = np.ascontiguousarray(self.cand.to(torch.float64 if dt == "<f8" else torch.float32)
+                                                 .reshape(-1, self.d).numpy())
+        return self.rows[dt]
+
+    @staticmethod
+    def _keys(rows: np.ndarray) -> np.ndarray:
+        """Each row as one opaque value (its bytes): exact matching, sorted as bytes."""
+        return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+
+    def _index_of(self, dt: str) -> tuple[np.ndarray, ...]:
+        if dt not in self.index:
+            uniq, inv, cnt = np.unique(self._keys(self._rows(dt)), return_inverse=True, return_counts=True)
+            members = np.argsort(inv.reshape(-1), kind="stable")
+            starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+            self.index[dt] = (uniq, cnt, members, starts)
+        return self.index[dt]
+
+    def _refuse(self, j: int, why: str) -> None:
+        self.child.fail("budget", f"while checkpoint {self.checkpoint} was evaluated, its policy asked the proxy to "
+                                  f"score {why} (row {j} of the request): at deployment a policy may score only the "
+                                  "candidates it is evaluated on, each once per checkpoint")
 
     def serve(self, model: str, proxy: Any, x: np.ndarray) -> np.ndarray:
         dt = x.dtype.str
-        rows = self.cand.to(torch.float64 if dt == "<f8" else torch.float32).reshape(-1, self.d).numpy()
-        if dt not in self.index:
-            idx: dict[bytes, list[int]] = {}
-            for j, row in enumerate(rows):
-                idx.setdefault(row.tobytes(), []).append(j)
-            self.index[dt] = idx
-        idx = self.index[dt]
+        rows = self._rows(dt)
         flat = np.ascontiguousarray(x).reshape(-1, self.d)
-        take = np.empty(flat.shape[0], dtype=np.int64)
-        for j, row in enumerate(flat):
-            key = row.tobytes()
-            where = idx.get(key)
-            if where is None:
-                self.child.fail("budget", f"while checkpoint {self.checkpoint} was evaluated, its policy asked the "
-                                          f"proxy to score a candidate it is not evaluated on (row {j} of the "
-                                          "request): at deployment a policy may score only the candidates it is "
-                                          "evaluated on, each once")
-            k = self.used.get((model, key), 0)
-            if k >= len(where):
-                self.child.fail("budget", f"while checkpoint {self.checkpoint} was evaluated, its policy asked the "
-                                          f"proxy to score one of its evaluation candidates a second time (row {j} "
-                                          "of the request): at deployment each may be scored once per checkpoint")
-            self.used[(model, key)] = k + 1
-            take[j] = where[k]
+        m = flat.shape[0]
+        taken = self.taken.setdefault(model, np.zeros(self.n, dtype=bool))
+        if flat.shape == rows.shape and np.array_equal(flat, rows):  # all of them, in order (Tilt, BestOfN)
+            if taken.any():
+                self._refuse(int(np.argmax(taken)), "one of its evaluation candidates a second time")
+            taken[:] = True
+            take = np.arange(m)
+        else:
+            take = self._match(model, dt, flat, taken)
         if (model, dt) not in self.values:
             with torch.no_grad():
                 y = proxy(torch.from_numpy(rows.reshape(self.cand.shape)))
             y = y.detach().cpu().numpy()
-            self.values[(model, dt)] = y.reshape(rows.shape[0], *y.shape[2:])
-        self.served += int(flat.shape[0])
+            self.values[(model, dt)] = y.reshape(rows.shape[0], *y.shape[len(self.cand.shape) - 1:])
+        self.served += m
         vals = self.values[(model, dt)]
         return vals[take].reshape(*x.shape[:-1], *vals.shape[1:])
+
+    def _match(self, model: str, dt: str, flat: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """The evaluation candidate each requested row is (the k-th request of one value takes its k-th copy)."""
+        uniq, cnt, members, starts = self._index_of(dt)
+        m = flat.shape[0]
+        _, inv = np.unique(np.concatenate([uniq, self._keys(flat)]), return_inverse=True)
+        inv = inv.reshape(-1)
+        lut = np.full(int(inv.max()) + 1, -1, dtype=np.int64)
+        lut[inv[:len(uniq)]] = np.arange(len(uniq))
+        u = lut[inv[len(uniq):]]  # the unique evaluation row of each requested row, -1: none
+        if (u < 0).any():
+            self._refuse(int(np.argmax(u < 0)), "a candidate it is not evaluated on")
+        order = np.argsort(u, kind="stable")  # the k-th request of one row takes its k-th copy
+        su = u[order]
+        first = np.r_[True, su[1:] != su[:-1]]
+        rank = np.empty(m, dtype=np.int64)
+        rank[order] = np.arange(m) - np.maximum.accumulate(np.where(first, np.arange(m), 0))
+        used = self.used.setdefault((model, dt), np.zeros(len(uniq), dtype=np.int64))
+        occ = used[u] + rank
+        over = occ >= cnt[u]
+        if over.any():
+            self._refuse(int(np.argmax(over)), "one of its evaluation candidates a second time")
+        take = members[starts[u] + occ]
+        if taken[take].any():  # asked before in the other dtype, or after all of them at once
+            self._refuse(int(np.argmax(taken[take])), "one of its evaluation candidates a second time")
+        taken[take] = True
+        np.add.at(used, u, 1)
+        return take
 
 
 def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray) -> None:

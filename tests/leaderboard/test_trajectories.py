@@ -157,15 +157,28 @@ def test_training_free_runs_get_the_scorers_path_or_na_never_zero_percent(tmp_pa
         def make_agent():
             return Agent()
     """)
+    one_shot = _file(tmp_path, "one_shot.py", """
+        import torch
+        class Agent:  # spends its whole budget in one query before the first mark: only 2 points
+            def fit(self, task, budget, checkpoint):
+                checkpoint(0, self)
+                cand, _ = task.sample_contexts(budget.proxy_queries // task.K, seed=0)
+                task.proxy_reward(cand)
+            def policy(self, candidates, ref_logp):
+                return torch.as_tensor(ref_logp)
+        def make_agent():
+            return Agent()
+    """)
     subs = [load_submission("tilt"), load_submission("best_of_n"), load_submission("dpo"), load_submission(tilt_file),
-            load_submission("reinforce")]
+            load_submission("reinforce"), load_submission(one_shot)]
     store = Store(f"sqlite:///{tmp_path / 'b.db'}")
     res = score(subs, SUITE, store=store, limits=LIMITS, progress=False)
     assert res.failed == 0
     runs = store.runs(suite="traj", version=1, split="dev").set_index("submission")
     assert runs.loc["tilt", "trajectory"] == 2 and runs.loc["best_of_n", "trajectory"] == 2
     assert runs.loc["reinforce", "trajectory"] == 1
-    for name in ("dpo", "my_tilt"):  # no proxy queries in training, no path the scorer can define: n/a
+    assert runs.loc["one_shot", "proxy_queries"] == 4096
+    for name in ("dpo", "my_tilt", "one_shot"):  # no path the scorer can define, or no trajectory: n/a
         assert runs.loc[name, "trajectory"] == 0 and math.isnan(runs.loc[name, "overoptimized"])
     for name in ("tilt", "best_of_n", "reinforce"):
         assert runs.loc[name, "overoptimized"] in (0.0, 1.0)
@@ -324,3 +337,32 @@ def test_the_pool_never_drops_a_finished_result(tmp_path, monkeypatch):
     runs = store.runs(suite="traj", version=1, split="dev").set_index("submission")
     assert runs.loc["tilt", "reason"] == "scoring" and "MemoryError" in runs.loc["tilt", "detail"]
     assert (runs.loc[["best_of_n", "reinforce"], "status"] == "ok").all()
+
+
+def test_the_deployment_cache_counts_duplicate_candidates_and_dtypes():
+    """A candidate that appears twice among the evaluation candidates may be asked twice (not three times); one
+    asked as float32 may not be asked again as float64; the answers are the proxy's on the whole array."""
+    import types
+
+    from leaderboard.sandbox import _DeployCache
+
+    def fail(reason, detail):
+        raise SandboxFailure(reason, detail)
+
+    cand = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    cand[1, 2] = cand[0, 0]  # a duplicate
+    proxy = lambda x: x.sum(-1) * 10  # noqa: E731
+    cache = _DeployCache(types.SimpleNamespace(fail=fail), None, cand)
+    x = cand.numpy()
+    np.testing.assert_array_equal(cache.serve("proxy", proxy, x[::-1].copy()), proxy(cand).numpy()[::-1])
+    with pytest.raises(SandboxFailure, match="second time"):
+        cache.serve("proxy", proxy, x[:1, :1].copy())
+    cache.start(1)
+    two = np.stack([x[0, 0], x[0, 0]])
+    np.testing.assert_array_equal(cache.serve("proxy", proxy, two), [10.0, 10.0])  # its two copies
+    with pytest.raises(SandboxFailure, match="second time"):
+        cache.serve("proxy", proxy, x[0, :1].astype(np.float64))
+    cache.start(2)
+    with pytest.raises(SandboxFailure, match="not evaluated on"):
+        cache.serve("proxy", proxy, x[0, :1] + 0.5)
+    assert cache.served == 6 + 2
