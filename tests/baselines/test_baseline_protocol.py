@@ -126,8 +126,8 @@ def test_fit_checkpoints_and_policy_follow_the_protocol(name, small_env):
         # log-spaced points plus the leaderboard's marks (issue 17): at most 2·n_checkpoints + 2 checkpoints
         assert steps[-1] == task.budget.proxy_queries > 0 and 3 <= len(steps) <= 2 * 5 + 2
         window = budget.proxy_queries // budget.n_checkpoints
-        for m in budget.checkpoint_marks():  # a checkpoint soon after each mark reached, before the next one
-            assert m > steps[-1] or any(m <= s < m + window for s in steps), (m, steps)
+        for m in budget.checkpoint_marks():  # a checkpoint soon after each mark reached (one update may pass two)
+            assert m > steps[-1] or any(m <= s < m + 2 * window for s in steps), (m, steps)
     cand, ref = task.sample_contexts(7, seed=1)
     for fn in (agent.policy, ckpts[-1][1]):
         logp = fn(cand, ref)
