@@ -305,11 +305,12 @@ def score_agent_run(
     final["gold_gain"] = final["gold_value"] - final["ref_gold_value"]
     if path is not None:
         pl = _as_logps(path, judge).to(lp.dtype)
-        pper = [metrics_of_logp(pl[i], judge, beta=beta) for i in range(pl.shape[0])] + [per[-1]]
-        final.update(overoptimization_summary(
-            judge, [m["kl"] for m in pper], [m["gold_value"] for m in pper], [m["proxy_value"] for m in pper],
-            logps=torch.cat([pl, lp[-1:]]),
-        ))
+        ref, gold, proxy = judge.eval_ref_logp, judge.eval_gold, judge.eval_proxy
+        # the three numbers of each path point, as metrics_of_logp computes them (not its costly other metrics)
+        kl = [M.kl_divergence(pl[i], ref) for i in range(pl.shape[0])] + [per[-1]["kl"]]
+        g = [M.policy_value(pl[i], gold) for i in range(pl.shape[0])] + [per[-1]["gold_value"]]
+        p = [M.policy_value(pl[i], proxy) for i in range(pl.shape[0])] + [per[-1]["proxy_value"]]
+        final.update(overoptimization_summary(judge, kl, g, p, logps=torch.cat([pl, lp[-1:]])))
         final["step_at_peak"] = math.nan  # a point of the path, not a step of training
         final["trajectory"] = 2.0
     elif trajectory:
