@@ -16,6 +16,15 @@ of every checkpoint): ``peak_gold``, ``final_gold``, ``gold_drop``, ``kl_at_peak
 et al.'s fits ``gao_{bon,rl}_{alpha,beta,r2,d_star}`` (NaN where a fit is impossible, e.g. fewer than two
 checkpoints with KL > 0).
 
+**Which trajectory** (the ``trajectory`` metric, :data:`TRAJECTORY_KINDS`). On the leaderboard the checkpoints
+of a run that queried the proxy in training are those of the scorer's schedule (:mod:`leaderboard.sandbox`:
+steps are the channel's query counts, a checkpoint at every mark): ``trajectory = 1``. A run without proxy
+queries in training has no such trajectory: the built-in ``tilt`` and ``best_of_n`` are judged along the path
+the scorer defines for them (:func:`scorer_path`: the tilt over β, best-of-n over n, with the library's own
+formulas) followed by the run's own output (``trajectory = 2``); any other run gets NaN overoptimization keys
+and ``trajectory = 0`` — "n/a — no trajectory", never "not overoptimized". The board's
+``overoptimization_rate`` is over the runs with a trajectory, ``overoptimization_runs`` says how many.
+
 **Overoptimization tolerance.** ``overoptimization``'s default (a millionth of the curve's gold range) is
 right for exact sweeps but flags any wobble of a trained agent. Here a run is *overoptimized* when its
 measured peak-to-final gold drop exceeds
