@@ -295,7 +295,8 @@ BOARD_LEGEND = {
         "resampled within each task, so a suite with one seed per task, like smoke, has a CI of zero width]. "
         "value gap: J*_β − J_β(π). KL: KL(π‖π_ref). KL-matched gap: best gold at that KL minus the policy's gold. "
         "reward var: the proxy's variance under π per context. proxy-gold: proxy value − gold value. "
-        "overopt.: runs whose gold fell from its peak along training by more than the tolerance."
+        "overopt.: runs whose gold fell from its peak along training by more than the tolerance, of the runs with a "
+        "trajectory (checkpoints at the scorer's marks, or the scorer's path for tilt / best-of-n)."
     ),
     "reward_model": (
         "Reward models are scored by fixed optimizers on their scores: IQM/mean of the tilt's normalized score at the "
@@ -324,6 +325,9 @@ def _board_view(b, track: str):
                "IQM [95% CI]": ci(r["iqm"], r["iqm_lo"], r["iqm_hi"]), "mean [95% CI]": ci(r["mean"], r["mean_lo"], r["mean_hi"])}
         for head, col, f in _BOARD_VIEW[track]:
             row[head] = fmt(f, r.get(col, math.nan))
+        if track == "agent" and "overoptimization_runs" in r:  # over the runs with a trajectory only (issue 17)
+            n = int(r["overoptimization_runs"])
+            row["overopt."] = "n/a — no trajectory" if n == 0 else f"{row['overopt.']} of {n}"
         rows.append(row)
     return pd.DataFrame(rows)
 
