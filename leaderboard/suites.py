@@ -4,7 +4,13 @@ Every entry has the same shape (:class:`SuiteEntry`); a :class:`Suite` expands i
 :class:`~leaderboard.spec.RunSpec` per (entry, seed index) of a split:
 
 * ``dev`` — public seeds (:func:`leaderboard.seeds.dev_seed`) anyone can run and compare against;
-* ``test`` — seeds derived from the scorer's secret salt (:func:`leaderboard.seeds.test_seed`).
+* ``test`` — **the board**: seeds derived from the scorer's secret salt and the submission's code hash
+  (:func:`leaderboard.seeds.test_seed`: private worlds per submission), and the gold's member hidden too: every
+  task whose config has ``gold_family`` gets ``gold_family=True`` (:mod:`tiltenv.families`: the link's shape, gold
+  scale and labeler noise drawn per world from the family the public config names; tabular arms permuted and
+  perturbed).
+
+:data:`DEV_LABEL` is how every board and report names the dev split.
 
 A changed suite is a new version: :meth:`Suite.digest` hashes everything that defines the runs, and
 ``tests/leaderboard/test_suites.py`` pins the digest of every (name, version), so editing an entry without
@@ -42,7 +48,25 @@ from leaderboard.seeds import dev_seed, load_salt, test_seed
 from leaderboard.spec import SPLITS, TRACKS, RunSpec
 from tiltenv._validation import suggest
 
-__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS"]
+__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS", "DEV_LABEL",
+           "split_label", "has_gold_family"]
+
+#: How every board, report and the README label the dev split.
+DEV_LABEL = "dev — public seeds, anyone can rebuild these worlds; not a ranking"
+
+
+def split_label(split: str) -> str:
+    """The split as boards show it: the test split is the board; the dev split carries :data:`DEV_LABEL`."""
+    return DEV_LABEL if split == "dev" else "test — private worlds per submission, hidden gold member: the board"
+
+
+def has_gold_family(task_id: str) -> bool:
+    """Whether the registered task's config class has a hidden gold family (``gold_family``)."""
+    import gymnasium as gym
+
+    import tiltenv  # noqa: F401  (registers the ids)
+
+    return "gold_family" in gym.spec(task_id).kwargs
 
 #: Tasks without preference data (explicit arms): left out of the reward-model track.
 NO_PREFERENCE_TASKS = ("tiltenv/Tabular-v0",)
@@ -133,12 +157,15 @@ class Suite:
         tasks: list[str] | None = None,
         track: str = "agent",
         n_seeds: int | None = None,
+        code_hash: str | None = None,
     ) -> list[RunSpec]:
         """The runs of a split, entry by entry, seed index by seed index.
 
         Args:
-            split: ``"dev"`` (public seeds) or ``"test"`` (seeds from the salt).
+            split: ``"dev"`` (public seeds, the entries' fixed gold) or ``"test"`` (seeds from the salt and the
+                submission's code hash; ``gold_family=True``: the gold's member drawn per world).
             salt: the test split's salt (default :func:`leaderboard.seeds.load_salt`).
+            code_hash: the submission's code hash (required for the test split: its worlds are private).
             tasks: only these entry keys (default all).
             track: ``"agent"`` or ``"reward_model"`` (which leaves out :data:`NO_PREFERENCE_TASKS`).
             n_seeds: fewer seeds than the split has (default all of them).
@@ -155,12 +182,20 @@ class Suite:
             if not isinstance(n_seeds, int) or not 1 <= n_seeds <= total:
                 raise ValueError(f"n_seeds must be an integer in [1, {total}] for the {split} split (got {n_seeds!r}).")
             total = n_seeds
-        if split == "test" and salt is None:
-            salt = load_salt()
+        if split == "test":
+            if not code_hash or not isinstance(code_hash, str):
+                raise ValueError("the test split's worlds are private to a submission: pass its code_hash "
+                                 f"(got {code_hash!r}).")
+            if salt is None:
+                salt = load_salt()
         specs = []
         for e in entries:
+            kwargs = dict(e.kwargs)
+            if split == "test" and has_gold_family(e.task_id):
+                kwargs["gold_family"] = True
             for i in range(total):
-                seed = dev_seed(self.name, e.key, i) if split == "dev" else test_seed(salt, self.name, self.version, e.key, i)
+                seed = (dev_seed(self.name, e.key, i) if split == "dev"
+                        else test_seed(salt, self.name, self.version, e.key, i, code_hash))
                 specs.append(
                     RunSpec(
                         suite=self.name,
@@ -168,7 +203,7 @@ class Suite:
                         split=split,
                         task_key=e.key,
                         task_id=e.task_id,
-                        task_kwargs=dict(e.kwargs),
+                        task_kwargs=dict(kwargs),
                         seed_index=i,
                         seed=seed,
                         proxy_queries=e.proxy_queries,
