@@ -51,6 +51,8 @@ class LabelCeilingConfig:
     probe_contexts: int = field(default=16, metadata={"help": "Contexts whose K candidates the proxy scores to "
                                                               "initialize θ (the only proxy queries)."})
     seed: int = field(default=0, metadata={"help": "Seed of the probe contexts."})
+    weight_temperature: float = field(default=0.5, metadata={"help": "Pointwise labels: θ starts from the mean of the "
+                                                                     "x weighted by softmax(y / (this · std y))."})
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."})
 
     def __post_init__(self) -> None:
@@ -58,6 +60,7 @@ class LabelCeilingConfig:
         self.learning_rate = check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
         self.probe_contexts = check_int("probe_contexts", self.probe_contexts, low=1)
         self.seed = check_int("seed", self.seed, low=0)
+        self.weight_temperature = check_float("weight_temperature", self.weight_temperature, low=0.0, low_open=True)
         self.device = check_device(self.device)
 
 
@@ -107,7 +110,16 @@ class LabelCeiling(Agent):
         from tiltenv.links import get_link
 
         f64 = torch.float64
-        theta = self._theta0(task, budget).clone().requires_grad_(True)
+        if task.pointwise is not None:  # reward-weighted mean of the labeled x (stage 1 of the two-stage fit): it
+            # sees the direction through a transform of the label, even where the link's first Hermite
+            # coefficient is 0 (he3: information exponent 3, generative exponent 1); the proxy's linear fit would not
+            y = task.pointwise.y.to(f64)
+            w = torch.softmax(y / (self.config.weight_temperature * y.std()), 0)
+            theta0 = (w.unsqueeze(1) * task.pointwise.x.to(f64)).sum(0)
+            theta0 = theta0 / theta0.norm()
+        else:
+            theta0 = self._theta0(task, budget)
+        theta = theta0.clone().requires_grad_(True)
         fam = cfg.family()
         params = {}
         if fam is not None:

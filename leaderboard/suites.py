@@ -86,6 +86,9 @@ class SuiteEntry:
         proxy_queries: the agent track's training budget (candidates scored by the proxy).
         n_checkpoints: log-spaced snapshots scored along training (the overoptimization curve).
         what: the phenomenon this entry isolates (shown by ``tiltenv suites``).
+        test_kwargs: task keyword arguments applied on the test split only, on top of ``kwargs`` (e.g. fewer labels
+            where the label ceiling solved the task from the labels alone); the dev split keeps ``kwargs``, so its
+            published figures stand.
     """
 
     key: str
@@ -94,19 +97,23 @@ class SuiteEntry:
     proxy_queries: int = 65_536
     n_checkpoints: int = 12
     what: str = ""
+    test_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if "seed" in self.kwargs:
+        if "seed" in self.kwargs or "seed" in self.test_kwargs:
             raise ValueError(f"suite entry {self.key!r}: kwargs must not set 'seed' (the suite derives the seeds).")
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        out = {
             "key": self.key,
             "task_id": self.task_id,
             "kwargs": self.kwargs,
             "proxy_queries": self.proxy_queries,
             "n_checkpoints": self.n_checkpoints,
         }
+        if self.test_kwargs:  # absent when empty: the digests of entries without any stay as they were
+            out["test_kwargs"] = self.test_kwargs
+        return out
 
 
 @dataclass(frozen=True)
@@ -191,8 +198,10 @@ class Suite:
         specs = []
         for e in entries:
             kwargs = dict(e.kwargs)
-            if split == "test" and has_gold_family(e.task_id):
-                kwargs["gold_family"] = True
+            if split == "test":
+                kwargs.update(e.test_kwargs)
+                if has_gold_family(e.task_id):
+                    kwargs["gold_family"] = True
             for i in range(total):
                 seed = (dev_seed(self.name, e.key, i) if split == "dev"
                         else test_seed(salt, self.name, self.version, e.key, i, code_hash))
@@ -236,13 +245,20 @@ class Suite:
 _SHANG = {"gold": (0.0, 0.3, 0.5, 0.8, 1.0), "proxy": (0.0, 0.3, 0.5, 1.2, 0.9), "ref_probs": (0.2, 0.2, 0.2, 0.2, 0.2)}
 
 
+#: Test-split labels of the overoptimization tasks on the hump (issue 17): with the registry's 2,000 pairs (Ensemble:
+#: 500) the label ceiling (baselines.label_ceiling: maximum likelihood of θ and the hump family's parameters, then the
+#: tilt) reached 0.99 on the test split's hidden members — the labels alone solved a task that exists to show
+#: overoptimization. With 100 pairs it reaches about 0.86–0.88 (scripts/ranking_stability.py measures it).
+HUMP_TEST_LABELS = {"n_labels": 100}
+
+
 def _phenomena(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     ev = {"n_eval_contexts": n_eval}
     return (
         SuiteEntry("hump-beta0.01", "tiltenv/Hump-v0", {**ev, "beta": 0.01}, queries,
-                   what="non-monotone gold, weak KL: overoptimization"),
+                   what="non-monotone gold, weak KL: overoptimization", test_kwargs=HUMP_TEST_LABELS),
         SuiteEntry("hump-beta0.1", "tiltenv/Hump-v0", {**ev, "beta": 0.1}, queries,
-                   what="non-monotone gold, strong KL"),
+                   what="non-monotone gold, strong KL", test_kwargs=HUMP_TEST_LABELS),
         SuiteEntry("linear", "tiltenv/Linear-v0", {**ev, "beta": 0.1}, queries,
                    what="control: monotone gold, nothing to overoptimize"),
         SuiteEntry("high-exponent", "tiltenv/HighExponent-v0", ev, queries,
@@ -252,7 +268,7 @@ def _phenomena(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
         SuiteEntry("spurious", "tiltenv/Spurious-v0", {**ev, "beta": 0.1}, queries,
                    what="biased labeler: the proxy rewards a spurious direction"),
         SuiteEntry("ensemble", "tiltenv/Ensemble-v0", {**ev, "beta": 0.05}, queries,
-                   what="ensemble proxy (5 bootstrap MLPs, mean) on the hump"),
+                   what="ensemble proxy (5 bootstrap MLPs, mean) on the hump", test_kwargs=HUMP_TEST_LABELS),
         SuiteEntry("shang-bandit", "tiltenv/Tabular-v0", dict(_SHANG), queries,
                    what="Shang et al.'s 5-arm bandit: a proxy error that helps"),
     )
@@ -292,10 +308,10 @@ SUITES: dict[str, Suite] = {
     for s in (
         Suite(
             "smoke",
-            1,
+            2,
             (
                 SuiteEntry("hump", "tiltenv/Hump-v0", {"n_eval_contexts": 512, "beta": 0.05}, 16_384, 8,
-                           what="non-monotone gold: overoptimization"),
+                           what="non-monotone gold: overoptimization", test_kwargs=HUMP_TEST_LABELS),
                 SuiteEntry("linear", "tiltenv/Linear-v0", {"n_eval_contexts": 512, "beta": 0.05}, 16_384, 8,
                            what="control: monotone gold"),
             ),
@@ -303,9 +319,9 @@ SUITES: dict[str, Suite] = {
             n_test_seeds=1,
             description="the main job: every built-in baseline in under two minutes on 2 CPU cores",
         ),
-        Suite("quick", 1, _phenomena(1024, 65_536), n_dev_seeds=2, n_test_seeds=3,
+        Suite("quick", 2, _phenomena(1024, 65_536), n_dev_seeds=2, n_test_seeds=3,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
-        Suite("full", 2, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144),
+        Suite("full", 3, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144),
               n_dev_seeds=5, n_test_seeds=10,
               description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )
