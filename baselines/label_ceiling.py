@@ -149,8 +149,13 @@ class LabelCeiling(Agent):
         else:
             x, y = task.pointwise.x.to(f64), task.pointwise.y.to(f64)
             free = [theta, log_a, log_noise, *params.values()]
-        opt = torch.optim.Adam(free, lr=self.config.learning_rate)
-        for _ in range(self.config.steps):
+        # two stages: θ (and κ / a) under the family's centre first, then every parameter from there (a fit of the
+        # shape from a poor θ wanders off: the centre's fit is what a family-blind known-link fit would reach)
+        centre = [theta, log_kappa] if pairwise else [theta, log_a, log_noise]
+        opt = torch.optim.Adam(centre, lr=self.config.learning_rate)
+        for step in range(self.config.steps):
+            if step == self.config.steps // 2 and fam is not None:
+                opt = torch.optim.Adam(free, lr=self.config.learning_rate)
             opt.zero_grad()
             link, u = link_now(), theta / theta.norm()
             if pairwise:
