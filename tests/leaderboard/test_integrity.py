@@ -301,3 +301,34 @@ def test_the_dev_split_keeps_todays_members_exactly():
     for spec in get_suite("smoke").runs("test", salt=SALT, code_hash="a" * 64):
         assert spec.task_kwargs["gold_family"] is True
         assert world_of(spec).judge.extras["member"].params  # a drawn member
+
+
+@pytest.mark.parametrize("name", ["tiltenv.families", "baselines.label_ceiling", "leaderboard.seeds",
+                                  "leaderboard.suites", "leaderboard.submission"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_label_ceiling_is_a_registered_reference_entry_that_knows_the_family_not_the_member():
+    """Its fit reads only the public task; on the dev split (member public) it is the known-link MLE (≈ 1.0)."""
+    import gymnasium as gym
+
+    import tiltenv
+    from baselines import BASELINES, TrainBudget
+    from baselines.label_ceiling import LabelCeiling
+
+    assert BASELINES["label_ceiling"][0] is LabelCeiling
+    kw = dict(d=8, K=64, n_labels=400, n_eval_contexts=256, n_norm_contexts=256, beta=0.05, seed=3)
+    dev = gym.make("tiltenv/Hump-v0", **kw)
+    agent = LabelCeiling(device="cpu", steps=200).fit(dev.unwrapped.task, TrainBudget(proxy_queries=2048))
+    assert dev.unwrapped.task.budget.proxy_queries <= 16 * 64  # its small proxy-query budget
+    assert tiltenv.evaluate(agent, dev)["normalized_score"] > 0.98
+    test = gym.make("tiltenv/Hump-v0", **kw, gold_family=True)
+    agent = LabelCeiling(device="cpu", steps=200).fit(test.unwrapped.task, TrainBudget(proxy_queries=2048))
+    est, member = agent.estimate_, test.unwrapped.config.member()
+    assert est["family"] and set(est["shape"]) == set(member.params)
+    assert float(est["theta"] @ tiltenv.make_world(test.unwrapped.config).judge.theta) > 0.9
