@@ -117,6 +117,28 @@ def analyse(rows_by_salt: list[list[dict]], n_seeds: int) -> dict:
                 worst = max(worst, (half / gap) ** 2 if gap > 0 else math.inf)
             n_ok = math.ceil(n_seeds * worst)
         needed[f"{a} vs {b}"] = n_ok
+    # every pair in the same order under both salts: the seeds per task at which the CIs would part (1/sqrt(n))
+    consistent = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.sign(boards[0].loc[a, "iqm"] - boards[0].loc[b, "iqm"]) != np.sign(boards[1].loc[a, "iqm"] - boards[1].loc[b, "iqm"]):
+                continue
+            worst = 0.0
+            for bd in boards:
+                gap = abs(bd.loc[a, "iqm"] - bd.loc[b, "iqm"])
+                half = 0.5 * ((bd.loc[a, "iqm_hi"] - bd.loc[a, "iqm_lo"]) + (bd.loc[b, "iqm_hi"] - bd.loc[b, "iqm_lo"]))
+                worst = max(worst, (half / gap) ** 2 if gap > 0 else math.inf)
+            consistent[f"{a} vs {b}"] = {"gap": float(abs(boards[0].loc[a, "iqm"] - boards[0].loc[b, "iqm"])),
+                                         "seeds": max(2, math.ceil(n_seeds * worst))}
+    # Kendall's τ without the reference entry, and per task (the mean score per baseline under each salt)
+    others = [k for k, n in enumerate(names) if n != "label_ceiling"]
+    tau_others = kendall_tau([iqm[0][k] for k in others], [iqm[1][k] for k in others])
+    per_task_tau = {}
+    for task in sorted({r["task_key"] for r in rows_by_salt[0]}):
+        means = [[float(np.nan_to_num(np.nanmean([r["normalized_score"] for r in rows if r["task_key"] == task
+                                                   and r["submission"] == n] or [np.nan]), nan=0.0)) for n in names]
+                 for rows in rows_by_salt]
+        per_task_tau[task] = kendall_tau(means[0], means[1])
     per_task = {}
     ceiling = [r for rows in rows_by_salt for r in rows if r["submission"] == "label_ceiling"]
     for task in sorted({r["task_key"] for r in ceiling}):
@@ -127,6 +149,9 @@ def analyse(rows_by_salt: list[list[dict]], n_seeds: int) -> dict:
         "ci": {f"salt{j}": {n: [float(bd.loc[n, "iqm_lo"]), float(bd.loc[n, "iqm_hi"])] for n in names}
                for j, bd in enumerate(boards)},
         "kendall_tau": tau,
+        "kendall_tau_without_label_ceiling": tau_others,
+        "kendall_tau_per_task": per_task_tau,
+        "same_order_pairs_seeds_extrapolated": consistent,
         "differing_pairs_seeds_needed": needed,
         "seeds_needed": max(needed.values()) if needed else None,
         "label_ceiling_per_task": per_task,
@@ -147,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=None, help="proxy-query budget per run (default: the suite's)")
     ap.add_argument("--salts", default="salt-A,salt-B", help="two comma-separated independent salts")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-analyse the runs of an earlier --out (no scoring)")
     ap.add_argument("--quick", action="store_true", help="a seconds-long check: smoke's hump, 2 seeds, tilt, best_of_n "
                                                          "and label_ceiling (for the tests)")
     args = ap.parse_args(argv)
@@ -154,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     import torch
+
+    if args.from_json is not None:
+        old = json.loads(args.from_json.read_text())
+        rows = [old["runs"]["salt0"], old["runs"]["salt1"]]
+        out = {**old, **analyse(rows, old["seeds"])}
+        print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=2))
+        return 0
 
     from leaderboard.suites import get_suite
 
