@@ -15,6 +15,7 @@ name           agent
 ``ppo``        clipped surrogate, several epochs per batch (Schulman et al. 2017)
 ``dpo``        DPO / IPO / hinge / robust on the preference data (Rafailov et al. 2023)
 ``sb3_ppo``    ``stable_baselines3.PPO`` through ``gym.make``
+``label_ceiling``  reference entry: maximum-likelihood fit of θ and the gold family on the labels, tilted
 =============  ===================================================================================
 
 Example:
@@ -33,6 +34,7 @@ from baselines.base import QUICK_BUDGET, Agent, Checkpointer, TrainBudget, log_s
 from baselines.best_of_n import BestOfN, BestOfNConfig, n_sweep
 from baselines.dpo import DPO, DPOConfig
 from baselines.grpo import GRPO, GRPOConfig
+from baselines.label_ceiling import LabelCeiling, LabelCeilingConfig
 from baselines.policy import Policy, PolicySnapshot
 from baselines.ppo import PPO, PPOConfig
 from baselines.reinforce import REINFORCE, REINFORCEConfig
@@ -71,11 +73,13 @@ __all__ = [
     "DPOConfig",
     "SB3PPO",
     "SB3PPOConfig",
+    "LabelCeiling",
+    "LabelCeilingConfig",
 ]
 
 #: name -> (agent class, config class).
 BASELINES: dict[str, tuple[type[Agent], type]] = {
-    cls.name: (cls, cls.config_class) for cls in (Tilt, BestOfN, REINFORCE, RLOO, GRPO, PPO, DPO, SB3PPO)
+    cls.name: (cls, cls.config_class) for cls in (Tilt, BestOfN, REINFORCE, RLOO, GRPO, PPO, DPO, SB3PPO, LabelCeiling)
 }
 #: The torch policy-gradient agents.
 PG_BASELINES = ("reinforce", "rloo", "grpo", "ppo")

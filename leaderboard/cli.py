@@ -199,7 +199,8 @@ def score(
     submissions: Annotated[Optional[list[str]], typer.Argument(
         help="submissions: a built-in baseline name, module:make_agent, or path/to/agent.py[:factory]")] = None,
     suite: Annotated[str, typer.Option(help="suite name (tiltenv suites)")] = "smoke",
-    split: Annotated[str, typer.Option(help="dev (public seeds) or test (seeds from the scorer's secret salt)")] = "dev",
+    split: Annotated[str, typer.Option(help="test (the board: private worlds per submission, from the scorer's secret "
+                                            "salt) or dev (public seeds, anyone can rebuild these worlds; not a ranking)")] = "test",
     baselines_: Annotated[Optional[str], typer.Option(
         "--baselines", help="also score built-in entries: 'all' or a comma-separated list (agents: baselines; "
                             "reward models: the library's proxies linear, mlp, two_stage, ensemble)")] = None,
@@ -270,8 +271,10 @@ def _show_board(st, suite: str, version: int, split: str, track: str = "agent") 
     if runs.empty:
         raise UserError(f"no results for suite {suite!r} v{version} ({split}, {track}) in this database; run `tiltenv score` first.")
     b = scoring.board(runs)
+    from leaderboard.suites import split_label
+
     console.print(_rich_table(_board_view(b, track),
-                              title=f"{suite} v{version} — {split} split — ranked by IQM of {b['metric'].iloc[0]}"))
+                              title=f"{suite} v{version} — {split_label(split)} — ranked by IQM of {b['metric'].iloc[0]}"))
     console.print(BOARD_LEGEND[track], highlight=False)
     fails = st.failures(suite=suite, version=version, split=split)
     if len(fails):
@@ -343,7 +346,7 @@ def _write_report(st, s, split: str, out: Path) -> None:
 @_guard
 def board(
     suite: Annotated[str, typer.Option(help="suite name")] = "smoke",
-    split: Annotated[str, typer.Option(help="dev or test")] = "dev",
+    split: Annotated[str, typer.Option(help="test (the board) or dev (public seeds; not a ranking)")] = "test",
     track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
     version: Annotated[Optional[int], typer.Option(help="suite version (default: the current one)")] = None,
     compare: Annotated[Optional[str], typer.Option(
@@ -374,7 +377,7 @@ def board(
 @_guard
 def report(
     suite: Annotated[str, typer.Option(help="suite name")] = "smoke",
-    split: Annotated[str, typer.Option(help="dev or test")] = "dev",
+    split: Annotated[str, typer.Option(help="test (the board) or dev (public seeds; not a ranking)")] = "test",
     out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("reports/smoke.html"),
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
 ) -> None:

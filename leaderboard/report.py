@@ -522,12 +522,20 @@ def report_for_suite(store: Any, suite: Any, split: str, path: str | Path, *, sa
         ag = runs[runs["track"] != "reward_model"] if "track" in runs.columns else runs
         wanted = {(str(t), int(i)) for t, i in zip(ag["task_key"], ag["seed_index"])}
         if wanted:
-            specs = suite.runs(split, salt=salt, tasks=sorted({t for t, _ in wanted}))
+            tasks = sorted({t for t, _ in wanted})
+            if split == "test":  # private worlds per submission: the frontier pools the judges of the family's members
+                hashes = sorted(set(ag["code_hash"]))
+                specs = [sp for h in hashes for sp in suite.runs(split, salt=salt, tasks=tasks, code_hash=h)]
+                frontier_seeds = 3 if frontier_seeds is None else frontier_seeds
+            else:
+                specs = suite.runs(split, salt=salt, tasks=tasks)
             by_task: dict[str, list] = {}
             for spec in specs:
                 if (spec.task_key, spec.seed_index) in wanted:
                     if frontier_seeds is None or len(by_task.get(spec.task_key, [])) < frontier_seeds:
                         by_task.setdefault(spec.task_key, []).append(world_of(spec).judge)
             frontiers = {k: frontier_curve(js) for k, js in sorted(by_task.items())}
-    return write_report(runs, ck, fails, path, title=title or f"tiltenv — {suite.name} v{suite.version} ({split} split)",
+    from leaderboard.suites import split_label
+
+    return write_report(runs, ck, fails, path, title=title or f"tiltenv — {suite.name} v{suite.version} ({split_label(split)})",
                         frontiers=frontiers)

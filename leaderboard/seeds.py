@@ -1,8 +1,12 @@
 """World seeds of a suite: public **dev** seeds, and **test** seeds derived from the scorer's secret salt.
 
-A test seed is ``HMAC-SHA256(salt, "suite/version/task_key/index")`` truncated to 63 bits: without the salt
-nobody (a submission included) can know the gold direction θ* of a scored task in advance, and with it the
-scorer can always rebuild the same worlds. The salt comes from, in order:
+A test seed is ``HMAC-SHA256(salt, "suite/version/task_key/index/code_hash")`` truncated to 63 bits: without the
+salt nobody (a submission included) can know the gold direction θ* of a scored task in advance, and with it the
+scorer can always rebuild the same worlds. The submission's **code hash** is part of the message, so every
+submission is scored on worlds no other submission ever sees (private test worlds, issue 17): nothing learned
+from earlier results — boards, reports, exports, trajectories — says anything about the next submission's
+worlds; re-scoring the same code gives the same worlds, an edited file gets new ones. The salt comes from, in
+order:
 
 1. the environment variable ``TILTENV_SALT`` (any non-empty string);
 2. the file named by ``TILTENV_SALT_FILE``, or ``~/.config/tiltenv/salt`` — created on first use with 32
@@ -15,7 +19,9 @@ Example:
     >>> from leaderboard.seeds import dev_seed, test_seed
     >>> dev_seed("smoke", "hump", 0) == dev_seed("smoke", "hump", 0)
     True
-    >>> test_seed(b"salt", "smoke", 1, "hump", 0) != test_seed(b"other salt", "smoke", 1, "hump", 0)
+    >>> test_seed(b"salt", "smoke", 1, "hump", 0, "ab12") != test_seed(b"other salt", "smoke", 1, "hump", 0, "ab12")
+    True
+    >>> test_seed(b"salt", "smoke", 1, "hump", 0, "ab12") != test_seed(b"salt", "smoke", 1, "hump", 0, "cd34")
     True
 """
 
@@ -86,11 +92,18 @@ def dev_seed(suite: str, task_key: str, index: int) -> int:
     return _to_seed(hashlib.sha256(f"tiltenv-dev/{suite}/{task_key}/{int(index)}".encode()).digest())
 
 
-def test_seed(salt: bytes, suite: str, version: int, task_key: str, index: int) -> int:
-    """The secret world seed of a test run: HMAC-SHA256 of the salt over (suite, version, task, index)."""
+def test_seed(salt: bytes, suite: str, version: int, task_key: str, index: int, code_hash: str) -> int:
+    """The secret world seed of a test run: HMAC-SHA256 of the salt over (suite, version, task, index, code hash).
+
+    Raises:
+        ValueError: an empty salt or code hash (a test world is private to one submission's code).
+    """
     if not isinstance(salt, (bytes, bytearray)) or not salt:
         raise ValueError("salt must be non-empty bytes (see leaderboard.seeds.load_salt).")
-    msg = f"tiltenv-test/{suite}/{int(version)}/{task_key}/{int(index)}".encode()
+    if not isinstance(code_hash, str) or not code_hash:
+        raise ValueError(f"code_hash must be the submission's code hash, a non-empty string (got {code_hash!r}): "
+                         "test worlds are private to one submission.")
+    msg = f"tiltenv-test/{suite}/{int(version)}/{task_key}/{int(index)}/{code_hash}".encode()
     return _to_seed(hmac.new(bytes(salt), msg, hashlib.sha256).digest())
 
 

@@ -28,7 +28,7 @@ Example:
     >>> load_submission("reinforc")
     Traceback (most recent call last):
     ...
-    ValueError: 'reinforc' is not a built-in baseline, an importable module or a Python file; baselines are ['best_of_n', 'dpo', 'grpo', 'ppo', 'reinforce', 'rloo', 'sb3_ppo', 'tilt']. Did you mean 'reinforce'?
+    ValueError: 'reinforc' is not a built-in baseline, an importable module or a Python file; baselines are ['best_of_n', 'dpo', 'grpo', 'label_ceiling', 'ppo', 'reinforce', 'rloo', 'sb3_ppo', 'tilt']. Did you mean 'reinforce'?
 """
 
 from __future__ import annotations

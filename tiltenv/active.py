@@ -43,11 +43,12 @@ class LabelBudgetExceeded(RuntimeError):
 def _labeler_process(conn, spec: dict[str, Any]) -> None:
     """The judge-side labeler: receives pairs, answers labels, counts them against the budget."""
     torch.set_num_threads(1)
-    from tiltenv.links import get_link
+    from tiltenv.families import Member
 
     theta = torch.as_tensor(spec["theta"], dtype=torch.float64)
     spurious = torch.as_tensor(spec["spurious"], dtype=torch.float64)
-    link = get_link(spec["link"])
+    member = Member.from_spec(spec["member"])
+    link = member.link
     gen = torch.Generator().manual_seed(int(spec["seed"]))
     budget, used = int(spec["budget"]), 0
 
@@ -180,7 +181,7 @@ def open_label_channel(target: Any, budget: int | None = None) -> LabelChannel:
                          "or use a task with a label budget, e.g. tiltenv/ActiveLabels-v0.")
     spec = {
         "theta": judge.theta.numpy().copy(), "spurious": judge.extras["spurious_direction"].numpy().copy(),
-        "link": cfg.link, "gold_scale": cfg.gold_scale, "label_temp": cfg.label_temp, "flip_rate": cfg.flip_rate,
+        "member": cfg.member().spec(), **{k: v for k, v in cfg.member().spec().items() if k not in ("params", "base")},
         "label_bias": cfg.label_bias, "seed": seed_streams(cfg.seed)["channel_labels"], "budget": budget,
     }
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")

@@ -57,8 +57,9 @@ def labeler_probability(target: Any, x_a: torch.Tensor, x_b: torch.Tensor) -> to
     judge = _judge(target)
     cfg = judge.config
     h = judge.extras["utility"]
-    p = M.bt_probability(h(x_a) - h(x_b), cfg.label_temp)
-    return cfg.flip_rate + (1 - 2 * cfg.flip_rate) * p
+    member = cfg.member()  # the world's labeler τ and ε (drawn from its family on the test split)
+    p = M.bt_probability(h(x_a) - h(x_b), member.label_temp)
+    return member.flip_rate + (1 - 2 * member.flip_rate) * p
 
 
 def sample_pairs(target: Any, logp: torch.Tensor | None = None, pairs_per_context: int = 2,

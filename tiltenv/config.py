@@ -34,6 +34,8 @@ from tiltenv.proxies import check_proxy, parse_options
 __all__ = ["TaskConfig", "TabularConfig", "LABEL_KINDS", "config_from_kwargs"]
 
 LABEL_KINDS = ("pairwise", "pointwise", "ai")  # "ai": labels from a labeler model (tiltenv.feedback)
+#: Largest change of one arm's gold or proxy value in a tabular world drawn from its family (``gold_family``).
+TABULAR_PERTURBATION = 0.1
 
 
 def _freeze(value: Any) -> Any:
@@ -131,6 +133,12 @@ class TaskConfig(IndexConfigMethods):
         default=0,
         metadata={"help": "Task seed: θ*, labels, proxy init, evaluation contexts. None in a public view (hidden)."},
     )
+    gold_family: bool = field(
+        default=False,
+        metadata={"help": "True (the leaderboard's test split): the link's shape, gold_scale, label_temp and flip_rate "
+                          "are drawn per world from the family of `link` (tiltenv.families states the ranges; the "
+                          "fields are its centre), so the member is hidden with the seed. False: exactly these values."},
+    )
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -164,6 +172,13 @@ class TaskConfig(IndexConfigMethods):
         _check_budget_size(self)
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
+        if not isinstance(self.gold_family, (bool, np.bool_)):
+            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
+        set_("gold_family", bool(self.gold_family))
+        if self.gold_family:
+            from tiltenv.families import family_of_link
+
+            family_of_link(self.link)  # a link without a family: a clear error naming the links that have one
         check_proxy(self.proxy, dict(self.proxy_kwargs))
         check_proxy_cost(self.proxy, parse_options(self.proxy, dict(self.proxy_kwargs)), d=self.d,
                          n_labels=self.n_labels, label_kind=self.label_kind)
@@ -181,8 +196,30 @@ class TaskConfig(IndexConfigMethods):
         return self.ai_labeler_labels * self.human_label_cost if self.label_kind == "ai" else 0.0
 
     def public(self) -> "TaskConfig":
-        """What an agent may know: everything but the seed (from which θ* and the judge could be rebuilt)."""
+        """What an agent may know: everything but the seed (from which θ* and the judge could be rebuilt).
+
+        With ``gold_family`` the member (link shape, gold scale, labeler τ and ε) is drawn from the seed, so the
+        public view names only the family (:meth:`family`) and its centre: every member has the same public view."""
         return dataclasses.replace(self, seed=None)
+
+    def family(self):
+        """The :class:`tiltenv.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
+        from tiltenv.families import family_of_link
+
+        return family_of_link(self.link) if self.gold_family else None
+
+    def member(self):
+        """The world's gold member (:class:`tiltenv.families.Member`); needs the seed when ``gold_family``."""
+        from tiltenv.families import draw_member, fixed_member
+
+        if not self.gold_family:
+            return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
+        if self.seed is None:
+            raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
+        from tiltenv.world import seed_streams
+
+        return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
+                           seed=seed_streams(self.seed)["family"])
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -204,7 +241,11 @@ class TabularConfig(ConfigMethods):
     features: Any = None
     beta: float = 0.1
     n_eval_contexts: int = 1
-    seed: int = 0
+    seed: int | None = 0  # None in a public view (hidden)
+    #: True (the leaderboard's test split): each world permutes the arms and perturbs every gold and proxy value by
+    #: up to ±TABULAR_PERTURBATION (from the seed), so no test world's gold is in public source; the fields are the
+    #: centre (the paper's table).
+    gold_family: bool = False
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -237,11 +278,31 @@ class TabularConfig(ConfigMethods):
             set_(name, _freeze(arr))
         set_("beta", check_float("beta", self.beta, low=0.0, low_open=True))
         set_("n_eval_contexts", check_int("n_eval_contexts", self.n_eval_contexts, low=1))
-        set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
+        if self.seed is not None:
+            set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
+        if not isinstance(self.gold_family, (bool, np.bool_)):
+            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
+        set_("gold_family", bool(self.gold_family))
 
     def public(self) -> "TabularConfig":
-        """What an agent may know: the arms' proxy and π_ref, not their gold."""
-        return dataclasses.replace(self, gold=None)
+        """What an agent may know: the arms' proxy and π_ref (with ``gold_family``: the centre's), not their gold,
+        nor the seed (a test seed would rebuild a drawn world)."""
+        return dataclasses.replace(self, gold=None, seed=None)
+
+    def arms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The world's ``(gold, proxy, ref_probs)``: the fields, or with ``gold_family`` the seed's draw (arms
+        permuted, gold and proxy each perturbed uniformly by up to ±:data:`TABULAR_PERTURBATION`)."""
+        gold = np.asarray(self.gold, dtype=np.float64)
+        proxy = np.asarray(self.proxy, dtype=np.float64)
+        ref = np.asarray(self.ref_probs, dtype=np.float64)
+        if not self.gold_family:
+            return gold, proxy, ref
+        if self.seed is None:
+            raise ValueError("this public config hides its arms (gold_family=True and no seed).")
+        rng = np.random.default_rng(np.random.SeedSequence([int(self.seed), 17]))
+        perm = rng.permutation(self.K)
+        d = TABULAR_PERTURBATION
+        return (gold[perm] + rng.uniform(-d, d, self.K), proxy[perm] + rng.uniform(-d, d, self.K), ref[perm])
 
     @property
     def K(self) -> int:

@@ -80,15 +80,16 @@ def held_out_proxies(target: Any, k: int = 3, n_labels: int | None = None, proxy
         raise ValueError(f"proxy {kind!r} is not learned from labels: a held-out copy would be the same model.")
     n = cfg.n_labels if n_labels is None else int(n_labels)
     seeds = np.random.SeedSequence(seed_streams(cfg.seed)["monitor_labels"]).spawn(k)
+    member = cfg.member()  # the world's gold member (drawn from its family on the test split)
     out = []
     for child in seeds:
         s = [int(v >> np.uint64(1)) for v in child.generate_state(3, np.uint64)]
         x, _ = world.task.sampler.sample(n, torch_generator(s[0]))
         x = compress_along(x, judge.extras["length_direction"], cfg.shift_length_scale)  # the task's label distribution
         ref = world.task.sampler.ref_logp(x)
-        prefs = make_preferences(x, ref, judge.extras["utility"], temperature=cfg.label_temp, flip_rate=cfg.flip_rate,
-                                 generator=torch_generator(s[1]))
-        ctx = ProxyContext(d=cfg.d, theta=judge.theta, gold=judge.gold, link=None, gold_scale=cfg.gold_scale,
+        prefs = make_preferences(x, ref, judge.extras["utility"], temperature=member.label_temp,
+                                 flip_rate=member.flip_rate, generator=torch_generator(s[1]))
+        ctx = ProxyContext(d=cfg.d, theta=judge.theta, gold=judge.gold, link=None, gold_scale=member.gold_scale,
                            preferences=prefs, pointwise=None, seed=s[2], device=torch.device("cpu"),
                            sample_ref=lambda m, g: world.task.sampler.sample(m, g))
         with single_threaded(torch.device("cpu")):
@@ -101,7 +102,8 @@ def oracle_proxy(target: Any) -> Proxy:
     """The gold itself as a (normalized) held-out model: an oracle control for the stopping rule (judge side)."""
     world = _world(target)
     cfg = world.judge.config
-    return world.with_proxy(GoldProxy(world.judge.theta, get_link(cfg.link), cfg.gold_scale)).task.proxy
+    member = cfg.member()
+    return world.with_proxy(GoldProxy(world.judge.theta, member.link, member.gold_scale)).task.proxy
 
 
 class StopTraining(Exception):

@@ -56,7 +56,7 @@ __all__ = [
 #: Names of the independent random streams spawned from the task seed, in spawn order (append only:
 #: reordering changes every task and needs a version bump of every env id).
 STREAMS = ("theta", "directions", "labels", "label_contexts", "proxy_init", "norm_contexts", "eval_contexts",
-           "ai_labeler", "monitor_labels", "channel_labels")
+           "ai_labeler", "monitor_labels", "channel_labels", "family")
 
 
 def seed_streams(seed: int) -> dict[str, int]:
@@ -354,8 +354,9 @@ def _build_single_index(config: TaskConfig) -> World:
     u = math.cos(alpha) * theta + math.sin(alpha) * theta_perp
     theta_t = torch.from_numpy(theta)
     spurious_t = torch.from_numpy(spurious)
-    link = get_link(config.link)
-    a = config.gold_scale
+    member = config.member()  # the config's own link/scale/labeler, or (gold_family) the seed's draw of its family
+    link = member.link
+    a = member.gold_scale
 
     def gold(x: torch.Tensor) -> torch.Tensor:
         return a * link(x.to(torch.float64) @ theta_t.to(x.device))
@@ -380,12 +381,12 @@ def _build_single_index(config: TaskConfig) -> World:
             label_ref = sampler.ref_logp(label_ctx)
         g_labels = torch_generator(seeds["labels"])
         if config.label_kind == "pairwise":
-            prefs = make_preferences(label_ctx, label_ref, utility, temperature=config.label_temp,
-                                     flip_rate=config.flip_rate, generator=g_labels)
+            prefs = make_preferences(label_ctx, label_ref, utility, temperature=member.label_temp,
+                                     flip_rate=member.flip_rate, generator=g_labels)
         elif config.label_kind == "ai":
             seed_x, seed_ref = sampler.sample(config.ai_labeler_labels, torch_generator(seeds["ai_labeler"]))
-            seed_prefs = make_preferences(seed_x, seed_ref, utility, temperature=config.label_temp,
-                                          flip_rate=config.flip_rate, generator=torch_generator(seeds["ai_labeler"] ^ 1))
+            seed_prefs = make_preferences(seed_x, seed_ref, utility, temperature=member.label_temp,
+                                          flip_rate=member.flip_rate, generator=torch_generator(seeds["ai_labeler"] ^ 1))
             ai_labeler = fit_ai_labeler(seed_prefs, torch.from_numpy(style), config.ai_bias)
             prefs = make_ai_preferences(label_ctx, label_ref, ai_labeler, generator=g_labels)
         else:
@@ -404,16 +405,17 @@ def _build_single_index(config: TaskConfig) -> World:
     judge = Judge(config, gold, theta_t, eval_x, eval_ref, proxy,
                   extras={"spurious_direction": spurious_t, "theta_perp": torch.from_numpy(theta_perp),
                           "style_direction": torch.from_numpy(style), "length_direction": torch.from_numpy(length),
-                          "utility": utility, "ai_labeler": ai_labeler})
+                          "utility": utility, "ai_labeler": ai_labeler, "member": member})
     return World(task, judge)
 
 
 def _build_tabular(config: TabularConfig) -> World:
     feats = torch.from_numpy(config.feature_matrix)
-    ref = torch.tensor(config.ref_probs, dtype=torch.float64)
+    gold_arms, proxy_arms, ref_arms = config.arms()  # the fields, or (gold_family) the seed's permuted, perturbed draw
+    ref = torch.from_numpy(ref_arms)
     sampler = FixedContextSampler(feats, ref)
-    proxy = TableProxy(feats, torch.tensor(config.proxy, dtype=torch.float64))
-    gold_table = TableProxy(feats, torch.tensor(config.gold, dtype=torch.float64))
+    proxy = TableProxy(feats, torch.from_numpy(proxy_arms))
+    gold_table = TableProxy(feats, torch.from_numpy(gold_arms))
 
     def gold(x: torch.Tensor) -> torch.Tensor:
         return gold_table.raw(x.to(torch.float64))

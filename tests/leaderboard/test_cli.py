@@ -19,7 +19,7 @@ TILTENV = Path(sys.executable).with_name("tiltenv")
 
 def _env(db: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILTENV_DB")}
-    env.update(TILTENV_DB=db, COLUMNS="200", PYTHONPATH=str(ROOT))
+    env.update(TILTENV_DB=db, COLUMNS="200", PYTHONPATH=str(ROOT), TILTENV_SALT="cli-test-salt")
     return env
 
 
@@ -41,16 +41,18 @@ def test_main_job_scores_every_baseline_on_smoke_prints_the_board_and_writes_the
 
     for name in BASELINES:
         assert re.search(rf"│\s+\d+ │ {name}\s", out.stdout), (name, out.stdout)
-    assert "scored 16 runs (0 failed)" in out.stdout
+    n = 2 * len(BASELINES)
+    assert f"scored {n} runs (0 failed)" in out.stdout
+    assert "test — private worlds per submission" in out.stdout  # the main job ranks the test split
     html = (tmp_path / "smoke.html").read_text()
     assert all(name in html for name in BASELINES)
-    runs = Store(db).runs(suite="smoke", version=1, split="dev")
-    assert len(runs) == 16 and (runs["status"] == "ok").all()
+    runs = Store(db).runs(suite="smoke", version=2, split="test")
+    assert len(runs) == n and (runs["status"] == "ok").all()
     # the hump entry shows the phenomenon: some optimizer overoptimizes there, none on the linear control
     assert runs.loc[runs.task_key == "hump", "overoptimized"].sum() >= 1
     assert runs.loc[runs.task_key == "linear", "overoptimized"].sum() == 0
     again = cli(*args, "--no-progress", "--no-board", db=db)
-    assert again.returncode == 0 and "scored 0 runs (0 failed), 16 already stored" in again.stdout
+    assert again.returncode == 0 and f"scored 0 runs (0 failed), {n} already stored" in again.stdout
 
 
 def _readme_commands() -> list[str]:
@@ -110,3 +112,20 @@ def test_console_script_and_module_are_the_same_cli(tmp_path):
     b = cli("suites", db="sqlite://")
     assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
     assert "smoke" in a.stdout and "quick" in a.stdout and "full" in a.stdout
+
+
+def test_board_and_report_rank_the_test_split_and_label_the_dev_split(tmp_path):
+    """The test split is the board (the default of score, board and report); the dev split is labelled as no ranking."""
+    from leaderboard.suites import DEV_LABEL
+
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    out = cli("score", "tilt", "--suite", "smoke", "--tasks", "linear", "--no-progress", db=db)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test — private worlds per submission" in out.stdout
+    assert len(Store(db).runs(split="test")) == 1 and len(Store(db).runs(split="dev")) == 0
+    dev = cli("score", "tilt", "--suite", "smoke", "--tasks", "linear", "--split", "dev", "--no-progress", db=db)
+    assert dev.returncode == 0 and DEV_LABEL in " ".join(dev.stdout.split()), dev.stdout
+    board = cli("board", "--suite", "smoke", db=db)
+    assert board.returncode == 0 and "test — private worlds" in board.stdout and DEV_LABEL not in board.stdout
+    rep = cli("report", "--suite", "smoke", "--split", "dev", "--out", str(tmp_path / "r.html"), db=db)
+    assert rep.returncode == 0 and DEV_LABEL in (tmp_path / "r.html").read_text()

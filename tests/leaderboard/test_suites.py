@@ -16,9 +16,11 @@ from leaderboard.suites import SUITES, Suite, SuiteEntry, get_suite
 
 # A changed suite is a new version: editing an entry must come with a version bump and a new pin here.
 PINNED = {
-    ("smoke", 1): "c2ee0327bf",
-    ("quick", 1): "589f770240",
-    ("full", 2): "bf4dece2c0",  # v2: issues 12 and 13 add the life-cycle and multi-objective tasks (v1 was b1f290b208)
+    # issue 17: the hump tasks get 100 labels on the test split (label ceiling), test seeds from the ranking
+    # measurement (quick 3 -> 5, full 10 -> 25); smoke v1 was c2ee0327bf, quick v1 589f770240, full v2 bf4dece2c0
+    ("smoke", 2): "258fefc7f1",
+    ("quick", 2): "9e10db9c7d",
+    ("full", 3): "6d5d596be5",  # v2: issues 12 and 13 add the life-cycle and multi-objective tasks (v1 was b1f290b208)
 }
 
 
@@ -37,6 +39,8 @@ def test_digest_changes_with_any_entry_field():
     ):
         assert Suite("x", 1, (changed,)).digest() != base.digest()
     assert Suite("x", 1, base.entries, n_dev_seeds=2).digest() != base.digest()
+    changed = SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 1024, test_kwargs={"n_labels": 100})
+    assert Suite("x", 1, (changed,)).digest() != base.digest()  # the test split's own kwargs define runs too
     # the description and 'what' are documentation, not part of the runs
     assert Suite("x", 1, base.entries, description="other").digest() == base.digest()
 
@@ -61,7 +65,7 @@ def test_runs_cover_entries_and_seeds_and_never_store_test_seeds():
     assert len(dev) == len(quick.entries) * quick.n_dev_seeds
     assert {(r.task_key, r.seed_index) for r in dev} == {(e.key, i) for e in quick.entries for i in range(quick.n_dev_seeds)}
     assert all(r.seed == S.dev_seed("quick", r.task_key, r.seed_index) for r in dev)
-    test = quick.runs("test", salt=b"s3cret")
+    test = quick.runs("test", salt=b"s3cret", code_hash="c0de")
     assert len({r.seed for r in test}) == len(test)  # distinct worlds
     assert not {r.seed for r in test} & {r.seed for r in dev}
     for r in test:
@@ -71,15 +75,17 @@ def test_runs_cover_entries_and_seeds_and_never_store_test_seeds():
 
 
 def test_test_seed_is_the_documented_hmac():
-    salt = b"k"
-    msg = b"tiltenv-test/quick/1/linear/2"
+    salt, h = b"k", "ab" * 32
+    msg = f"tiltenv-test/quick/1/linear/2/{h}".encode()
     want = int.from_bytes(hmac.new(salt, msg, hashlib.sha256).digest()[:8], "big") & ((1 << 63) - 1)
-    assert S.test_seed(salt, "quick", 1, "linear", 2) == want
-    # every input matters
-    base = S.test_seed(salt, "quick", 1, "linear", 2)
-    assert len({base, S.test_seed(b"j", "quick", 1, "linear", 2), S.test_seed(salt, "full", 1, "linear", 2),
-                S.test_seed(salt, "quick", 2, "linear", 2), S.test_seed(salt, "quick", 1, "hump", 2),
-                S.test_seed(salt, "quick", 1, "linear", 3)}) == 6
+    assert S.test_seed(salt, "quick", 1, "linear", 2, h) == want
+    # every input matters, the submission's code hash included (private worlds, issue 17)
+    base = S.test_seed(salt, "quick", 1, "linear", 2, h)
+    assert len({base, S.test_seed(b"j", "quick", 1, "linear", 2, h), S.test_seed(salt, "full", 1, "linear", 2, h),
+                S.test_seed(salt, "quick", 2, "linear", 2, h), S.test_seed(salt, "quick", 1, "hump", 2, h),
+                S.test_seed(salt, "quick", 1, "linear", 3, h), S.test_seed(salt, "quick", 1, "linear", 2, "cd" * 32)}) == 7
+    with pytest.raises(ValueError, match="code_hash"):
+        S.test_seed(salt, "quick", 1, "linear", 2, "")
 
 
 def test_salt_from_env_then_file_created_0600(tmp_path, monkeypatch):
@@ -153,10 +159,21 @@ def test_test_runs_use_the_suite_version_and_carry_the_track():
     entries = (SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 1024), SuiteEntry("b", "tiltenv/Linear-v0", {}, 2048, 3))
     v2 = Suite("x", 2, entries, n_dev_seeds=1, n_test_seeds=2)
     for track in ("agent", "reward_model"):
-        runs = v2.runs("test", salt=b"k", track=track)
+        runs = v2.runs("test", salt=b"k", track=track, code_hash="h")
         assert [(r.task_key, r.seed_index) for r in runs] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
-        assert [r.seed for r in runs] == [S.test_seed(b"k", "x", 2, r.task_key, r.seed_index) for r in runs]
+        assert [r.seed for r in runs] == [S.test_seed(b"k", "x", 2, r.task_key, r.seed_index, "h") for r in runs]
         assert all(r.track == track and r.suite_version == 2 and r.split == "test" for r in runs)
         assert [(r.proxy_queries, r.n_checkpoints) for r in runs] == [(1024, 12), (1024, 12), (2048, 3), (2048, 3)]
     v3 = Suite("x", 3, entries, n_dev_seeds=1, n_test_seeds=2)
-    assert not {r.seed for r in v3.runs("test", salt=b"k")} & {r.seed for r in v2.runs("test", salt=b"k")}
+    assert not {r.seed for r in v3.runs("test", salt=b"k", code_hash="h")} & {r.seed for r in v2.runs("test", salt=b"k", code_hash="h")}
+
+
+def test_test_kwargs_apply_to_the_test_split_only_and_the_test_split_hides_the_gold_member():
+    e = SuiteEntry("a", "tiltenv/Hump-v0", {"beta": 0.1}, 1024, test_kwargs={"n_labels": 100})
+    s = Suite("x", 1, (e, SuiteEntry("t", "tiltenv/Tabular-v0", {}, 1024)), n_test_seeds=1)
+    dev, test = s.runs("dev"), s.runs("test", salt=b"k", code_hash="h")
+    assert dev[0].task_kwargs == {"beta": 0.1} and dev[1].task_kwargs == {}
+    assert test[0].task_kwargs == {"beta": 0.1, "n_labels": 100, "gold_family": True}
+    assert test[1].task_kwargs == {"gold_family": True}
+    with pytest.raises(ValueError, match="must not set 'seed'"):
+        SuiteEntry("a", "tiltenv/Hump-v0", {}, test_kwargs={"seed": 1})
