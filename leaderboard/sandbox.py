@@ -81,6 +81,7 @@ import torch
 
 from leaderboard._child import (FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteDimProxy, RemoteDimStack, RemoteProxy,
                                 _reachable, check_array_specs, set_pipe_size, unpack_arrays)
+from leaderboard import _cgroup, _jail
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import Submission
 
@@ -252,6 +253,55 @@ def network_mode(limits: Limits) -> str:
     return "allow"
 
 
+_warned_trusted = False
+
+
+def sandbox_mode(limits: Limits) -> str:
+    """``"jail"`` or ``"trusted"`` for a run under ``limits`` (see :attr:`Limits.sandbox`).
+
+    Raises:
+        RuntimeError: ``sandbox="jail"`` where jails cannot be started (the message says why and how to fix it).
+    """
+    global _warned_trusted
+    if limits.sandbox == "trusted":
+        if not _warned_trusted:
+            _warned_trusted = True
+            warnings.warn("Limits(sandbox='trusted'): runs are NOT jailed (no namespaces, cgroup or seccomp): use it "
+                          "only for your own code and the built-in baselines; these runs are marked 'trusted'.",
+                          stacklevel=3)
+        return "trusted"
+    ok, why = _jail.available()
+    if not ok:
+        raise RuntimeError(f"refusing to run submissions: runs cannot be jailed here ({why}). To run your own code "
+                           "or the built-in baselines without the jail: Limits(sandbox='trusted') (tiltenv score "
+                           "--sandbox trusted).")
+    return "jail"
+
+
+@functools.lru_cache(maxsize=1)
+def _jail_binds() -> tuple[str, ...]:
+    return tuple(_jail.bind_paths())
+
+
+def _jail_pss_bytes(pidns: str) -> int:
+    """Proportional memory (PSS) of the processes of the pid namespace ``pidns``: a page shared copy-on-write
+    by n processes counts 1/n in each (the measure without a cgroup)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") != pidns:
+                    continue
+                with open(f"/proc/{name}/smaps_rollup", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Pss:"):
+                            total += int(line.split()[1]) << 10
+                            break
+            except (OSError, ValueError):
+                pass
+    return total
+
+
 # ----------------------------------------------------------------------------------------------- zygote
 class _Zygote:
     """The clean fork server (one per scorer process)."""
@@ -375,7 +425,10 @@ class _Child:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a leaderboard.spec.Limits (got {type(limits).__name__}).")
         self.limits, self.sub = limits, sub
-        network = network_mode(limits)
+        self.sandbox = sandbox_mode(limits)
+        self.jail: _jail.Jail | None = None
+        self.cg: _cgroup.RunCgroup | None = None
+        network = network_mode(limits) if self.sandbox == "trusted" else ("allow" if limits.network == "allow" else "jail")
         self.pgid: int | None = None
         self.killed_by_us = False
         self.spawn_mode = spawn
@@ -406,6 +459,15 @@ class _Child:
         }
         self.zygote = _zygote() if spawn == "zygote" else None  # started once per scorer process, not charged
         self.started = time.monotonic()
+        if self.sandbox == "jail":
+            try:
+                self._start_jail(sub, limits, device, cfg, network)
+            except BaseException:
+                os.close(p2c_r), os.close(c2p_w), os.close(p2c_w), os.close(c2p_r)
+                self._end_jail()
+                self.log.close()
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise
         self.deadline = self.started + float(limits.wall_time)
         self._left = float(limits.wall_time)
         try:
@@ -431,6 +493,44 @@ class _Child:
         self._last_poll = 0.0
         self.chan = Channel(c2p_r, p2c_w, wait=self._wait)
 
+    def _start_jail(self, sub: Submission, limits: Limits, device: str, cfg: dict[str, Any], network: str) -> None:
+        """The run's cgroup and jail; ``cfg`` gets what the child needs to join them."""
+        self.cg = _cgroup.RunCgroup.create(limits.memory_mb, limits.max_processes)
+        ro = []
+        if self.file is not None:
+            ro.append((os.path.dirname(self.file),) * 2)
+        if sub.kind == "module" and sub.root:
+            ro.append((os.path.realpath(sub.root),) * 2)
+        devices = _jail.gpu_devices() if str(device).startswith("cuda") else ()
+        self.jail = _jail.Jail(binds=_jail_binds(), work=self.tmp, disk_mb=limits.disk_mb, ro_dirs=ro,
+                               network=network == "allow", devices=devices)
+        self.pidns = self.jail.pid_namespace()
+        cfg.update(jail=self.jail.config(), cgroup_procs=self.cg.procs_files if self.cg else [],
+                   max_processes=int(limits.max_processes), cpu_time=int(limits.cpu_seconds) + 1)
+
+    def _end_jail(self) -> None:
+        if self.jail is not None:
+            self.jail.close()
+        if self.cg is not None:
+            self.cg.kill()
+
+    def _check_jail(self) -> None:
+        """Fail the run if its processes reached a limit of the cgroup (or, without one, their PSS the memory cap)."""
+        limit_mb, cpu_cap = self.limits.memory_mb, self.limits.cpu_seconds
+        if self.cg is not None:
+            if self.cg.oom_kills():
+                self.fail("memory", f"the run's processes reached the memory limit of {limit_mb} MiB (cgroup: "
+                                    f"{self.cg.oom_kills()} process(es) killed by the kernel, peak "
+                                    f"{self.cg.peak_bytes() / 2**20:.0f} MiB incl. /dev/shm, tmpfs and memfd pages)")
+            cpu = self.cg.cpu_seconds()
+            if cpu is not None and cpu > cpu_cap:
+                self.fail("timeout", f"the run's processes used {cpu:.1f} s of CPU time > limit {cpu_cap:g} s; killed")
+        elif self.jail is not None:
+            pss = _jail_pss_bytes(self.pidns)
+            if pss > int(limit_mb) << 20:
+                self.fail("memory", f"proportional memory (PSS) of the run's processes reached {pss / 2**20:.0f} MiB "
+                                    f"> limit {limit_mb} MiB; killed")
+
     # -- clock: agents run against one deadline; a reward model is charged only while the scorer waits on it
     def pause_clock(self) -> None:
         self._left = self.deadline - time.monotonic()
@@ -444,7 +544,10 @@ class _Child:
         now = time.monotonic()
         if now >= self.deadline:
             self.fail("timeout", f"the run exceeded its wall-time limit of {self.limits.wall_time:g} s and was killed")
-        if now - self._last_poll >= MEMORY_POLL_S:
+        if now - self._last_poll >= MEMORY_POLL_S and self.jail is not None:
+            self._last_poll = now
+            self._check_jail()
+        elif now - self._last_poll >= MEMORY_POLL_S:
             self._last_poll = now
             rss = _group_rss_bytes(self.pgid)
             if rss > int(self.limits.memory_mb) << 20:
@@ -464,6 +567,7 @@ class _Child:
                 os.killpg(self.pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        self._end_jail()
 
     def fail(self, reason: str, detail: str) -> None:
         self.kill()
@@ -494,6 +598,8 @@ class _Child:
         killed_by_us = self.killed_by_us
         status = self.exit_status()
         tail = self.stderr_tail()
+        if self.cg is not None and self.cg.oom_kills():
+            self._check_jail()
         if status is None:
             self.kill()
             how = "closed its channel"
@@ -524,6 +630,8 @@ class _Child:
             self.fail("protocol", f"malformed frame while expecting {expecting}: {e}")
         if header["op"] == "error":
             self.child_error(header, plen)
+        if self.jail is not None and header["op"] in ("done", "fit_done", "scores"):
+            self._check_jail()  # e.g. a process of the run the kernel killed at the memory limit
         return header, plen
 
     def recv_arrays(self, header: dict[str, Any], plen: int) -> list[np.ndarray]:
@@ -565,8 +673,10 @@ class _Child:
                 pass
         elif self.pgid is not None:
             self.exit_status(2.0)  # reap it in the zygote
-        if self.uid is not None and self.uid != _NOBODY:
+        if self.uid is not None and self.uid != _NOBODY and self.jail is None:
             _kill_uid(self.uid)
+        if self.cg is not None:
+            self.cg.close()
         for fd in self._fds:
             try:
                 os.close(fd)
