@@ -239,6 +239,8 @@ def network_mode(limits: Limits) -> str:
     global _warned_network
     if limits.network == "allow":
         return "allow"
+    if limits.sandbox == "jail":  # the jail has its own network namespace (checked by sandbox_mode)
+        return "isolate"
     ok, why = network_isolation()
     if ok:
         return "isolate"
