@@ -97,6 +97,7 @@ DETAIL_MAX = 4000
 #: How often (seconds) the scorer polls the child's resident memory while it waits.
 MEMORY_POLL_S = 0.2
 _BIG_UID_BASE = 2_000_000_000
+_UID_SPAN = 2_000_000_000  # uids 2e9 .. 4e9 (< 2**32 - 1)
 _NOBODY = 65534
 _run_counter = itertools.count()
 
@@ -209,7 +210,9 @@ def _run_ids() -> tuple[int, int] | tuple[None, None]:
         return None, None
     if not _big_uids_work():
         return _NOBODY, _NOBODY
-    uid = _BIG_UID_BASE + (os.getpid() % 100_000) * 1000 + next(_run_counter) % 1000
+    # a block of 1,000 uids per scorer pid, then the next blocks: no uid repeats within a scorer's life (and a uid
+    # shared with another scorer's run is harmless: each run is in its own pid namespace and cgroup)
+    uid = _BIG_UID_BASE + ((os.getpid() % 100_000) * 1000 + next(_run_counter)) % _UID_SPAN
     return uid, uid
 
 
