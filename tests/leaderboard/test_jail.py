@@ -94,6 +94,9 @@ def procs_with(marker: str) -> list[int]:
         if not name.isdigit() or int(name) == os.getpid():
             continue
         try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":  # a zombie (exited, not reaped by the host's init)
+                    continue
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 cmd = f.read()
             with open(f"/proc/{name}/comm", "rb") as f:
@@ -122,6 +125,8 @@ def kill_all(marker: str, rounds: int = 200) -> None:
 @pytest.fixture
 def hygiene(token):
     yield token
+    Path(f"/tmp/{token}.stop").touch()  # a hopper that escaped stops (a kill by name could miss it)
+    time.sleep(0.1)
     kill_all(token)
     for p in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
         for q in Path(p).glob(f"{token}*") if os.path.isdir(p) else []:
@@ -134,7 +139,8 @@ def hygiene(token):
 def assert_no_trace(token: str, wait: float = 1.0) -> None:
     time.sleep(wait)  # a surviving process would have forked again by now
     assert procs_with(token) == [], f"processes of the run are alive after it ended: {procs_with(token)}"
-    left = [str(q) for p in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(p) for q in Path(p).glob(f"{token}*")]
+    left = [str(q) for p in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(p)
+            for q in Path(p).glob(f"{token}*") if not q.name.endswith(".stop")]
     assert left == [], f"the run left files on the host: {left}"
 
 
@@ -142,54 +148,34 @@ NAME = "ctypes.CDLL(None).prctl(15, {tok!r}.encode()[:15], 0, 0, 0)  # PR_SET_NA
 
 
 # ----------------------------------------------------------------------------------------------- nothing outlives a run
+HOPPER = """
+    import subprocess
+    # the script travels in its own argv (a file would go with the run's folder); the token is in every hop's cmdline
+    script = '[ -e /tmp/{token}.stop ] && exit 0; [ "$1" -le 0 ] && exit 0; {action}; setsid /bin/sh -c "$0" "$0" $(( $1 - 1 )) &'
+    subprocess.Popen(['/bin/sh', '-c', script, script, '20000'], start_new_session=True)   # ~20,000 hops of ~1 ms
+    time.sleep(0.3)
+    checkpoint(0, self)
+"""
+
+
 def test_fork_hopping_setsid_grandchild_does_not_outlive_the_run(world, tmp_path, hygiene):
+    """A shell that re-forks itself in a new session every few ms: a pass over /proc never finds its current pid."""
     token = hygiene
-    body = f"""
-        if os.fork() == 0:
-            os.setsid()
-            {NAME.format(tok=token)}
-            while True:                      # fork-hopping: a new pid every 20 ms, the old one exits
-                time.sleep(0.02)
-                if os.fork() != 0:
-                    os._exit(0)
-                os.setsid() if os.getsid(0) != os.getpid() else None
-        time.sleep(0.3)
-        checkpoint(0, self)
-    """
-    out = run(world, write_agent(tmp_path, body))
+    out = run(world, write_agent(tmp_path, HOPPER.format(token=token, name="hop", action=":")))
     assert out.steps == [0]
     assert_no_trace(token)
 
 
 def test_a_lurker_cannot_wait_for_a_later_run_of_the_same_uid(world, tmp_path, hygiene, monkeypatch):
-    """A hopping lurker rewrites every submission copy it can write; the uid counter is advanced as 1,000 runs
-    would, so that (before the jail) the victim run got the attacker's uid."""
+    """A hopping lurker that, after 1,000 hops, kills every process of its uid (``kill -9 -1``); the uid counter is
+    advanced as 1,000 runs would, so that (before the jail) the next run got the attacker's uid and was killed."""
     token = hygiene
-    lurk = f"""
-        import glob
-        if os.fork() == 0:
-            os.setsid()
-            {NAME.format(tok=token)}
-            end = time.time() + 20
-            while time.time() < end:
-                time.sleep(0.02)
-                if os.fork() != 0:
-                    os._exit(0)
-                for f in glob.glob('/tmp/tiltenv-run-*/submission/*.py'):
-                    try:
-                        with open(f, 'w') as fh:
-                            fh.write('raise RuntimeError("PWNED by {token}")')
-                    except OSError:
-                        pass
-            os._exit(0)
-        time.sleep(0.3)
-        checkpoint(0, self)
-    """
-    run(world, write_agent(tmp_path, lurk, "attacker.py"))
+    run(world, write_agent(tmp_path, HOPPER.format(token=token, name="lurk", action='[ "$1" -lt 19000 ] && kill -9 -1'), "attacker.py"))
     n = next(sandbox._run_counter)
     monkeypatch.setattr(sandbox, "_run_counter", itertools.count(n + 999))  # the next run: 1,000 runs later
-    victim = write_agent(tmp_path, "time.sleep(1.0)\ncheckpoint(0, self)", "victim.py")
-    out = run(world, victim)  # before the jail: RuntimeError PWNED
+    time.sleep(1.0)
+    victim = write_agent(tmp_path, "time.sleep(3.0)\ncheckpoint(0, self)", "victim.py")
+    out = run(world, victim)  # before the jail: killed by a SIGKILL the scorer did not send (memory)
     assert out.steps == [0]
     assert_no_trace(token, wait=0.2)
 
@@ -197,9 +183,11 @@ def test_a_lurker_cannot_wait_for_a_later_run_of_the_same_uid(world, tmp_path, h
 def test_uids_do_not_repeat_within_a_scorer(monkeypatch):
     if not IS_ROOT:
         pytest.skip("per-run uids are taken only by a root scorer")
-    monkeypatch.setattr(sandbox, "_run_counter", itertools.count(998))
-    uids = [sandbox._run_ids()[0] for _ in range(4)]
-    assert len(set(uids)) == 4, uids
+    uids = []
+    for start in (5, 1005, 2005):  # 1,000 runs apart
+        monkeypatch.setattr(sandbox, "_run_counter", itertools.count(start))
+        uids.append(sandbox._run_ids()[0])
+    assert len(set(uids)) == 3, uids
 
 
 # ----------------------------------------------------------------------------------------------- memory
