@@ -14,36 +14,42 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   (``|logsumexp| ≤ 1e-3``) → otherwise ``invalid_output`` saying what was returned.
 * **Wall time** — every wait on the child has a deadline (``limits.wall_time`` from the start of the run);
   past it the child's process group is killed (``timeout``).
-* **Memory** — ``RLIMIT_DATA = limits.memory_mb`` in the child (``RLIMIT_AS`` is not used: torch reserves
-  more address space than it touches and fails to import under a tight one), and the scorer polls the
-  resident memory of the child's process group while it waits (catches what ``RLIMIT_DATA`` does not count,
-  e.g. shared mappings). A ``MemoryError``/allocator failure in the child, a kill by this poll, or a
-  SIGKILL the scorer did not send (the kernel's OOM killer) → ``memory``.
+* **Jail** (``limits.sandbox="jail"``, the default) — every run lives in its own bubblewrap jail
+  (:mod:`leaderboard._jail`): pid, mount, network, ipc, uts and cgroup namespaces (plus a user namespace for
+  a non-root scorer), a root holding only read-only binds of ``/usr``, the interpreter, its site-packages and
+  the three package folders, a ``/proc`` of the run's own processes, size-capped tmpfs (``limits.disk_mb``)
+  for the working folder, ``/tmp`` and ``/dev/shm``, and a seccomp filter (:mod:`leaderboard._seccomp`). When
+  the run ends, for any reason, the jail's pid 1 exits and the kernel kills every process of the run, however
+  it forked or hopped. As root, the run also gets a **cgroup** (:mod:`leaderboard._cgroup`, v2 or v1) and a
+  fresh unprivileged uid/gid (not repeated within a scorer's life, no supplementary groups).
+  Where no jail can be started the scorer refuses (:func:`sandbox_mode` says why); ``sandbox="trusted"``
+  runs without it (own code, built-in baselines), with a warning.
+* **Memory** — with a cgroup: ``memory_mb`` is its limit, covering every process of the run and its shmem,
+  tmpfs and memfd pages, each page counted once (copy-on-write copies of the zygote's pages are not counted
+  per process); a process the kernel kills there → ``memory``. Without one (non-root scorer): the scorer
+  polls the proportional memory (PSS) of the jail's processes. In both, ``RLIMIT_DATA = limits.memory_mb``
+  (``RLIMIT_AS`` is not used: torch reserves more address space than it touches). A ``MemoryError`` in the
+  child or a SIGKILL the scorer did not send (the kernel's OOM killer) → ``memory``.
+* **Processes and CPU** — ``limits.max_processes`` (cgroup ``pids.max`` and ``RLIMIT_NPROC``) and
+  ``limits.cpu_seconds`` (the cgroup's CPU time, polled; ``RLIMIT_CPU`` per process) → ``timeout``.
 * **Isolation** — the child gets a scrubbed environment (``PATH``, ``LANG``/``LC_ALL``, ``PYTHONPATH``,
   ``HOME`` = ``TMPDIR`` = its private working directory, which is also its cwd, thread counts
   ``= limits.threads``): no salt, no ``TILTENV_*`` variable, no cache directory. It never sees θ*, the seed,
-  the judge or the evaluation gold: they are not in its memory (it is not forked from the scorer).
-  When the scorer runs as **root**, the child drops to a fresh unprivileged uid/gid per run (no
-  supplementary groups) and its working directory is chowned to it, so it cannot read root's 0600 salt
-  file, the proxy cache under root's home, ``/proc/<scorer>/environ`` or another run's files, nor signal
-  or trace other runs.
-
-  **Not protected when the scorer is not root**: the child runs as the scorer's user, so it can read every
-  file that user can (the salt file, the proxy cache — which holds the proxy's weights, i.e. a way around
-  the budget — and ``/proc/<scorer pid>/environ`` where ``TILTENV_SALT`` may be set) and signal the
-  scorer's other processes. Score untrusted submissions as root (in a container), as CI does.
-* **Network** — every run gets its own empty network namespace (``limits.network="isolate"``, the default;
-  :mod:`leaderboard._netns`): no interface but a loopback that is down, so it can neither reach the scorer's
-  machine (e.g. a database on 127.0.0.1) nor the internet. This needs root or unprivileged user namespaces;
-  where neither is available the scorer warns once and runs without it, or refuses to score with
-  ``network="require"``.
+  the judge or the evaluation gold: they are not in its memory (it is not forked from the scorer), nor in
+  its filesystem (the jail has no home folder, board, salt or proxy cache, whoever runs the scorer).
+* **Network** — a jailed run has its own network namespace with only its own loopback
+  (``limits.network="allow"`` shares the scorer's). A trusted run gets an empty network namespace of its own
+  where the kernel allows it (:mod:`leaderboard._netns`), else a warning (``network="require"`` refuses).
+* **Output** — the run's stdout/stderr go to a file of the scorer; its last 64 KiB are returned with the
+  outcome (:attr:`AgentOutcome.output`, :attr:`SandboxFailure.output <leaderboard.spec.SandboxFailure>`).
 
 Processes: by default (``spawn="zygote"``) runs are forked from a **zygote**, a clean interpreter started
 once per scorer process with ``Popen([sys.executable, "-m", "leaderboard._child", "--zygote", ...])`` that
 has imported only libraries (never a world, judge, salt or seed); each run is still its own process with
 its own session, rlimits and uid, and it skips the 1-2 s import of torch. ``spawn="popen"`` starts one
-fresh interpreter per run instead. Either way a kill takes the child's whole process group (``setsid``);
-as root, any process left with the run's uid is killed too.
+fresh interpreter per run instead. Either way the run's process joins its jail (cgroups first, then the
+namespaces, then it drops its uid or capabilities) and forks once more: the grandchild, inside the jail's pid
+namespace, runs the submission; the process the scorer knows relays its exit status.
 
 Example:
     >>> from tiltenv import TaskConfig, make_world            # doctest: +SKIP
@@ -115,6 +121,7 @@ class AgentOutcome:
         deploy_queries: candidates scored while the checkpoints produced their outputs (capped).
         fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
         wall_time: seconds of the whole sandboxed run, start of the process to its result.
+        output: the run's own stdout/stderr (last 64 KiB); sandbox: ``"jail"`` or ``"trusted"``.
     """
 
     steps: list[int]
@@ -123,6 +130,8 @@ class AgentOutcome:
     deploy_queries: int
     fit_time: float
     wall_time: float
+    output: str | None = None
+    sandbox: str = "jail"
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -669,8 +678,22 @@ class _Child:
             self.fail("protocol", f"expected {op!r}, the child sent {str(header['op'])[:40]!r} ({plen} payload bytes)")
         return header
 
+    def output_tail(self) -> str | None:
+        """The run's own stdout/stderr, its last :data:`leaderboard.spec.OUTPUT_MAX` bytes."""
+        from leaderboard.spec import OUTPUT_MAX
+
+        try:
+            size = os.fstat(self.log.fileno()).st_size
+            self.log.seek(max(0, size - OUTPUT_MAX))
+            return self.log.read(OUTPUT_MAX).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return None
+
     def close(self) -> None:
         self.kill()
+        exc = sys.exc_info()[1]  # a failure on its way out of run_agent (close runs in its finally): keep the output
+        if isinstance(exc, SandboxFailure) and exc.output is None:
+            exc.output = self.output_tail()
         if self.popen is not None:
             try:
                 self.popen.wait(5)
@@ -866,7 +889,8 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
                 child.kill()
                 raise
         child.expect("done")
-        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started)
+        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started,
+                            child.output_tail(), child.sandbox)
     finally:
         child.close()
 
@@ -916,6 +940,8 @@ class RemoteRewardModel:
             raise TypeError(f"RemoteRewardModel needs a reward_model-track Submission (got {sub!r}).")
         self.d = int(task.d)
         self.failure: SandboxFailure | None = None
+        self.output: str | None = None  # the run's stdout/stderr once closed
+        self.sandbox = limits.sandbox
         public = _public_copy(task, NoProxy(getattr(task.proxy, "kind", "proxy"), task.d))
         self._child: _Child | None = _Child(sub, limits, device, spawn)
         started = time.monotonic()
@@ -978,6 +1004,7 @@ class RemoteRewardModel:
         """Stop the child (idempotent)."""
         if self._child is not None:
             child, self._child = self._child, None
+            self.output, self.sandbox = child.output_tail(), child.sandbox
             try:
                 if self.failure is None:
                     child.chan.send({"op": "close"})

@@ -29,6 +29,7 @@ __all__ = [
     "Limits",
     "NETWORK_MODES",
     "SANDBOX_MODES",
+    "OUTPUT_MAX",
     "SandboxFailure",
 ]
 
@@ -43,6 +44,8 @@ NETWORK_MODES = ("isolate", "require", "allow")
 #: ``Limits.sandbox``: ``"jail"`` (bubblewrap namespaces, a cgroup, seccomp; refuses where unavailable) or
 #: ``"trusted"`` (one's own code / the built-in baselines, without the jail; marked on the board).
 SANDBOX_MODES = ("jail", "trusted")
+#: A run's stored output (stdout + stderr) is its last this many bytes.
+OUTPUT_MAX = 64 * 1024
 
 #: Why a run failed (the ``reason`` column of the failures table). ``detail`` carries the message.
 FAILURE_REASONS = {
@@ -172,6 +175,8 @@ class RunResult:
         checkpoints: the trajectory, one :class:`CheckpointRow` per snapshot, in step order.
         proxy_queries: candidates the scorer's channel scored for this run; fit_time: seconds in ``fit``;
         wall_time: seconds of the whole sandboxed run.
+        sandbox: how the run was isolated: ``"jail"`` or ``"trusted"`` (see :attr:`Limits.sandbox`).
+        output: the run's own stdout/stderr, its last :data:`OUTPUT_MAX` bytes (``None``: not captured).
     """
 
     submission: str
@@ -185,6 +190,8 @@ class RunResult:
     proxy_queries: int = 0
     fit_time: float = 0.0
     wall_time: float = 0.0
+    sandbox: str | None = None
+    output: str | None = None
 
     def key(self) -> tuple[str, str, int, str, str, int]:
         return self.spec.key(self.code_hash)
@@ -200,7 +207,8 @@ class RunResult:
 
 
 class SandboxFailure(Exception):
-    """A sandboxed run failed: ``reason`` is a key of :data:`FAILURE_REASONS`, ``detail`` the message."""
+    """A sandboxed run failed: ``reason`` is a key of :data:`FAILURE_REASONS`, ``detail`` the message;
+    ``output``: the run's own stdout/stderr (last :data:`OUTPUT_MAX` bytes), set by the sandbox."""
 
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in FAILURE_REASONS:
@@ -208,3 +216,4 @@ class SandboxFailure(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.output: str | None = None
