@@ -581,3 +581,48 @@ def test_a_non_root_scorer_jails_its_runs_too(tmp_path):
         assert found["n_procs"] <= 4, found
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- storage
+def test_a_runs_output_and_sandbox_are_stored(tmp_path):
+    """The last 64 KiB of a run's stdout/stderr and how it was isolated land on the board (runs, failures)."""
+    from leaderboard import runner
+    from leaderboard.store import Store
+    from leaderboard.suites import get_suite
+
+    body = """
+        print('x' * 100_000)                                  # more than 64 KiB: only the tail is kept
+        print('hello from the run', flush=True)
+        print('to stderr', file=sys.stderr, flush=True)
+        raise ValueError('boom')
+    """
+    sub = load_submission(write_agent(tmp_path, body))
+    store = Store(f"sqlite:///{tmp_path / 'board.db'}")
+    runner.score([sub], get_suite("smoke"), store=store, backend="serial", limits=LIMITS, progress=False,
+                 tasks=[get_suite("smoke").entries[0].key], n_seeds=1)
+    fails = store.failures()
+    assert len(fails) >= 1 and set(fails["sandbox"]) == {"jail"}
+    out = fails["output"].iloc[0]
+    assert "hello from the run" in out and "to stderr" in out and len(out.encode()) <= 64 * 1024 + 200, len(out)
+    assert set(store.runs()["sandbox"]) == {"jail"}
+
+
+def test_a_new_sqlite_board_is_private_and_an_open_one_warns(tmp_path):
+    from leaderboard.store import Store
+
+    path = tmp_path / "board.db"
+    Store(f"sqlite:///{path}").close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    os.chmod(path, 0o644)
+    with pytest.warns(UserWarning, match=r"board file .*board.db is readable by other users \(mode 644\): chmod 600"):
+        Store(f"sqlite:///{path}").close()
+
+
+def test_a_password_in_db_warns(tmp_path):
+    from typer.testing import CliRunner
+
+    from leaderboard.cli import app
+
+    res = CliRunner().invoke(app, ["board", "--db", "postgresql+psycopg2://u:hunter2@127.0.0.1:1/x"])
+    text = res.output + (res.stderr if res.stderr_bytes is not None else "")
+    assert "holds a password" in text and "TILTENV_DB" in text, text
