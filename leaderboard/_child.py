@@ -379,6 +379,18 @@ def _reroute_import_paths(uid: int, gid: int, private: Sequence[str]) -> None:
 
 
 _NETWORK_DONE = False
+_JAILED = False
+
+
+def enter_jail(cfg: dict[str, Any], keep_fds: Sequence[int] = ()) -> None:
+    """Join the run's jail (once; :func:`leaderboard._jail.become_jailed`): returns in the process that runs the
+    submission, inside the jail's pid namespace; the process that called it waits for that one and exits."""
+    global _JAILED
+    if not _JAILED:
+        from leaderboard import _jail
+
+        _jail.become_jailed(cfg, keep_fds or [fd for fd in (cfg.get("rfd"), cfg.get("wfd")) if fd is not None])
+        _JAILED = True
 
 
 def apply_network(cfg: dict[str, Any]) -> None:
@@ -407,7 +419,10 @@ def enter_sandbox(cfg: dict[str, Any]) -> None:
 
     import tempfile
 
-    apply_network(cfg)  # before the uid drop: root needs its privilege to unshare
+    if cfg.get("jail"):
+        enter_jail(cfg)  # namespaces, cgroups, uid / capabilities (see leaderboard._jail)
+    else:
+        apply_network(cfg)  # before the uid drop: root needs its privilege to unshare
     os.chdir(cfg["cwd"])
     os.environ.clear()
     os.environ.update(cfg["env"])
@@ -421,6 +436,10 @@ def enter_sandbox(cfg: dict[str, Any]) -> None:
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    if cfg.get("jail"):  # per-process backstops of the cgroup's limits (the only ones without a cgroup)
+        for res, value in ((resource.RLIMIT_NPROC, cfg.get("max_processes")), (resource.RLIMIT_CPU, cfg.get("cpu_time"))):
+            if value:
+                resource.setrlimit(res, (int(value), int(value)))
     if os.geteuid() == 0 and cfg.get("uid") is not None:
         uid, gid = int(cfg["uid"]), int(cfg["gid"])
         _reroute_import_paths(uid, gid, cfg.get("private", ()))
@@ -433,6 +452,10 @@ def enter_sandbox(cfg: dict[str, Any]) -> None:
             pass
         else:  # pragma: no cover - would mean the drop failed
             raise PermissionError("could not drop root privileges in the sandbox")
+    if cfg.get("jail"):
+        from leaderboard import _seccomp
+
+        _seccomp.install()
     torch.set_num_threads(int(cfg.get("threads", 1)))
     import random
 
@@ -631,6 +654,8 @@ def _run_forked(req: dict[str, Any], fds: list[int]) -> int:
     _close_fds_except({0, 1, 2, rfd, wfd})
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    if req["config"].get("jail"):
+        enter_jail(req["config"], [rfd, wfd])
     enter_sandbox(req["config"])
     return serve(Channel(rfd, wfd))
 
@@ -662,6 +687,12 @@ def _warm_up() -> None:
     try:
         import stable_baselines3  # noqa: F401
     except ImportError:
+        pass
+    try:  # each jailed run loads the same seccomp filter: compile it once
+        from leaderboard import _seccomp
+
+        _seccomp.compiled()
+    except OSError:
         pass
 
 
@@ -722,7 +753,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) == 2 and argv[0] == "--run":
         cfg = json.loads(argv[1])
         _set_parent_death_signal()
-        apply_network(cfg)  # while single-threaded (an unprivileged user namespace needs it): before torch
+        if cfg.get("jail"):
+            enter_jail(cfg)  # while single-threaded (setns needs it): before torch starts threads
+        else:
+            apply_network(cfg)  # while single-threaded (an unprivileged user namespace needs it): before torch
         _warm_up()  # as in the zygote: libraries before the sandbox closes, lazy imports out of fit_time
         enter_sandbox(cfg)
         code = serve(Channel(cfg["rfd"], cfg["wfd"]))

@@ -57,6 +57,16 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _db(url: str | None) -> str:
+    if url and "://" in url:
+        try:
+            import sqlalchemy as sa
+
+            if sa.engine.make_url(url).password:
+                err.print("[bold yellow]warning:[/] the --db URL holds a password, which every process can read in "
+                          "/proc/<pid>/cmdline: pass the URL in $TILTENV_DB, or keep the password in ~/.pgpass "
+                          "(PGPASSFILE), instead.", highlight=False)
+        except Exception:  # noqa: BLE001 - a bad URL is reported by the store
+            pass
     return url or os.environ.get("TILTENV_DB") or "sqlite:///tiltenv-board.db"
 
 
@@ -218,6 +228,10 @@ def score(
     network: Annotated[str, typer.Option(help="isolate: each run in its own empty network namespace where the kernel "
                                               "allows it (else a warning); require: refuse to score without that; "
                                               "allow: runs share the scorer's network")] = "isolate",
+    sandbox: Annotated[str, typer.Option(help="jail: each run in its own bubblewrap jail, cgroup and seccomp filter "
+                                              "(refuses where jails are unavailable); trusted: no jail, for your own "
+                                              "code and the built-in baselines only (runs are marked trusted)")] = "jail",
+    disk_mb: Annotated[int, typer.Option(help="size of each private tmpfs of a run (its folder and /tmp, /dev/shm), MiB")] = 1024,
     board_: Annotated[bool, typer.Option("--board/--no-board", help="print the board afterwards")] = True,
     report: Annotated[Optional[Path], typer.Option(help="also write the HTML report here")] = None,
     strict: Annotated[bool, typer.Option(help="exit 1 if any run failed")] = False,
@@ -247,7 +261,11 @@ def score(
     if name is not None and len(refs) != 1:
         raise UserError("--name needs exactly one submission.")
     subs = [load_submission(r, name=name, track=track) for r in refs]
-    limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads, network=network)
+    limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads, network=network, sandbox=sandbox,
+                    disk_mb=disk_mb)
+    if sandbox == "trusted":
+        err.print("[bold yellow]warning:[/] --sandbox trusted: runs are NOT jailed; score only your own code and the "
+                  "built-in baselines this way (the runs are marked 'trusted' on the board).", highlight=False)
     st = _store(db)
     if retry_failed:
         n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)

@@ -148,20 +148,22 @@ def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict,
                 path=None if out.proxy_queries > 0 else scoring.scorer_path(sub, judge))
             return RunResult(**base, status="ok", metrics=metrics, checkpoints=rows,
                              proxy_queries=int(out.proxy_queries), deployment_queries=int(out.deploy_queries),
-                             fit_time=float(out.fit_time), wall_time=time.perf_counter() - started)
+                             fit_time=float(out.fit_time), wall_time=time.perf_counter() - started,
+                             sandbox=out.sandbox, output=out.output)
         _seed_everything(spec.seed_index)
         if sub.kind == "proxy":  # a built-in reward model: the library's own (trusted) proxy, scored in-process
             fit_start = time.perf_counter()
             metrics = scoring.score_builtin_reward_model(sub.target, world.judge.config, proxy_kwargs=sub.config,
                                                          seed=spec.seed_index, device=device)
             return RunResult(**base, status="ok", metrics=metrics, fit_time=time.perf_counter() - fit_start,
-                             wall_time=time.perf_counter() - started)
+                             wall_time=time.perf_counter() - started, sandbox="trusted")  # library code, in-process
         with sandbox.RemoteRewardModel(sub, world.task, limits, device=device) as rm:
             metrics = scoring.score_reward_model(world.judge, world.task, rm.score, seed=spec.seed_index)
-        return RunResult(**base, status="ok", metrics=metrics, wall_time=time.perf_counter() - started)
+        return RunResult(**base, status="ok", metrics=metrics, wall_time=time.perf_counter() - started,
+                         sandbox=rm.sandbox, output=rm.output)
     except SandboxFailure as exc:
         return RunResult(**base, status="failed", reason=exc.reason, detail=exc.detail,
-                         wall_time=time.perf_counter() - started)
+                         wall_time=time.perf_counter() - started, sandbox=limits.sandbox, output=exc.output)
 
 
 def plan(subs: Sequence[Any], specs: Sequence[RunSpec], store: Any) -> tuple[list[tuple[Any, RunSpec]], int]:
@@ -324,6 +326,7 @@ def score(
     if any(sub.kind != "proxy" for sub, _ in todo):  # sandboxed runs ahead: network="require" fails here, not per run
         from leaderboard import sandbox
 
+        sandbox.sandbox_mode(limits)  # no jail here: refuses (saying why) unless Limits(sandbox="trusted")
         sandbox.network_mode(limits)
     summary = ScoreSummary(skipped=skipped)
     t0 = time.perf_counter()

@@ -22,36 +22,42 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   (``|logsumexp| ≤ 1e-3``) → otherwise ``invalid_output`` saying what was returned.
 * **Wall time** — every wait on the child has a deadline (``limits.wall_time`` from the start of the run);
   past it the child's process group is killed (``timeout``).
-* **Memory** — ``RLIMIT_DATA = limits.memory_mb`` in the child (``RLIMIT_AS`` is not used: torch reserves
-  more address space than it touches and fails to import under a tight one), and the scorer polls the
-  resident memory of the child's process group while it waits (catches what ``RLIMIT_DATA`` does not count,
-  e.g. shared mappings). A ``MemoryError``/allocator failure in the child, a kill by this poll, or a
-  SIGKILL the scorer did not send (the kernel's OOM killer) → ``memory``.
+* **Jail** (``limits.sandbox="jail"``, the default) — every run lives in its own bubblewrap jail
+  (:mod:`leaderboard._jail`): pid, mount, network, ipc, uts and cgroup namespaces (plus a user namespace for
+  a non-root scorer), a root holding only read-only binds of ``/usr``, the interpreter, its site-packages and
+  the three package folders, a ``/proc`` of the run's own processes, size-capped tmpfs (``limits.disk_mb``)
+  for the working folder, ``/tmp`` and ``/dev/shm``, and a seccomp filter (:mod:`leaderboard._seccomp`). When
+  the run ends, for any reason, the jail's pid 1 exits and the kernel kills every process of the run, however
+  it forked or hopped. As root, the run also gets a **cgroup** (:mod:`leaderboard._cgroup`, v2 or v1) and a
+  fresh unprivileged uid/gid (not repeated within a scorer's life, no supplementary groups).
+  Where no jail can be started the scorer refuses (:func:`sandbox_mode` says why); ``sandbox="trusted"``
+  runs without it (own code, built-in baselines), with a warning.
+* **Memory** — with a cgroup: ``memory_mb`` is its limit, covering every process of the run and its shmem,
+  tmpfs and memfd pages, each page counted once (copy-on-write copies of the zygote's pages are not counted
+  per process); a process the kernel kills there → ``memory``. Without one (non-root scorer): the scorer
+  polls the proportional memory (PSS) of the jail's processes. In both, ``RLIMIT_DATA = limits.memory_mb``
+  (``RLIMIT_AS`` is not used: torch reserves more address space than it touches). A ``MemoryError`` in the
+  child or a SIGKILL the scorer did not send (the kernel's OOM killer) → ``memory``.
+* **Processes and CPU** — ``limits.max_processes`` (cgroup ``pids.max`` and ``RLIMIT_NPROC``) and
+  ``limits.cpu_seconds`` (the cgroup's CPU time, polled; ``RLIMIT_CPU`` per process) → ``timeout``.
 * **Isolation** — the child gets a scrubbed environment (``PATH``, ``LANG``/``LC_ALL``, ``PYTHONPATH``,
   ``HOME`` = ``TMPDIR`` = its private working directory, which is also its cwd, thread counts
   ``= limits.threads``): no salt, no ``TILTENV_*`` variable, no cache directory. It never sees θ*, the seed,
-  the judge or the evaluation gold: they are not in its memory (it is not forked from the scorer).
-  When the scorer runs as **root**, the child drops to a fresh unprivileged uid/gid per run (no
-  supplementary groups) and its working directory is chowned to it, so it cannot read root's 0600 salt
-  file, the proxy cache under root's home, ``/proc/<scorer>/environ`` or another run's files, nor signal
-  or trace other runs.
-
-  **Not protected when the scorer is not root**: the child runs as the scorer's user, so it can read every
-  file that user can (the salt file, the proxy cache — which holds the proxy's weights, i.e. a way around
-  the budget — and ``/proc/<scorer pid>/environ`` where ``TILTENV_SALT`` may be set) and signal the
-  scorer's other processes. Score untrusted submissions as root (in a container), as CI does.
-* **Network** — every run gets its own empty network namespace (``limits.network="isolate"``, the default;
-  :mod:`leaderboard._netns`): no interface but a loopback that is down, so it can neither reach the scorer's
-  machine (e.g. a database on 127.0.0.1) nor the internet. This needs root or unprivileged user namespaces;
-  where neither is available the scorer warns once and runs without it, or refuses to score with
-  ``network="require"``.
+  the judge or the evaluation gold: they are not in its memory (it is not forked from the scorer), nor in
+  its filesystem (the jail has no home folder, board, salt or proxy cache, whoever runs the scorer).
+* **Network** — a jailed run has its own network namespace with only its own loopback
+  (``limits.network="allow"`` shares the scorer's). A trusted run gets an empty network namespace of its own
+  where the kernel allows it (:mod:`leaderboard._netns`), else a warning (``network="require"`` refuses).
+* **Output** — the run's stdout/stderr go to a file of the scorer; its last 64 KiB are returned with the
+  outcome (:attr:`AgentOutcome.output`, :attr:`SandboxFailure.output <leaderboard.spec.SandboxFailure>`).
 
 Processes: by default (``spawn="zygote"``) runs are forked from a **zygote**, a clean interpreter started
 once per scorer process with ``Popen([sys.executable, "-m", "leaderboard._child", "--zygote", ...])`` that
 has imported only libraries (never a world, judge, salt or seed); each run is still its own process with
 its own session, rlimits and uid, and it skips the 1-2 s import of torch. ``spawn="popen"`` starts one
-fresh interpreter per run instead. Either way a kill takes the child's whole process group (``setsid``);
-as root, any process left with the run's uid is killed too.
+fresh interpreter per run instead. Either way the run's process joins its jail (cgroups first, then the
+namespaces, then it drops its uid or capabilities) and forks once more: the grandchild, inside the jail's pid
+namespace, runs the submission; the process the scorer knows relays its exit status.
 
 Example:
     >>> from tiltenv import TaskConfig, make_world            # doctest: +SKIP
@@ -89,6 +95,7 @@ import torch
 
 from leaderboard._child import (FLOAT_DTYPES, Channel, NoProxy, ProtocolError, RemoteDimProxy, RemoteDimStack, RemoteProxy,
                                 _reachable, check_array_specs, set_pipe_size, unpack_arrays)
+from leaderboard import _cgroup, _jail
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import Submission
 
@@ -104,6 +111,7 @@ DETAIL_MAX = 4000
 #: How often (seconds) the scorer polls the child's resident memory while it waits.
 MEMORY_POLL_S = 0.2
 _BIG_UID_BASE = 2_000_000_000
+_UID_SPAN = 2_000_000_000  # uids 2e9 .. 4e9 (< 2**32 - 1)
 _NOBODY = 65534
 _run_counter = itertools.count()
 
@@ -122,6 +130,7 @@ class AgentOutcome:
         deploy_queries: candidates served from the deployment cache while the checkpoints were evaluated.
         fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
         wall_time: seconds of the whole sandboxed run, start of the process to its result.
+        output: the run's own stdout/stderr (last 64 KiB); sandbox: ``"jail"`` or ``"trusted"``.
     """
 
     steps: list[int]
@@ -130,6 +139,8 @@ class AgentOutcome:
     deploy_queries: int
     fit_time: float
     wall_time: float
+    output: str | None = None
+    sandbox: str = "jail"
 
 
 # ----------------------------------------------------------------------------------------------- environment
@@ -217,7 +228,9 @@ def _run_ids() -> tuple[int, int] | tuple[None, None]:
         return None, None
     if not _big_uids_work():
         return _NOBODY, _NOBODY
-    uid = _BIG_UID_BASE + (os.getpid() % 100_000) * 1000 + next(_run_counter) % 1000
+    # a block of 1,000 uids per scorer pid, then the next blocks: no uid repeats within a scorer's life (and a uid
+    # shared with another scorer's run is harmless: each run is in its own pid namespace and cgroup)
+    uid = _BIG_UID_BASE + ((os.getpid() % 100_000) * 1000 + next(_run_counter)) % _UID_SPAN
     return uid, uid
 
 
@@ -247,6 +260,8 @@ def network_mode(limits: Limits) -> str:
     global _warned_network
     if limits.network == "allow":
         return "allow"
+    if limits.sandbox == "jail":  # the jail has its own network namespace (checked by sandbox_mode)
+        return "isolate"
     ok, why = network_isolation()
     if ok:
         return "isolate"
@@ -259,6 +274,55 @@ def network_mode(limits: Limits) -> str:
                       "sockets. Limits(network='require') (tiltenv score --network require) refuses to score instead.",
                       stacklevel=3)
     return "allow"
+
+
+_warned_trusted = False
+
+
+def sandbox_mode(limits: Limits) -> str:
+    """``"jail"`` or ``"trusted"`` for a run under ``limits`` (see :attr:`Limits.sandbox`).
+
+    Raises:
+        RuntimeError: ``sandbox="jail"`` where jails cannot be started (the message says why and how to fix it).
+    """
+    global _warned_trusted
+    if limits.sandbox == "trusted":
+        if not _warned_trusted:
+            _warned_trusted = True
+            warnings.warn("Limits(sandbox='trusted'): runs are NOT jailed (no namespaces, cgroup or seccomp): use it "
+                          "only for your own code and the built-in baselines; these runs are marked 'trusted'.",
+                          stacklevel=3)
+        return "trusted"
+    ok, why = _jail.available()
+    if not ok:
+        raise RuntimeError(f"refusing to run submissions: runs cannot be jailed here ({why}). To run your own code "
+                           "or the built-in baselines without the jail: Limits(sandbox='trusted') (tiltenv score "
+                           "--sandbox trusted).")
+    return "jail"
+
+
+@functools.lru_cache(maxsize=1)
+def _jail_binds() -> tuple[str, ...]:
+    return tuple(_jail.bind_paths())
+
+
+def _jail_pss_bytes(pidns: str) -> int:
+    """Proportional memory (PSS) of the processes of the pid namespace ``pidns``: a page shared copy-on-write
+    by n processes counts 1/n in each (the measure without a cgroup)."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") != pidns:
+                    continue
+                with open(f"/proc/{name}/smaps_rollup", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Pss:"):
+                            total += int(line.split()[1]) << 10
+                            break
+            except (OSError, ValueError):
+                pass
+    return total
 
 
 # ----------------------------------------------------------------------------------------------- zygote
@@ -384,7 +448,10 @@ class _Child:
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a leaderboard.spec.Limits (got {type(limits).__name__}).")
         self.limits, self.sub = limits, sub
-        network = network_mode(limits)
+        self.sandbox = sandbox_mode(limits)
+        self.jail: _jail.Jail | None = None
+        self.cg: _cgroup.RunCgroup | None = None
+        network = network_mode(limits) if self.sandbox == "trusted" else ("allow" if limits.network == "allow" else "jail")
         self.pgid: int | None = None
         self.killed_by_us = False
         self.spawn_mode = spawn
@@ -415,6 +482,15 @@ class _Child:
         }
         self.zygote = _zygote() if spawn == "zygote" else None  # started once per scorer process, not charged
         self.started = time.monotonic()
+        if self.sandbox == "jail":
+            try:
+                self._start_jail(sub, limits, device, cfg, network)
+            except BaseException:
+                os.close(p2c_r), os.close(c2p_w), os.close(p2c_w), os.close(c2p_r)
+                self._end_jail()
+                self.log.close()
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise
         self.deadline = self.started + float(limits.wall_time)
         self._left = float(limits.wall_time)
         try:
@@ -440,6 +516,44 @@ class _Child:
         self._last_poll = 0.0
         self.chan = Channel(c2p_r, p2c_w, wait=self._wait)
 
+    def _start_jail(self, sub: Submission, limits: Limits, device: str, cfg: dict[str, Any], network: str) -> None:
+        """The run's cgroup and jail; ``cfg`` gets what the child needs to join them."""
+        self.cg = _cgroup.RunCgroup.create(limits.memory_mb, limits.max_processes)
+        ro = []
+        if self.file is not None:
+            ro.append((os.path.dirname(self.file),) * 2)
+        if sub.kind == "module" and sub.root:
+            ro.append((os.path.realpath(sub.root),) * 2)
+        devices = _jail.gpu_devices() if str(device).startswith("cuda") else ()
+        self.jail = _jail.Jail(binds=_jail_binds(), work=self.tmp, disk_mb=limits.disk_mb, ro_dirs=ro,
+                               network=network == "allow", devices=devices)
+        self.pidns = self.jail.pid_namespace()
+        cfg.update(jail=self.jail.config(), cgroup_procs=self.cg.procs_files if self.cg else [],
+                   max_processes=int(limits.max_processes), cpu_time=int(limits.cpu_seconds) + 1)
+
+    def _end_jail(self) -> None:
+        if self.jail is not None:
+            self.jail.close()
+        if self.cg is not None:
+            self.cg.kill()
+
+    def _check_jail(self) -> None:
+        """Fail the run if its processes reached a limit of the cgroup (or, without one, their PSS the memory cap)."""
+        limit_mb, cpu_cap = self.limits.memory_mb, self.limits.cpu_seconds
+        if self.cg is not None:
+            if self.cg.oom_kills():
+                self.fail("memory", f"the run's processes reached the memory limit of {limit_mb} MiB (cgroup: "
+                                    f"{self.cg.oom_kills()} process(es) killed by the kernel, peak "
+                                    f"{self.cg.peak_bytes() / 2**20:.0f} MiB incl. /dev/shm, tmpfs and memfd pages)")
+            cpu = self.cg.cpu_seconds()
+            if cpu is not None and cpu > cpu_cap:
+                self.fail("timeout", f"the run's processes used {cpu:.1f} s of CPU time > limit {cpu_cap:g} s; killed")
+        elif self.jail is not None:
+            pss = _jail_pss_bytes(self.pidns)
+            if pss > int(limit_mb) << 20:
+                self.fail("memory", f"proportional memory (PSS) of the run's processes reached {pss / 2**20:.0f} MiB "
+                                    f"> limit {limit_mb} MiB; killed")
+
     # -- clock: agents run against one deadline; a reward model is charged only while the scorer waits on it
     def pause_clock(self) -> None:
         self._left = self.deadline - time.monotonic()
@@ -453,7 +567,10 @@ class _Child:
         now = time.monotonic()
         if now >= self.deadline:
             self.fail("timeout", f"the run exceeded its wall-time limit of {self.limits.wall_time:g} s and was killed")
-        if now - self._last_poll >= MEMORY_POLL_S:
+        if now - self._last_poll >= MEMORY_POLL_S and self.jail is not None:
+            self._last_poll = now
+            self._check_jail()
+        elif now - self._last_poll >= MEMORY_POLL_S:
             self._last_poll = now
             rss = _group_rss_bytes(self.pgid)
             if rss > int(self.limits.memory_mb) << 20:
@@ -473,6 +590,7 @@ class _Child:
                 os.killpg(self.pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        self._end_jail()
 
     def fail(self, reason: str, detail: str) -> None:
         self.kill()
@@ -503,6 +621,8 @@ class _Child:
         killed_by_us = self.killed_by_us
         status = self.exit_status()
         tail = self.stderr_tail()
+        if self.cg is not None and self.cg.oom_kills():
+            self._check_jail()
         if status is None:
             self.kill()
             how = "closed its channel"
@@ -533,6 +653,8 @@ class _Child:
             self.fail("protocol", f"malformed frame while expecting {expecting}: {e}")
         if header["op"] == "error":
             self.child_error(header, plen)
+        if self.jail is not None and header["op"] in ("done", "fit_done", "scores"):
+            self._check_jail()  # e.g. a process of the run the kernel killed at the memory limit
         return header, plen
 
     def recv_arrays(self, header: dict[str, Any], plen: int) -> list[np.ndarray]:
@@ -565,8 +687,22 @@ class _Child:
             self.fail("protocol", f"expected {op!r}, the child sent {str(header['op'])[:40]!r} ({plen} payload bytes)")
         return header
 
+    def output_tail(self) -> str | None:
+        """The run's own stdout/stderr, its last :data:`leaderboard.spec.OUTPUT_MAX` bytes."""
+        from leaderboard.spec import OUTPUT_MAX
+
+        try:
+            size = os.fstat(self.log.fileno()).st_size
+            self.log.seek(max(0, size - OUTPUT_MAX))
+            return self.log.read(OUTPUT_MAX).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return None
+
     def close(self) -> None:
         self.kill()
+        exc = sys.exc_info()[1]  # a failure on its way out of run_agent (close runs in its finally): keep the output
+        if isinstance(exc, SandboxFailure) and exc.output is None:
+            exc.output = self.output_tail()
         if self.popen is not None:
             try:
                 self.popen.wait(5)
@@ -574,8 +710,10 @@ class _Child:
                 pass
         elif self.pgid is not None:
             self.exit_status(2.0)  # reap it in the zygote
-        if self.uid is not None and self.uid != _NOBODY:
+        if self.uid is not None and self.uid != _NOBODY and self.jail is None:
             _kill_uid(self.uid)
+        if self.cg is not None:
+            self.cg.close()
         for fd in self._fds:
             try:
                 os.close(fd)
@@ -916,7 +1054,8 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
                 raise
         deploy = cache.served
         child.expect("done")
-        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started)
+        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started,
+                            child.output_tail(), child.sandbox)
     finally:
         child.close()
 
@@ -966,6 +1105,8 @@ class RemoteRewardModel:
             raise TypeError(f"RemoteRewardModel needs a reward_model-track Submission (got {sub!r}).")
         self.d = int(task.d)
         self.failure: SandboxFailure | None = None
+        self.output: str | None = None  # the run's stdout/stderr once closed
+        self.sandbox = limits.sandbox
         public = _public_copy(task, NoProxy(getattr(task.proxy, "kind", "proxy"), task.d))
         self._child: _Child | None = _Child(sub, limits, device, spawn)
         started = time.monotonic()
@@ -1028,6 +1169,7 @@ class RemoteRewardModel:
         """Stop the child (idempotent)."""
         if self._child is not None:
             child, self._child = self._child, None
+            self.output, self.sandbox = child.output_tail(), child.sandbox
             try:
                 if self.failure is None:
                     child.chan.send({"op": "close"})

@@ -28,6 +28,8 @@ __all__ = [
     "CheckpointRow",
     "Limits",
     "NETWORK_MODES",
+    "SANDBOX_MODES",
+    "OUTPUT_MAX",
     "SandboxFailure",
 ]
 
@@ -39,6 +41,11 @@ TRACKS = ("agent", "reward_model")
 
 #: What a sandboxed run may do with the network (:attr:`Limits.network`).
 NETWORK_MODES = ("isolate", "require", "allow")
+#: ``Limits.sandbox``: ``"jail"`` (bubblewrap namespaces, a cgroup, seccomp; refuses where unavailable) or
+#: ``"trusted"`` (one's own code / the built-in baselines, without the jail; marked on the board).
+SANDBOX_MODES = ("jail", "trusted")
+#: A run's stored output (stdout + stderr) is its last this many bytes.
+OUTPUT_MAX = 64 * 1024
 
 #: Why a run failed (the ``reason`` column of the failures table). ``detail`` carries the message.
 FAILURE_REASONS = {
@@ -107,17 +114,40 @@ class Limits:
             loopback that is down) where the kernel allows it (root, or unprivileged user namespaces),
             else a warning and no isolation; ``"require"``: refuse to score where runs cannot be isolated;
             ``"allow"``: the runs share the scorer's network.
+        sandbox: ``"jail"`` (default): every run in its own bubblewrap jail (:mod:`leaderboard._jail`), cgroup
+            and seccomp filter; the scorer refuses to run where jails are unavailable. ``"trusted"``: no jail
+            (the previous process sandbox only), for one's own code and the built-in baselines; such runs are
+            stored with ``sandbox = "trusted"``.
+        disk_mb: size of each of the run's private tmpfs (its working folder and ``/tmp``, ``/dev/shm``), MiB.
+        max_processes: processes and threads the run may have at once (cgroup ``pids.max``, ``RLIMIT_NPROC``).
+        cpu_time: CPU seconds the run's processes may use together; ``None``: ``2 · wall_time · threads``.
     """
 
     wall_time: float = 300.0
     memory_mb: int = 4096
     threads: int = 1
     network: str = "isolate"
+    sandbox: str = "jail"
+    disk_mb: int = 1024
+    max_processes: int = 256
+    cpu_time: float | None = None
 
     def __post_init__(self) -> None:
         from tiltenv._validation import check_choice
 
         check_choice("network", self.network, NETWORK_MODES)
+        check_choice("sandbox", self.sandbox, SANDBOX_MODES)
+        for name in ("disk_mb", "max_processes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits.{name} must be an integer >= 1 (got {value!r}).")
+        if self.cpu_time is not None and not self.cpu_time > 0:
+            raise ValueError(f"Limits.cpu_time must be > 0 seconds or None (got {self.cpu_time!r}).")
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The CPU-time cap of a run (``cpu_time``, or ``2 · wall_time · threads``)."""
+        return float(self.cpu_time) if self.cpu_time is not None else 2.0 * float(self.wall_time) * max(1, int(self.threads))
 
 
 @dataclass
@@ -150,6 +180,8 @@ class RunResult:
         deployment_queries: candidates served while its checkpoints were evaluated (from the scorer's cache of
         exactly the candidates each checkpoint is evaluated on; ``None`` where not applicable);
         fit_time: seconds in ``fit``; wall_time: seconds of the whole sandboxed run.
+        sandbox: how the run was isolated: ``"jail"`` or ``"trusted"`` (see :attr:`Limits.sandbox`).
+        output: the run's own stdout/stderr, its last :data:`OUTPUT_MAX` bytes (``None``: not captured).
     """
 
     submission: str
@@ -164,6 +196,8 @@ class RunResult:
     fit_time: float = 0.0
     wall_time: float = 0.0
     deployment_queries: int | None = None
+    sandbox: str | None = None
+    output: str | None = None
 
     def key(self) -> tuple[str, str, int, str, str, int]:
         return self.spec.key(self.code_hash)
@@ -179,7 +213,8 @@ class RunResult:
 
 
 class SandboxFailure(Exception):
-    """A sandboxed run failed: ``reason`` is a key of :data:`FAILURE_REASONS`, ``detail`` the message."""
+    """A sandboxed run failed: ``reason`` is a key of :data:`FAILURE_REASONS`, ``detail`` the message;
+    ``output``: the run's own stdout/stderr (last :data:`OUTPUT_MAX` bytes), set by the sandbox."""
 
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in FAILURE_REASONS:
@@ -187,3 +222,4 @@ class SandboxFailure(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.output: str | None = None

@@ -52,6 +52,7 @@ import importlib.util
 import json
 import math
 import os
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -64,7 +65,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from leaderboard.spec import FAILURE_REASONS, SPLITS, TRACKS, CheckpointRow, RunResult
+from leaderboard.spec import FAILURE_REASONS, OUTPUT_MAX, SANDBOX_MODES, SPLITS, TRACKS, CheckpointRow, RunResult
 from tiltenv._validation import suggest
 
 __all__ = [
@@ -95,12 +96,13 @@ KEY_COLUMNS = ["code_hash", "suite", "suite_version", "split", "task_key", "seed
 RUN_COLUMNS = [
     "submission", "code_hash", "suite", "suite_version", "split", "task_key", "task_id", "task_kwargs",
     "seed_index", "track", "status", "reason", "detail", "proxy_queries", "deployment_queries", "fit_time",
-    "wall_time",
+    "wall_time", "sandbox", "output",
 ]  # fmt: skip
 #: Float fields of a checkpoint row (:class:`leaderboard.spec.CheckpointRow` minus ``step``).
 CHECKPOINT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRow) if f.name != "step"]
 FAILURE_COLUMNS = [
     "submission", *KEY_COLUMNS, "task_id", "track", "reason", "detail", "proxy_queries", "fit_time", "wall_time",
+    "sandbox", "output",
 ]  # fmt: skip
 SUBMISSION_COLUMNS = ["name", "code_hash", "ref", "kind", "track", "config", "created"]
 _INT_COLUMNS = ("suite_version", "seed_index", "proxy_queries", "step")
@@ -196,6 +198,9 @@ class RunRecord(Base):
     fit_time: Mapped[float] = mapped_column(_Float, nullable=True)
     wall_time: Mapped[float] = mapped_column(_Float, nullable=True)
     created: Mapped[_dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    # schema 2: how the run was isolated ("jail" / "trusted") and its own stdout/stderr (bounded)
+    sandbox: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    output: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class MetricRecord(Base):
@@ -576,6 +581,7 @@ def _make_engine(url: str) -> sa.Engine:
                     f"cannot open the board database {shown}: directory {str(path.parent)!r} does not exist."
                 )
             parsed = parsed.set(database=str(path))
+            _private_board_file(path, shown)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
         engine = sa.create_engine(parsed, **kwargs)
@@ -595,6 +601,30 @@ def _make_engine(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)
     return engine
+
+
+def _private_board_file(path: Path, shown: str) -> None:
+    """Create a new SQLite board 0600 (SQLite gives its journal/WAL files the same mode); warn when an existing
+    one, or its folder, is open to other users (a board holds every result and failure of every submission)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # not ours to create here (e.g. a read-only folder): SQLite reports it
+    else:
+        os.close(fd)
+        return
+    try:
+        st, parent = path.stat(), path.parent.stat()
+    except OSError:
+        return
+    if st.st_mode & 0o077:
+        warnings.warn(f"the board file {path} is readable by other users (mode {st.st_mode & 0o777:o}): "
+                      f"chmod 600 {path}", stacklevel=4)
+    elif parent.st_mode & 0o022 and not parent.st_mode & 0o1000 and parent.st_uid != os.geteuid():
+        warnings.warn(f"the board file {path} lies in a folder other users may write ({path.parent}, mode "
+                      f"{parent.st_mode & 0o777:o}): keep it in a folder the scorer owns", stacklevel=4)
 
 
 #: Engines of every open Store: a forked child drops the pooled connections it inherited (they belong to the
@@ -737,6 +767,8 @@ def _rows_of(result: RunResult) -> tuple[dict[str, Any], list[tuple[str, float]]
         "fit_time": _check_float("RunResult.fit_time", result.fit_time),
         "wall_time": _check_float("RunResult.wall_time", result.wall_time),
         "created": _dt.datetime.now(_dt.timezone.utc),
+        "sandbox": None if result.sandbox is None else _check_choice("RunResult.sandbox", result.sandbox, SANDBOX_MODES),
+        "output": _clean_text(result.output, limit=OUTPUT_MAX),
     }
     if not isinstance(result.metrics, Mapping):
         raise TypeError(f"RunResult.metrics must be a dict name -> float (got {type(result.metrics).__name__}).")

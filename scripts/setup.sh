@@ -27,3 +27,15 @@ fi
 echo "[setup] installing tiltenv[$EXTRAS] (editable)"
 python -m pip install -q -e ".[$EXTRAS]"
 python -c "import torch, tiltenv; print(f'[setup] tiltenv {tiltenv.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
+# The leaderboard runs every submission in a bubblewrap jail (leaderboard/_jail.py): install bwrap where we can.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing bubblewrap (the leaderboard's jail)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; } \
+      || echo "[setup] could not install bubblewrap: install it (apt-get install bubblewrap) before scoring submissions"
+  else
+    echo "[setup] bubblewrap (bwrap) is missing: the scorer refuses to run submissions without it." \
+         "Install it: sudo apt-get install bubblewrap (Debian/Ubuntu) or sudo dnf install bubblewrap (Fedora)."
+  fi
+fi

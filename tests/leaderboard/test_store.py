@@ -382,6 +382,9 @@ def _mixed_results() -> list[RunResult]:
     results[4].metrics["m1"] = -math.inf
     results[5].checkpoints[2].kl = math.inf
     results[6].checkpoints[1].value_gap = math.nan
+    for i, r in enumerate(results):  # schema 2: how each run was isolated and its own output
+        r.sandbox = "trusted" if i % 5 == 0 else "jail"
+        r.output = f"epoch {i}\nloss 0.5\n" if r.ok else "Traceback (most recent call last):\nValueError: 3"
     return results
 
 
