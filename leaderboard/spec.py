@@ -29,6 +29,7 @@ __all__ = [
     "Limits",
     "NETWORK_MODES",
     "SandboxFailure",
+    "versions",
 ]
 
 #: ``dev``: public seeds anyone can run; ``test``: seeds derived from the scorer's secret salt.
@@ -115,6 +116,15 @@ class Limits:
         from tiltenv._validation import check_choice
 
         check_choice("network", self.network, NETWORK_MODES)
+        # A scorer setting that no run can live with would be stored as every submission's failure: refused here.
+        import numbers
+
+        wall = self.wall_time
+        if isinstance(wall, bool) or not isinstance(wall, numbers.Real) or not (0 < wall < float("inf")):
+            raise ValueError(f"wall_time must be a finite number of seconds > 0 (got {wall!r}).")
+        for name, value in (("memory_mb", self.memory_mb), ("threads", self.threads)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1 (got {value!r}).")
 
 
 @dataclass
@@ -145,6 +155,8 @@ class RunResult:
         checkpoints: the trajectory, one :class:`CheckpointRow` per snapshot, in step order.
         proxy_queries: candidates the scorer's channel scored for this run; fit_time: seconds in ``fit``;
         wall_time: seconds of the whole sandboxed run.
+        device: where the run trained and was scored (``"cpu"``, ``"cuda:0 (NVIDIA H200)"``; None: unknown);
+        tiltenv_version, torch_version: the scorer's versions (provenance, filled in when the result is made).
     """
 
     submission: str
@@ -158,6 +170,9 @@ class RunResult:
     proxy_queries: int = 0
     fit_time: float = 0.0
     wall_time: float = 0.0
+    device: str | None = None
+    tiltenv_version: str | None = field(default_factory=lambda: versions()[0])
+    torch_version: str | None = field(default_factory=lambda: versions()[1])
 
     def key(self) -> tuple[str, str, int, str, str, int]:
         return self.spec.key(self.code_hash)
@@ -170,6 +185,29 @@ class RunResult:
         d = dataclasses.asdict(self)
         d["spec"].pop("seed")  # never serialized
         return json.dumps(d, sort_keys=True, default=float)
+
+
+_VERSIONS: tuple[str | None, str | None] | None = None
+
+
+def versions() -> tuple[str | None, str | None]:
+    """``(tiltenv version, torch version)`` of this process (provenance of a run; torch is not imported for it)."""
+    global _VERSIONS
+    if _VERSIONS is None:
+        import sys
+        from importlib import metadata
+
+        def version(module: str) -> str | None:
+            v = getattr(sys.modules.get(module), "__version__", None)
+            if v is None:
+                try:
+                    v = metadata.version(module)
+                except metadata.PackageNotFoundError:
+                    return None
+            return str(v)
+
+        _VERSIONS = (version("tiltenv"), version("torch"))
+    return _VERSIONS
 
 
 class SandboxFailure(Exception):

@@ -18,7 +18,8 @@ version is refused with a clear error rather than misread):
 ========================  ==================================================================================
 ``submissions``           one row per code hash: name, ref, kind, track, config (JSON), created (UTC)
 ``runs``                  one row per key: task id and kwargs (JSON), track, status (``ok``/``failed``),
-                          reason/detail (failed runs), proxy queries, fit and wall time, created (UTC)
+                          reason/detail (failed runs), proxy queries, fit and wall time, created (UTC),
+                          provenance (schema 2): tiltenv and torch versions and the device of the run
 ``metrics``               long format (run id, name, value): one row per final metric of a run
 ``checkpoints``           (run id, step) and the fields of :class:`leaderboard.spec.CheckpointRow`
 ========================  ==================================================================================
@@ -75,10 +76,11 @@ __all__ = [
     "RUN_COLUMNS",
     "CHECKPOINT_FIELDS",
     "EXPORT_FORMATS",
+    "PROVENANCE_COLUMNS",
 ]
 
 #: Bump on any change of the tables; a database with another version is refused (see :class:`Store`).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The board used when no URL is given (a SQLite file in the current directory, made absolute on open).
 DEFAULT_URL = "sqlite:///tiltenv-board.db"
 #: Seconds a SQLite connection waits for another process's write lock before giving up.
@@ -94,7 +96,11 @@ KEY_COLUMNS = ["code_hash", "suite", "suite_version", "split", "task_key", "seed
 RUN_COLUMNS = [
     "submission", "code_hash", "suite", "suite_version", "split", "task_key", "task_id", "task_kwargs",
     "seed_index", "track", "status", "reason", "detail", "proxy_queries", "fit_time", "wall_time",
+    "tiltenv_version", "torch_version", "device", "created",
 ]  # fmt: skip
+#: Provenance of a run (schema 2; NULL where unknown, read back as :data:`UNKNOWN`).
+PROVENANCE_COLUMNS = ["tiltenv_version", "torch_version", "device"]
+UNKNOWN = "unknown"
 #: Float fields of a checkpoint row (:class:`leaderboard.spec.CheckpointRow` minus ``step``).
 CHECKPOINT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRow) if f.name != "step"]
 FAILURE_COLUMNS = [
@@ -192,6 +198,9 @@ class RunRecord(Base):
     fit_time: Mapped[float] = mapped_column(_Float, nullable=True)
     wall_time: Mapped[float] = mapped_column(_Float, nullable=True)
     created: Mapped[_dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    tiltenv_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    torch_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    device: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
 
 
 class MetricRecord(Base):
@@ -437,7 +446,8 @@ class Store:
         """One row per stored run (ok and failed), sorted by :data:`KEY_COLUMNS`.
 
         Columns: :data:`RUN_COLUMNS` (``submission`` is the submission's name, ``task_kwargs`` canonical
-        JSON text), then one float column per metric name (sorted; NaN where a run lacks that metric,
+        JSON text, :data:`PROVENANCE_COLUMNS` text (``"unknown"`` where not recorded), ``created`` the UTC time
+        the run was stored as ISO 8601 text), then one float column per metric name (sorted; NaN where a run lacks that metric,
         e.g. a failed run). Filters combine with AND; ``None`` means any.
         """
         r, s = RunRecord.__table__.c, SubmissionRecord.__table__.c
@@ -452,6 +462,11 @@ class Store:
             mrows = conn.execute(mq.where(*where)).all()
         df = _frame(rows, ["id", *RUN_COLUMNS])
         df["task_kwargs"] = [_canonical_json(v) for v in df["task_kwargs"]]
+        for c in PROVENANCE_COLUMNS:
+            df[c] = df[c].fillna(UNKNOWN)
+        # ISO 8601 UTC text (sorts chronologically, reads back from CSV/Parquet as it was written)
+        df["created"] = [pd.Timestamp(v).tz_localize("UTC").isoformat() if pd.Timestamp(v).tzinfo is None
+                         else pd.Timestamp(v).tz_convert("UTC").isoformat() for v in df["created"]]
         df = _typed(df)
         if mrows:
             m = _frame(mrows, ["id", "name", "value"])
@@ -731,6 +746,7 @@ def _rows_of(result: RunResult) -> tuple[dict[str, Any], list[tuple[str, float]]
         "fit_time": _check_float("RunResult.fit_time", result.fit_time),
         "wall_time": _check_float("RunResult.wall_time", result.wall_time),
         "created": _dt.datetime.now(_dt.timezone.utc),
+        **{c: _clean_text(getattr(result, c, None), limit=200) for c in PROVENANCE_COLUMNS},
     }
     if not isinstance(result.metrics, Mapping):
         raise TypeError(f"RunResult.metrics must be a dict name -> float (got {type(result.metrics).__name__}).")
