@@ -349,6 +349,20 @@ class Store:
         self._known_hashes.add(values["code_hash"])
         return added
 
+    def rename_submission(self, code_hash: str, name: str) -> str | None:
+        """Give the submission of ``code_hash`` a new display name (every board shows its runs under it).
+
+        Returns:
+            The previous name, or ``None`` if no submission has that code hash (nothing is written).
+        """
+        values = _submission_values(code_hash=code_hash, name=name, ref="-", kind="-", track="agent", config={})
+        table = SubmissionRecord.__table__
+        with self._write_engine.begin() as conn:
+            old = conn.execute(sa.select(table.c.name).where(table.c.code_hash == code_hash)).scalar()
+            if old is not None and old != values["name"]:
+                conn.execute(sa.update(table).where(table.c.code_hash == code_hash).values(name=values["name"]))
+        return old
+
     def save(self, result: RunResult) -> bool:
         """Store one run — its row, metrics and checkpoints — in one transaction.
 
