@@ -101,7 +101,7 @@ def _rich_table(df, title: str | None = None, floats: str = "{:.3f}") -> Table:
 
     t = Table(title=title, header_style="bold", show_lines=False)
     for c in df.columns:
-        t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" else "left")
+        t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" or c == "rank" else "left")
     for _, row in df.iterrows():
         cells = []
         for v in row.tolist():

@@ -325,6 +325,14 @@ def _check_metric(df: pd.DataFrame, metric: str) -> str:
     return metric
 
 
+def _with_default_metric(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """A board whose every run failed has no metric columns (a fresh board, a first submission that fails): its
+    default score column is then all NaN (failed runs score ``failed_score``), not an unknown-metric error."""
+    if metric in runs.columns or not len(runs) or "status" not in runs.columns or (runs["status"] == "ok").any():
+        return runs
+    return runs.assign(**{metric: np.nan})
+
+
 def _ok_mask(df: pd.DataFrame) -> pd.Series:
     if "status" not in df.columns:
         return pd.Series(True, index=df.index)
@@ -551,6 +559,7 @@ def board(
     track = _track_of(runs)
     if metric is None:
         metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
+        runs = _with_default_metric(runs, metric)
     metric = _check_metric(runs, metric)
     failed_score = _failed_score(failed_score, metric)
     ok = _ok_mask(runs)
@@ -636,6 +645,7 @@ def board_by_task(
     track = _track_of(runs)
     if metric is None:
         metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
+        runs = _with_default_metric(runs, metric)
     metric = _check_metric(runs, metric)
     failed_score = _failed_score(failed_score, metric)
     ok = _ok_mask(runs)

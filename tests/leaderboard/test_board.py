@@ -176,7 +176,7 @@ def test_board_command_marks_incomplete_submissions_and_says_what_compare_left_o
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     row = {name: next(i for i, line in enumerate(lines) if f"│ {name} " in line) for name in ("tilt", "linear_only")}
-    assert "│ 1 " in lines[row["tilt"]] and "│ — " in lines[row["linear_only"]]
+    assert "│    1 │" in lines[row["tilt"]] and "│    — │" in lines[row["linear_only"]]
     assert "incomplete: 1/2 runs" in lines[row["linear_only"]]
     assert "0.700, n/a (1 seed)" in lines[row["tilt"]]  # one seed per task: no interval, said so
     assert "[0.700, 0.700]" not in out.stdout
@@ -350,3 +350,12 @@ def test_each_run_stores_its_versions_device_and_date(tmp_path):
     assert (brd["tiltenv_version"], brd["torch_version"], brd["device"]) == (tiltenv.__version__, torch.__version__,
                                                                              "cpu")
     assert brd["scored"] == row["created"][:10]
+
+
+def test_a_board_whose_every_run_failed_is_a_board_not_an_unknown_metric_error():
+    """A first submission that fails on a fresh board: no metric column exists yet; it still has a row (score 0)."""
+    runs = pd.DataFrame([{"submission": "x", "code_hash": H1, "task_key": f"task{t}", "seed_index": 0,
+                          "status": "failed", "track": "agent", "fit_time": 0.0} for t in range(2)])
+    row = S.board(runs, n_boot=10).iloc[0]
+    assert (row["submission"], row["iqm"], row["failed"], row["runs"]) == ("x", S.FAILED_SCORE, 2, 2)
+    assert S.board_by_task(runs, n_boot=10)["failed"].tolist() == [1, 1]
