@@ -7,6 +7,7 @@ Examples::
     tiltenv score --baselines all --suite smoke    # score every built-in baseline on the smoke suite (dev seeds)
     tiltenv score leaderboard/examples/reinforce_agent.py --suite quick
     tiltenv board --suite smoke                    # the ranked board with bootstrap CIs
+    tiltenv board --by-task --compare my_agent@1a2b3c4d,tilt   # per-task table; P(A > B) for one version of A
     tiltenv report --suite smoke --out reports/smoke.html
     tiltenv export --out exports --format parquet
     tiltenv train grpo --env tiltenv/Hump-v0 --task beta=0.01

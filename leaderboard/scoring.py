@@ -39,6 +39,14 @@ a submission that beats π_ref; the ``failed`` column counts them. All other col
 runs only. :func:`probability_of_improvement` is rliable's ``P(X > Y)`` (Mann–Whitney with ties ½, averaged
 over tasks) with an independent stratified bootstrap CI.
 
+What a board says and does not: **a submission is its code** — rows are code hashes, and a name with several
+versions on one board is shown as ``name@hash`` (:func:`submission_labels`); **complete or marked** — only
+submissions with a result for every (task, seed) of the suite are ranked, the others follow unranked;
+**intervals only where there is something to resample** — the stratified bootstrap redraws runs within a task,
+so with one seed per task it has nothing to draw and the CI is NaN ("n/a (1 seed)"), never a zero-width interval;
+a comparison of two submissions whose runs differ is refused unless asked for the runs both have
+(``common_tasks=True``), and then says so (:class:`Improvement`). :func:`board_by_task` is the per-task table.
+
 Reward-model track
 ------------------
 :func:`score_reward_model` drives fixed reference optimizers with a submitted reward model's scores on the
