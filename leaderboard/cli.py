@@ -7,6 +7,7 @@ Examples::
     tiltenv score --baselines all --suite smoke    # score every built-in baseline on the smoke suite (dev seeds)
     tiltenv score leaderboard/examples/reinforce_agent.py --suite quick
     tiltenv board --suite smoke                    # the ranked board with bootstrap CIs
+    tiltenv board --by-task --compare my_agent@1a2b3c4d,tilt   # per-task table; P(A > B) for one version of A
     tiltenv report --suite smoke --out reports/smoke.html
     tiltenv export --out exports --format parquet
     tiltenv train grpo --env tiltenv/Hump-v0 --task beta=0.01
@@ -111,7 +112,7 @@ def _rich_table(df, title: str | None = None, floats: str = "{:.3f}") -> Table:
 
     t = Table(title=title, header_style="bold", show_lines=False)
     for c in df.columns:
-        t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" else "left")
+        t.add_column(str(c), justify="right" if df[c].dtype.kind in "fiu" or c == "rank" else "left")
     for _, row in df.iterrows():
         cells = []
         for v in row.tolist():
@@ -245,7 +246,16 @@ def score(
     from leaderboard.submission import load_submission
     from leaderboard.suites import get_suite
 
+    # every option first: a setting no run can live with must never become a submission's stored failure
+    _check_score_options(split=split, track=track, backend=backend, workers=workers, device=device,
+                         time_limit=time_limit, memory_mb=memory_mb, threads=threads, network=network, seeds=seeds)
     s = get_suite(suite)
+    task_keys = [t.strip() for t in tasks.split(",")] if tasks else None
+    for k in task_keys or []:
+        s.entry(k)  # an unknown task key: the closest one suggested
+    n_total = s.n_dev_seeds if split == "dev" else s.n_test_seeds
+    if seeds is not None and seeds > n_total:
+        raise UserError(f"--seeds must be in [1, {n_total}] for the {split} split of {s.name} (got {seeds}).")
     refs = list(submissions or [])
     if baselines_:
         if track == "reward_model":  # the built-in entries of the reward-model track are the library's proxies
@@ -267,10 +277,11 @@ def score(
         err.print("[bold yellow]warning:[/] --sandbox trusted: runs are NOT jailed; score only your own code and the "
                   "built-in baselines this way (the runs are marked 'trusted' on the board).", highlight=False)
     st = _store(db)
+    _name_notes(st, subs, renamed=name is not None)
     if retry_failed:
         n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)
         console.print(f"retrying {n} failed runs", highlight=False)
-    summ = run_score(subs, s, store=st, split=split, tasks=tasks.split(",") if tasks else None, n_seeds=seeds,
+    summ = run_score(subs, s, store=st, split=split, tasks=task_keys, n_seeds=seeds,
                      backend=backend, workers=workers, limits=limits, device=device, progress=progress)
     console.print(f"scored {summ.scored} runs ({summ.failed} failed), {summ.skipped} already stored, "
                   f"{summ.wall_time:.1f} s", highlight=False)
@@ -282,21 +293,123 @@ def score(
         raise typer.Exit(1)
 
 
-def _show_board(st, suite: str, version: int, split: str, track: str = "agent") -> None:
-    from leaderboard import scoring
+def _check_score_options(*, split, track, backend, workers, device, time_limit, memory_mb, threads, network,
+                         seeds) -> None:
+    """Every scorer option, before anything runs or is stored: one line naming the value and the valid range."""
+    import math
 
+    from leaderboard.runner import BACKENDS, ScorerSettingsError, check_device
+    from leaderboard.spec import NETWORK_MODES, SPLITS, TRACKS
+    from tiltenv._validation import suggest
+
+    for flag, value, choices in (("--split", split, SPLITS), ("--track", track, TRACKS), ("--backend", backend, BACKENDS),
+                                 ("--network", network, NETWORK_MODES)):
+        if value not in choices:
+            raise UserError(f"{flag} must be one of {', '.join(choices)} (got {value!r})." + suggest(str(value), choices))
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise UserError(f"--time-limit must be a finite number of seconds > 0 (got {time_limit:g}).")
+    for flag, value in (("--memory-mb", memory_mb), ("--threads", threads), ("--workers", workers), ("--seeds", seeds)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be an integer >= 1 (got {value}).")
+    try:
+        check_device(device)
+    except ScorerSettingsError as e:
+        raise UserError(f"--{e}") from None
+
+
+def _name_notes(st, subs, *, renamed: bool) -> None:
+    """Say what the board will call each submission: an explicit --name renames code already on the board (never
+    silently ignored); a name another code already uses makes both versions name@hash."""
+    from leaderboard.scoring import short_hash
+
+    known = st.submissions()
+    by_hash = dict(zip(known["code_hash"], known["name"]))
+    for sub in subs:
+        old = by_hash.get(sub.code_hash)
+        if old is not None and old != sub.name:
+            if renamed:
+                st.rename_submission(sub.code_hash, sub.name)
+                console.print(f"renamed {old!r} to {sub.name!r} (code {short_hash(sub.code_hash)}, already on the board)",
+                              highlight=False)
+            else:
+                console.print(f"note: this code ({short_hash(sub.code_hash)}) is already on the board as {old!r}; its runs "
+                              f"keep that name (--name {sub.name} renames it)", highlight=False)
+            continue
+        others = sorted(short_hash(h) for h, n in by_hash.items() if n == sub.name and h != sub.code_hash)
+        if others:
+            console.print(f"note: {sub.name!r} is already on the board with other code ({', '.join(others)}); each version "
+                          f"is shown as {sub.name}@<code hash>: this one is {sub.name}@{short_hash(sub.code_hash)}",
+                          highlight=False)
+
+
+def _expected(s, version: int, split: str, track: str):
+    """The (task, seed index) pairs a complete submission has on this suite version, split and track (None for a
+    version other than the current one, whose entries this tiltenv does not know: then the board's own union)."""
+    from leaderboard.suites import MULTI_OBJECTIVE_TASKS, NO_PREFERENCE_TASKS
+
+    if version != s.version:
+        return None
+    entries = [e for e in s.entries
+               if track != "reward_model" or e.task_id not in NO_PREFERENCE_TASKS + MULTI_OBJECTIVE_TASKS]
+    n = s.n_dev_seeds if split == "dev" else s.n_test_seeds
+    return [(e.key, i) for e in entries for i in range(n)]
+
+
+def _board_runs(st, suite: str, version: int, split: str, track: str):
     runs = st.runs(suite=suite, version=version, split=split, track=track)
     if runs.empty:
         raise UserError(f"no results for suite {suite!r} v{version} ({split}, {track}) in this database; run `tiltenv score` first.")
-    b = scoring.board(runs)
-    from leaderboard.suites import split_label
+    return runs
 
-    console.print(_rich_table(_board_view(b, track),
-                              title=f"{suite} v{version} — {split_label(split)} — ranked by IQM of {b['metric'].iloc[0]}"))
+
+def _show_board(st, suite: str, version: int, split: str, track: str = "agent", by_task: bool = False):
+    from leaderboard import scoring
+    from leaderboard.suites import get_suite, split_label
+
+    runs = _board_runs(st, suite, version, split, track)
+    b = scoring.board(runs, expected=_expected(get_suite(suite), version, split, track))
+    view, provenance = _board_view(b, track)
+    console.print(_rich_table(view, title=f"{suite} v{version} — {split_label(split)} — ranked by IQM of {b['metric'].iloc[0]}"))
     console.print(BOARD_LEGEND[track], highlight=False)
-    fails = st.failures(suite=suite, version=version, split=split)
+    if provenance:
+        console.print(f"scored with {provenance}", highlight=False)
+    n_inc = int((~b["complete"]).sum())
+    if n_inc:
+        console.print(f"{n_inc} submission(s) without a result for every task × seed of the suite ({int(b['expected_runs'].iloc[0])} "
+                      "runs) are listed below the ranking, unranked (score them on the whole suite to rank them).",
+                      highlight=False)
+    for name, g in b.groupby("name", sort=True):
+        if len(g) > 1:
+            console.print(f"{name!r} has {len(g)} versions (different code) on this board: "
+                          f"{', '.join(g['submission'])}", highlight=False)
+    fails = st.failures(suite=suite, version=version, split=split, track=track)
     if len(fails):
         console.print(f"[yellow]{len(fails)} failed runs[/] (tiltenv report lists them with their reasons)")
+    if by_task:
+        console.print(_rich_table(_by_task_view(scoring.board_by_task(runs), b),
+                                  title=f"per task: mean {b['metric'].iloc[0]} over seeds [95% bootstrap CI]"))
+    return runs, b
+
+
+def _by_task_view(bt, b):
+    """Submissions (board order) × tasks: mean [CI] per cell, "n/a (1 seed)" without a CI, failed runs counted."""
+    import math
+
+    import pandas as pd
+
+    cells = {}
+    for r in bt.itertuples(index=False):
+        ci = f"[{r.mean_lo:.3f}, {r.mean_hi:.3f}]" if not math.isnan(r.mean_lo) else f"n/a ({r.runs} seed)"
+        txt = "" if math.isnan(r.mean) else f"{r.mean:.3f} {ci}"
+        if r.failed:
+            txt += f" ({r.failed} failed)"
+        cells[(r.submission, r.task_key)] = txt
+    tasks = sorted(bt["task_key"].unique())
+    rows = []
+    for r in b.itertuples(index=False):
+        rows.append({"rank": "—" if pd.isna(r.rank) else str(int(r.rank)), "submission": r.submission,
+                     **{t: cells.get((r.submission, t), "") for t in tasks}})
+    return pd.DataFrame(rows, columns=["rank", "submission", *tasks])
 
 
 #: Board columns shown in the terminal: (header, column of scoring.board, format).
@@ -312,8 +425,9 @@ _BOARD_VIEW = {
 BOARD_LEGEND = {
     "agent": (
         "IQM / mean: interquartile mean and mean of the normalized score (J_β(π) − J_β(π_ref)) / (J*_β − J_β(π_ref)) "
-        "over runs (1 = the gold optimum, 0 = π_ref; a failed run counts 0), [95% stratified-bootstrap CI: runs are "
-        "resampled within each task, so a suite with one seed per task, like smoke, has a CI of zero width]. "
+        "over runs (1 = the gold optimum, 0 = π_ref; a failed run counts 0; ties: fewer failures first), [95% "
+        "stratified-bootstrap CI: runs are resampled within each task, so with one seed per task, like smoke, there "
+        "is no CI: n/a (1 seed)]. code: the first digits of the code hash (a submission is its code). "
         "value gap: J*_β − J_β(π). KL: KL(π‖π_ref). KL-matched gap: best gold at that KL minus the policy's gold. "
         "reward var: the proxy's variance under π per context. proxy-gold: proxy value − gold value. "
         "overopt.: runs whose gold fell from its peak along training by more than the tolerance, of the runs with a "
@@ -321,7 +435,7 @@ BOARD_LEGEND = {
     ),
     "reward_model": (
         "Reward models are scored by fixed optimizers on their scores: IQM/mean of the tilt's normalized score at the "
-        "task's β; acc on/off: pairwise ranking accuracy under π_ref / an optimized policy; spearman: rank correlation "
+        "task's β (CI n/a with one seed per task); code: the first digits of the code hash; acc on/off: pairwise ranking accuracy under π_ref / an optimized policy; spearman: rank correlation "
         "with the gold per context; BoN peak gold: best gold along the exact best-of-n sweep; RLOO score: normalized "
         "score of RLOO trained on the reward model."
     ),
@@ -329,28 +443,49 @@ BOARD_LEGEND = {
 
 
 def _board_view(b, track: str):
-    """The board with CIs folded into one cell and the track's columns formatted."""
+    """The board with CIs folded into one cell and the track's columns formatted, and its provenance: one line
+    when every submission was scored with the same versions and device (else a column of the table)."""
     import math
 
     import pandas as pd
 
-    def ci(p, lo, hi):
-        return "" if math.isnan(p) else f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
+    from leaderboard.scoring import short_hash
+
+    def ci(p, lo, hi, seeds):
+        if math.isnan(p):
+            return ""
+        return f"{p:.3f} [{lo:.3f}, {hi:.3f}]" if not math.isnan(lo) else f"{p:.3f}, n/a ({seeds} seed)"
 
     def fmt(f, v):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v)
 
-    rows = []
+    def prov(r):
+        if "tiltenv_version" not in r:
+            return ""
+        return (f"tiltenv {r['tiltenv_version']}, torch {r['torch_version']} on {r['device']}"
+                + (f", {r['scored']}" if r.get("scored") else ""))
+
+    rows, provs = [], []
     for _, r in b.iterrows():
-        row = {"rank": int(r["rank"]), "submission": r["submission"], "runs": int(r["runs"]), "failed": int(r["failed"]),
-               "IQM [95% CI]": ci(r["iqm"], r["iqm_lo"], r["iqm_hi"]), "mean [95% CI]": ci(r["mean"], r["mean_lo"], r["mean_hi"])}
+        complete = bool(r["complete"])
+        row = {"rank": str(int(r["rank"])) if complete else "—", "submission": r["submission"],
+               "code": short_hash(r["code_hash"]),
+               "runs": str(int(r["runs"])) if complete else f"incomplete: {int(r['runs'])}/{int(r['expected_runs'])} runs",
+               "failed": int(r["failed"]),
+               "IQM [95% CI]": ci(r["iqm"], r["iqm_lo"], r["iqm_hi"], int(r["seeds"])),
+               "mean [95% CI]": ci(r["mean"], r["mean_lo"], r["mean_hi"], int(r["seeds"]))}
         for head, col, f in _BOARD_VIEW[track]:
             row[head] = fmt(f, r.get(col, math.nan))
         if track == "agent" and "overoptimization_runs" in r:  # over the runs with a trajectory only (issue 17)
             n = int(r["overoptimization_runs"])
             row["overopt."] = "n/a — no trajectory" if n == 0 else f"{row['overopt.']} of {n}"
         rows.append(row)
-    return pd.DataFrame(rows)
+        provs.append(prov(r))
+    df = pd.DataFrame(rows)
+    if len(set(provs)) > 1:
+        df["scored with"] = provs
+        return df, ""
+    return df, (provs[0] if provs else "")
 
 
 def _write_report(st, s, split: str, out: Path) -> None:
@@ -368,27 +503,39 @@ def board(
     track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
     version: Annotated[Optional[int], typer.Option(help="suite version (default: the current one)")] = None,
     compare: Annotated[Optional[str], typer.Option(
-        help="A,B: probability that submission A improves on B (rliable), with its 95% CI")] = None,
+        help="A,B: probability that submission A improves on B (rliable), with its 95% CI; a name with several "
+             "versions on the board is written name@hash")] = None,
+    common_tasks: Annotated[bool, typer.Option(
+        help="--compare on the tasks and seeds both submissions ran when their runs differ (else refused)")] = False,
+    by_task: Annotated[bool, typer.Option("--by-task", help="also print the per-task table (mean over seeds, CI)")] = False,
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
 ) -> None:
     """Show the ranked board of one suite version and split."""
+    import math
+
     from leaderboard import scoring
     from leaderboard.suites import get_suite
 
     s = get_suite(suite)
     version = s.version if version is None else version
-    st = _store(db)
-    _show_board(st, s.name, version, split, track)
+    if track not in ("agent", "reward_model"):
+        raise UserError(f"--track must be one of agent, reward_model (got {track!r}).")
+    names = None
     if compare:
         names = [c.strip() for c in compare.split(",")]
         if len(names) != 2 or not all(names):
-            raise UserError(f"--compare takes two submission names A,B (got {compare!r}).")
-        runs = st.runs(suite=s.name, version=version, split=split, track=track)
+            raise UserError(f"--compare takes two submissions A,B (name, or name@hash) (got {compare!r}).")
+    st = _store(db)
+    runs, _b = _show_board(st, s.name, version, split, track, by_task=by_task)
+    if names:
         metric = "normalized_score" if track == "agent" else "tilt_normalized_score"
-        p, lo, hi = scoring.probability_of_improvement(runs, names[0], names[1], metric=metric)
-        console.print(f"P({names[0]} > {names[1]}) = {p:.3f} [{lo:.3f}, {hi:.3f}] on {metric} "
-                      f"(per task: the chance a run of {names[0]} beats a run of {names[1]}, averaged over tasks)",
-                      highlight=False)
+        res = scoring.probability_of_improvement(runs, names[0], names[1], metric=metric, common_tasks=common_tasks)
+        ci = (f"[{res.lo:.3f}, {res.hi:.3f}]" if not math.isnan(res.lo)
+              else "CI n/a (1 seed: each task is a single run against a single run)")
+        console.print(f"P({names[0]} > {names[1]}) = {res.p:.3f} {ci} on {metric} "
+                      f"(per task: the chance a run of {names[0]} beats a run of {names[1]}, averaged over "
+                      f"{len(res.tasks)} task(s))" + (f" — {res.note}" if res.note else ""), highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()

@@ -133,6 +133,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def _ci(p: Any, lo: Any, hi: Any) -> str:
+    if _fmt(lo) == "" and _fmt(p) != "":  # one seed per task: no interval (not a zero-width one)
+        return f"{_fmt(p)} (CI n/a: 1 seed)"
     return f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
@@ -204,9 +206,12 @@ def _board_html(brd: pd.DataFrame, labels: Sequence[tuple[str, str]], score_name
     rows = []
     for r in brd.itertuples(index=False):
         d = r._asdict()
-        rows.append([str(d["rank"]), str(d["submission"]), str(d["code_hash"])[:10],
+        complete = bool(d.get("complete", True))
+        rows.append(["—" if pd.isna(d["rank"]) else str(d["rank"]), str(d["submission"]), str(d["code_hash"])[:8],
                      _ci(d["iqm"], d["iqm_lo"], d["iqm_hi"]), _ci(d["mean"], d["mean_lo"], d["mean_hi"]),
-                     f"{d['failed']} / {d['runs']}", str(d["tasks"])] + [_fmt(d[c]) for c, _ in labels])
+                     f"{d['failed']} / {d['runs']}" if complete else
+                     f"{d['failed']} / {d['runs']} (incomplete: {d['runs']}/{d['expected_runs']} runs)",
+                     str(d["tasks"])] + [_fmt(d[c]) for c, _ in labels])
     return _table(rows, header, left=(1, 2), cls="board")
 
 
@@ -322,19 +327,20 @@ def _predictiveness(rm: pd.DataFrame, n_boot: int, seed: int) -> str:
         pred = scoring.metric_predictiveness(rm, n_boot=n_boot, seed=seed)
     except ValueError as exc:
         return f'<p class="note">Predictiveness not available: {_e(exc)}</p>'
-    rows = [[str(r.metric), str(r.downstream), str(r.n), _ci(r.rho, r.rho_lo, r.rho_hi), _fmt(r.rho_within),
-             str(r.n_groups)] for r in pred.itertuples(index=False)]
-    table = _table(rows, ["offline metric", "downstream", "n", "Spearman ρ [95% CI]", "ρ within task", "groups"],
-                   left=(0, 1))
+    rows = [[str(r.metric) + (f" (= {r.same_as})" if r.same_as else ""), str(r.downstream),
+             _ci(r.rho_within, r.rho_within_lo, r.rho_within_hi), str(r.n_groups),
+             _ci(r.rho_pooled, r.rho_pooled_lo, r.rho_pooled_hi), str(r.n)] for r in pred.itertuples(index=False)]
+    table = _table(rows, ["offline metric", "downstream", "ρ within task (mean over worlds) [95% CI]", "worlds",
+                          "ρ pooled across tasks [95% CI]", "n"], left=(0, 1))
     fig, (ax,) = _figure(8.0, 0.9 + 0.36 * len(pred))
     y = np.arange(len(pred))[::-1]
-    p = pred["rho"].to_numpy(float)
-    err = np.vstack([p - pred["rho_lo"].to_numpy(float), pred["rho_hi"].to_numpy(float) - p])
+    p = pred["rho_within"].to_numpy(float)
+    err = np.vstack([p - pred["rho_within_lo"].to_numpy(float), pred["rho_within_hi"].to_numpy(float) - p])
     ax.barh(y, np.nan_to_num(p), xerr=np.nan_to_num(err), color="#4c72b0", ecolor="#333", capsize=3)
     ax.set_yticks(y, [str(m) for m in pred["metric"]])
     ax.axvline(0.0, color="#888", lw=0.8)
     ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("Spearman ρ with downstream gold (tilt normalized score), 95% CI")
+    ax.set_xlabel("Spearman ρ with downstream gold (tilt normalized score) within a task, 95% CI")
     fig.tight_layout()
     return table + _img(fig, "offline metric predictiveness")
 
@@ -377,6 +383,21 @@ def _select(df: pd.DataFrame | None, keys: Sequence[str], values: Sequence[Any])
     return df[m]
 
 
+def _labelled(runs: pd.DataFrame, *others: pd.DataFrame | None) -> tuple:
+    """The frames with ``submission`` replaced by the board's label (:func:`leaderboard.scoring.submission_labels`)."""
+    if not {"submission", "code_hash"} <= set(runs.columns) or runs.empty:
+        return (runs, *others)
+    labels = scoring.submission_labels(runs)
+    by_key = {(str(n), str(h)): lab for n, h, lab in zip(runs["submission"], runs["code_hash"], labels)}
+    out = [runs.assign(submission=labels)]
+    for df in others:
+        if df is not None and {"submission", "code_hash"} <= set(df.columns) and len(df):
+            df = df.assign(submission=[by_key.get((str(n), str(h)), str(n))
+                                       for n, h in zip(df["submission"], df["code_hash"])])
+        out.append(df)
+    return tuple(out)
+
+
 def render_html(
     runs: pd.DataFrame,
     checkpoints: pd.DataFrame | None,
@@ -400,6 +421,8 @@ def render_html(
         if not isinstance(f, pd.DataFrame) or not {"kl", "gold_value"} <= set(f.columns):
             raise ValueError(f"frontiers[{k!r}] must be a DataFrame with columns 'kl' and 'gold_value'.")
     ck_all = checkpoints if checkpoints is not None else pd.DataFrame()
+    # a submission is its code: versions of one name are drawn and listed apart, as name@hash
+    runs, ck_all, failures = _labelled(runs, ck_all, failures)
     if len(ck_all):
         scoring._require_columns(ck_all, ("submission", "task_key", "step", "kl", "gold_value", "proxy_value"),
                                  "checkpoints")

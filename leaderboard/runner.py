@@ -34,7 +34,8 @@ from typing import Any
 from leaderboard.spec import Limits, RunResult, RunSpec, SandboxFailure
 from tiltenv._validation import suggest
 
-__all__ = ["BACKENDS", "ScoreSummary", "world_of", "judge_on", "score_one", "plan", "score"]
+__all__ = ["BACKENDS", "ScoreSummary", "ScorerSettingsError", "world_of", "judge_on", "score_one", "plan", "score",
+           "check_device", "describe_device", "preflight"]
 
 BACKENDS = ("serial", "pool", "ray")
 
@@ -101,7 +102,7 @@ def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = 
     validating or scoring its output), so one run never stops a scoring.
     """
     started = time.perf_counter()
-    base = dict(submission=sub.name, code_hash=sub.code_hash, spec=spec)
+    base = dict(submission=sub.name, code_hash=sub.code_hash, spec=spec, device=describe_device(device))
     try:
         return _score_one(sub, spec, limits, device, base, started)
     except Exception as exc:  # noqa: BLE001 - every exception becomes this run's failure
@@ -159,11 +160,94 @@ def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict,
                              wall_time=time.perf_counter() - started, sandbox="trusted")  # library code, in-process
         with sandbox.RemoteRewardModel(sub, world.task, limits, device=device) as rm:
             metrics = scoring.score_reward_model(world.judge, world.task, rm.score, seed=spec.seed_index)
-        return RunResult(**base, status="ok", metrics=metrics, wall_time=time.perf_counter() - started,
-                         sandbox=rm.sandbox, output=rm.output)
+        return RunResult(**base, status="ok", metrics=metrics, fit_time=float(rm.fit_time),
+                         wall_time=time.perf_counter() - started, sandbox=rm.sandbox, output=rm.output)
     except SandboxFailure as exc:
         return RunResult(**base, status="failed", reason=exc.reason, detail=exc.detail,
                          wall_time=time.perf_counter() - started, sandbox=limits.sandbox, output=exc.output)
+
+
+class ScorerSettingsError(RuntimeError):
+    """The scorer's own settings (limits, device) cannot host a run: nothing is scored, nothing is stored."""
+
+
+def check_device(device: Any) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` that this machine has, else a :class:`ScorerSettingsError` naming it."""
+    import torch
+
+    choices = "'cpu', 'cuda' or 'cuda:N'"
+    if not isinstance(device, str):
+        raise ScorerSettingsError(f"device must be {choices} (got {device!r}).")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ScorerSettingsError(f"device must be {choices} (got {device!r}).") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise ScorerSettingsError(f"device must be {choices} (got {device!r}).")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ScorerSettingsError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'.")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ScorerSettingsError(f"device {device!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}.")
+    return device
+
+
+_DEVICE_NAMES: dict[str, str] = {}
+
+
+def describe_device(device: str) -> str:
+    """The device of a run as stored with it: ``"cpu"``, or ``"cuda:0 (NVIDIA H200)"``."""
+    if device not in _DEVICE_NAMES:
+        name = str(device)
+        if name.startswith("cuda"):
+            try:
+                import torch
+
+                idx = torch.device(name).index or 0
+                name = f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+            except Exception:  # noqa: BLE001 - provenance must never fail a run
+                pass
+        _DEVICE_NAMES[device] = name
+    return _DEVICE_NAMES[device]
+
+
+#: Settings a canary already ran under in this process (see :func:`preflight`).
+_PREFLIGHT_OK: set[tuple] = set()
+
+
+def preflight(limits: Limits, device: str = "cpu") -> None:
+    """Check that the scorer's settings can host a run before any submission's run is scored.
+
+    A limit that no run can live with (a memory cap below what the sandbox's interpreter needs, a wall time
+    shorter than its start) would otherwise be stored as **every submission's failure**. So a canary — the
+    built-in ``tilt`` agent (trusted code, training-free) on a tiny task — runs in the sandbox under the same
+    limits and device first; if it fails, nothing is scored and nothing is stored. Done once per process and
+    settings.
+
+    Raises:
+        ScorerSettingsError: the canary failed (the message names the settings and the canary's failure).
+    """
+    key = (limits, device)
+    if key in _PREFLIGHT_OK:
+        return
+    from baselines.base import TrainBudget
+    from leaderboard import sandbox
+    from leaderboard.submission import load_submission
+    from tiltenv.config import TaskConfig
+    from tiltenv.world import make_world
+
+    world = make_world(TaskConfig(d=2, K=4, n_labels=16, n_eval_contexts=8, n_norm_contexts=16, proxy="gold", seed=0))
+    try:
+        sandbox.run_agent(load_submission("tilt"), world.task, TrainBudget(proxy_queries=64, n_checkpoints=1),
+                          world.judge.eval_candidates, world.judge.eval_ref_logp, limits, device=device)
+    except SandboxFailure as e:
+        raise ScorerSettingsError(
+            f"the scorer's settings cannot host a run: a canary (the built-in tilt agent on a tiny task) failed "
+            f"under --time-limit {limits.wall_time:g} s, --memory-mb {limits.memory_mb}, --threads {limits.threads}, "
+            f"--device {device} ({e.reason}: {e.detail}); nothing was scored or stored. Raise the limit."
+        ) from None
+    _PREFLIGHT_OK.add(key)
 
 
 def plan(subs: Sequence[Any], specs: Sequence[RunSpec], store: Any) -> tuple[list[tuple[Any, RunSpec]], int]:
@@ -307,6 +391,9 @@ def score(
         raise ValueError(f"backend must be one of {BACKENDS} (got {backend!r})." + suggest(str(backend), BACKENDS))
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer (got {workers!r}).")
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a leaderboard.spec.Limits (got {type(limits).__name__}).")
+    check_device(device)
     subs = list(subs)
     tracks = {s.track for s in subs}
     if split == "test":  # private worlds: each submission's test seeds come from its own code hash
@@ -328,6 +415,7 @@ def score(
 
         sandbox.sandbox_mode(limits)  # no jail here: refuses (saying why) unless Limits(sandbox="trusted")
         sandbox.network_mode(limits)
+        preflight(limits, device)  # settings no run can live with fail here, not as every submission's failure
     summary = ScoreSummary(skipped=skipped)
     t0 = time.perf_counter()
     prog, bar = _progress(progress and bool(todo), len(todo), f"scoring {suite.name} v{suite.version} ({split})")

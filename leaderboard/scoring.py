@@ -48,6 +48,14 @@ a submission that beats π_ref; the ``failed`` column counts them. All other col
 runs only. :func:`probability_of_improvement` is rliable's ``P(X > Y)`` (Mann–Whitney with ties ½, averaged
 over tasks) with an independent stratified bootstrap CI.
 
+What a board says and does not: **a submission is its code** — rows are code hashes, and a name with several
+versions on one board is shown as ``name@hash`` (:func:`submission_labels`); **complete or marked** — only
+submissions with a result for every (task, seed) of the suite are ranked, the others follow unranked;
+**intervals only where there is something to resample** — the stratified bootstrap redraws runs within a task,
+so with one seed per task it has nothing to draw and the CI is NaN ("n/a (1 seed)"), never a zero-width interval;
+a comparison of two submissions whose runs differ is refused unless asked for the runs both have
+(``common_tasks=True``), and then says so (:class:`Improvement`). :func:`board_by_task` is the per-task table.
+
 Reward-model track
 ------------------
 :func:`score_reward_model` drives fixed reference optimizers with a submitted reward model's scores on the
@@ -57,9 +65,12 @@ RLOO at a fixed budget on a copy of the public task whose proxy is the submitted
 pooled over the judge's evaluation contexts), otherwise a submission's scale would act as its own β. Beside
 them, offline metrics (ranking accuracy on-policy = π_ref-weighted pairs and off-policy = pairs weighted by
 the gold tilt π*_β or uniformly, per-context Spearman with gold, Shang et al.'s harm-aware accuracies,
-reward variance and gold correlation under π_ref). :func:`metric_predictiveness` reports across scored
-reward models how well each offline metric predicts downstream gold (Spearman with a stratified bootstrap
-CI). The library's proxies are the built-in entries (:func:`builtin_reward_models`,
+reward variance and gold correlation under π_ref; Shang et al.'s Acc-W under π_ref *is* ``acc_onpolicy`` and is
+not stored twice, and ``acc_uniform``/``hacc_w`` equal ``acc_onpolicy``/``hacc`` whenever π_ref is uniform).
+:func:`metric_predictiveness` reports across scored reward models how well each offline metric predicts
+downstream gold **within a task** (the mean of per-world Spearman ρ with its CI), the pooled ρ beside it.
+A reward model's ``fit_time`` is measured by the scorer around its ``fit`` (sandboxed: from the child's start
+to the end of ``fit``). The library's proxies are the built-in entries (:func:`builtin_reward_models`,
 :func:`score_builtin_reward_model`).
 """
 
@@ -68,6 +79,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,6 +105,10 @@ __all__ = [
     "score_agent_run",
     "overoptimization_summary",
     "board",
+    "board_by_task",
+    "submission_labels",
+    "short_hash",
+    "Improvement",
     "probability_of_improvement",
     "spearman",
     "score_reward_model",
@@ -136,8 +152,10 @@ AGENT_METRICS = (
 ) + _OVEROPT_KEYS
 
 #: Offline metrics of a reward model (need no optimization): keys of :func:`score_reward_model`.
+#: (Shang et al.'s Acc-W under π_ref is ``acc_onpolicy`` by definition — the same pair weights π_ref(a)·π_ref(b) —
+#: so it is not stored a second time.)
 RM_OFFLINE_METRICS = (
-    "acc_onpolicy", "acc_offpolicy", "acc_uniform", "spearman", "acc_w", "hacc", "hacc_w",
+    "acc_onpolicy", "acc_offpolicy", "acc_uniform", "spearman", "hacc", "hacc_w",
     "reward_variance_ref", "gold_corr_ref",
 )
 #: Downstream metrics of a reward model (fixed reference optimizers on it).
@@ -398,6 +416,14 @@ def _check_metric(df: pd.DataFrame, metric: str) -> str:
     return metric
 
 
+def _with_default_metric(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """A board whose every run failed has no metric columns (a fresh board, a first submission that fails): its
+    default score column is then all NaN (failed runs score ``failed_score``), not an unknown-metric error."""
+    if metric in runs.columns or not len(runs) or "status" not in runs.columns or (runs["status"] == "ok").any():
+        return runs
+    return runs.assign(**{metric: np.nan})
+
+
 def _ok_mask(df: pd.DataFrame) -> pd.Series:
     if "status" not in df.columns:
         return pd.Series(True, index=df.index)
@@ -434,6 +460,63 @@ def _submission_keys(df: pd.DataFrame) -> pd.Series:
     if "code_hash" in df.columns:
         return df["code_hash"].astype(str)
     return df["submission"].astype(str)
+
+
+#: Characters of the code hash shown after ``@`` (more where two versions of a name share that prefix).
+SHORT_HASH = 8
+
+
+def short_hash(code_hash: str, n: int = SHORT_HASH) -> str:
+    """The first ``n`` hex digits of a code hash (what the board shows)."""
+    return str(code_hash)[:n]
+
+
+def submission_labels(runs: pd.DataFrame) -> pd.Series:
+    """The board's name of every row: a submission is its code, so a name belongs to one code hash per board.
+
+    A name used by a single code hash in ``runs`` is shown as it is; a name used by several (an edited file keeps
+    its stem) is shown as ``name@hash`` for each of its versions, with the shortest hash prefix (at least
+    :data:`SHORT_HASH` digits) that tells them apart. Frames without ``code_hash`` keep their names.
+
+    Returns:
+        A string Series aligned with ``runs``.
+    """
+    _require_columns(runs, ("submission",), "runs")
+    names = runs["submission"].astype(str)
+    if "code_hash" not in runs.columns or runs.empty:
+        return names.copy()
+    hashes = runs["code_hash"].astype(str)
+    pairs = pd.DataFrame({"n": names, "h": hashes}).drop_duplicates()
+    label: dict[tuple[str, str], str] = {}
+    for name, g in pairs.groupby("n", sort=False):
+        hs = sorted(set(g["h"]))
+        if len(hs) == 1:
+            label[(name, hs[0])] = name
+            continue
+        k = SHORT_HASH
+        while len({h[:k] for h in hs}) < len(hs) and k < max(len(h) for h in hs):
+            k += 1
+        for h in hs:
+            label[(name, h)] = f"{name}@{h[:k]}"
+    return pd.Series([label[(n, h)] for n, h in zip(names, hashes)], index=runs.index, dtype=object).astype(str)
+
+
+def _coverage(df: pd.DataFrame) -> set[tuple[str, int]]:
+    """The (task, seed index) pairs a submission has a result for (ok or failed: a failure is a result)."""
+    seeds = df["seed_index"] if "seed_index" in df.columns else pd.Series(0, index=df.index)
+    return {(str(t), int(i)) for t, i in zip(df["task_key"], seeds)}
+
+
+def _check_expected(expected: Any) -> set[tuple[str, int]] | None:
+    if expected is None:
+        return None
+    try:
+        out = {(str(t), int(i)) for t, i in expected}
+    except (TypeError, ValueError):
+        raise ValueError("expected must be an iterable of (task_key, seed_index) pairs (the suite's runs).") from None
+    if not out:
+        raise ValueError("expected must name at least one (task_key, seed_index) pair.")
+    return out
 
 
 def _failed_score(failed_score: Any, metric: str) -> float | None:
@@ -500,6 +583,20 @@ _RM_COLUMNS = (
 )
 
 
+#: Columns of :func:`board` (then the track's columns, then the provenance columns).
+BOARD_COLUMNS = [
+    "rank", "submission", "name", "code_hash", "metric", "complete", "runs", "expected_runs", "failed", "tasks",
+    "seeds", "iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi",
+]  # fmt: skip
+#: Provenance columns of :func:`board`: the distinct values over the submission's runs (joined by ", ").
+BOARD_PROVENANCE = ("tiltenv_version", "torch_version", "device")
+
+
+def _joined(values: pd.Series) -> str:
+    vals = sorted({str(v) for v in values if isinstance(v, str) and v})
+    return ", ".join(vals) if vals else "unknown"
+
+
 def board(
     runs: pd.DataFrame,
     *,
@@ -508,8 +605,17 @@ def board(
     confidence: float = 0.95,
     seed: int = 0,
     failed_score: float | None | str = "auto",
+    expected: Any = None,
 ) -> pd.DataFrame:
     """The board of one suite version and split: one row per submission, ranked by the IQM of ``metric``.
+
+    **A submission is its code**: rows are code hashes, named by :func:`submission_labels` (``name@hash`` where
+    one name has several versions on the board). **Complete or marked**: only submissions with a result (ok or
+    failed) for every (task, seed) of ``expected`` are ranked; the others follow, unranked (``rank`` is
+    ``<NA>``, ``complete`` False). **Statistics that say what they know**: a CI needs at least two runs on every
+    task (``seeds >= 2``); with one seed per task (rliable's stratified bootstrap resamples within a task, so it
+    would be a zero-width interval) the bounds are NaN and shown as "n/a (1 seed)". Ties in IQM and mean rank
+    the submission with fewer failed runs first.
 
     Args:
         runs: one row per run (the store's runs frame): ``submission``, ``task_key``, ``seed_index``,
@@ -521,15 +627,20 @@ def board(
         failed_score: the value a failed run gets in the IQM / mean; ``"auto"`` (default): :data:`FAILED_SCORE`
             (0, π_ref's) for normalized scores (a metric named ``*normalized_score``), left out for any other
             metric; ``None`` leaves failed runs out.
+        expected: the (task_key, seed_index) pairs of the suite's split (e.g. ``[(s.task_key, s.seed_index)
+            for s in suite.runs(split)]``); default: every pair some submission of ``runs`` has.
 
     Returns:
-        DataFrame sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER` metrics), columns
-        ``rank, submission, code_hash, metric, runs, failed, tasks, iqm, iqm_lo, iqm_hi, mean, mean_lo,
-        mean_hi`` then the track's columns (agents: ``value_gap, kl, kl_matched_gap, reward_variance_policy,
+        DataFrame: the complete submissions sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER`
+        metrics; then mean, then fewer failures, then name), then the incomplete ones in the same order; columns
+        :data:`BOARD_COLUMNS` (``submission`` the board's label, ``name`` the stored name, ``runs`` / ``expected_runs``
+        results stored / due, ``seeds`` the fewest runs of any task, ``rank`` nullable Int64) then the track's columns (agents: ``value_gap, kl, kl_matched_gap, reward_variance_policy,
         proxy_gold_gap, overoptimization_rate, overoptimization_runs, median_fit_time``; means over successful runs
         (``overoptimization_rate`` over the runs with a trajectory only, ``overoptimization_runs`` of them), NaN when
         none succeeded or the column is absent); with multi-objective runs also ``gold_value_dim{i}``,
-        ``gold_gain_dim{i}``, ``min_dim_gain`` and ``dims_at_or_above_ref_rate`` (means over the runs that have them).
+        ``gold_gain_dim{i}``, ``min_dim_gain`` and ``dims_at_or_above_ref_rate`` (means over the runs that have them);
+        then, when ``runs`` has them, the provenance :data:`BOARD_PROVENANCE` (distinct values, ", "-joined) and
+        ``scored`` (the date of the submission's last run, UTC).
 
     Raises:
         ValueError: a frame mixing suite versions, splits or tracks; a missing column; an unknown metric;
@@ -541,31 +652,48 @@ def board(
     track = _track_of(runs)
     if metric is None:
         metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
+        runs = _with_default_metric(runs, metric)
     metric = _check_metric(runs, metric)
     failed_score = _failed_score(failed_score, metric)
     ok = _ok_mask(runs)
     keys = _submission_keys(runs)
+    labels = submission_labels(runs)
+    want = _check_expected(expected)
+    if want is None:
+        want = _coverage(runs)
     extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS + _dimension_columns(runs)
+    prov = [c for c in BOARD_PROVENANCE if c in runs.columns]
     rows = []
     for key in sorted(keys.unique()):
         m = keys == key
         df, okm = runs[m], ok[m]
         names = sorted(set(df["submission"].astype(str)))
+        have = _coverage(df)
         row: dict[str, Any] = {
-            "submission": names[-1] if names else key,
+            "submission": sorted(set(labels[m]))[-1],
+            "name": names[-1] if names else key,
             "code_hash": str(df["code_hash"].iloc[0]) if "code_hash" in df.columns else "",
             "metric": metric,
+            "complete": want <= have,
             "runs": int(len(df)),
+            "expected_runs": len(want),
             "failed": int((~okm).sum()),
             "tasks": int(df["task_key"].nunique()),
+            "seeds": int(df.groupby("task_key").size().min()) if len(df) else 0,
         }
         cols = _score_columns(df, metric, okm, failed_score)
         if cols:
+            informative = min(len(c) for c in cols.values()) >= 2  # else the within-task bootstrap has nothing to draw
             for stat in ("iqm", "mean"):
                 p, lo, hi = _stratified_ci(list(cols.values()), stat, reps=n_boot, confidence=confidence, seed=seed)
-                row.update({stat: p, f"{stat}_lo": lo, f"{stat}_hi": hi})
+                row.update({stat: p, f"{stat}_lo": lo if informative else math.nan,
+                            f"{stat}_hi": hi if informative else math.nan})
         else:
             row.update({k: math.nan for k in ("iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi")})
+        for c in prov:
+            row[c] = _joined(df[c])
+        if "created" in df.columns:
+            row["scored"] = str(max(df["created"].astype(str)))[:10] if len(df) else ""
         good = df[okm]
         for out, src, how in extra:
             if how == "count":  # how many successful runs the column is over (NaN = n/a, not counted)
@@ -576,23 +704,121 @@ def board(
             else:
                 row[out] = math.nan
         rows.append(row)
-    out = pd.DataFrame(rows, columns=["submission", "code_hash", "metric", "runs", "failed", "tasks", "iqm", "iqm_lo",
-                                      "iqm_hi", "mean", "mean_lo", "mean_hi"] + [c[0] for c in extra])
+    tail = prov + (["scored"] if "created" in runs.columns else [])
+    out = pd.DataFrame(rows, columns=BOARD_COLUMNS[1:] + [c[0] for c in extra] + tail)
     asc = metric in LOWER_IS_BETTER
-    out = out.sort_values(["iqm", "mean", "submission"], ascending=[asc, asc, True], na_position="last",
-                          kind="mergesort").reset_index(drop=True)
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out["complete"] = out["complete"].astype(bool)
+    out = out.sort_values(["complete", "iqm", "mean", "failed", "submission"], ascending=[False, asc, asc, True, True],
+                          na_position="last", kind="mergesort").reset_index(drop=True)
+    n_ranked = int(out["complete"].sum())
+    rank = pd.array([*range(1, n_ranked + 1), *([pd.NA] * (len(out) - n_ranked))], dtype="Int64")
+    out.insert(0, "rank", rank)
     return out
 
 
+def board_by_task(
+    runs: pd.DataFrame,
+    *,
+    metric: str | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    failed_score: float | None | str = "auto",
+) -> pd.DataFrame:
+    """The per-task table: one row per (submission, task), the mean of ``metric`` over its seeds with a bootstrap CI.
+
+    Args: as in :func:`board` (failed runs get ``failed_score`` the same way).
+
+    Returns:
+        DataFrame with ``submission`` (the board's label, :func:`submission_labels`), ``code_hash``, ``task_key``,
+        ``metric``, ``runs``, ``failed``, ``mean``, ``mean_lo``, ``mean_hi`` (the CI resamples the task's runs;
+        NaN with fewer than two: "n/a (1 seed)"), sorted by submission then task.
+    """
+    _require_columns(runs, ("submission", "task_key"), "runs")
+    n_boot, confidence = _check_boot(n_boot, confidence)
+    _single_board(runs)
+    track = _track_of(runs)
+    if metric is None:
+        metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
+        runs = _with_default_metric(runs, metric)
+    metric = _check_metric(runs, metric)
+    failed_score = _failed_score(failed_score, metric)
+    ok = _ok_mask(runs)
+    keys, labels = _submission_keys(runs), submission_labels(runs)
+    rows = []
+    for key in sorted(keys.unique()):
+        m = keys == key
+        df, okm = runs[m], ok[m]
+        cols = _score_columns(df, metric, okm, failed_score)
+        for task, g in df.groupby(df["task_key"].astype(str), sort=True):
+            col = cols.get(task)
+            row = {"submission": sorted(set(labels[m]))[-1],
+                   "code_hash": str(df["code_hash"].iloc[0]) if "code_hash" in df.columns else "",
+                   "task_key": task, "metric": metric, "runs": int(len(g)), "failed": int((~okm[g.index]).sum()),
+                   "mean": math.nan, "mean_lo": math.nan, "mean_hi": math.nan}
+            if col is not None and len(col):
+                p, lo, hi = _stratified_ci([col], "mean", reps=n_boot, confidence=confidence, seed=seed)
+                row.update(mean=p, mean_lo=lo if len(col) >= 2 else math.nan, mean_hi=hi if len(col) >= 2 else math.nan)
+            rows.append(row)
+    cols = ["submission", "code_hash", "task_key", "metric", "runs", "failed", "mean", "mean_lo", "mean_hi"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["submission", "task_key"], kind="mergesort").reset_index(drop=True)
+
+
 def _find_submission(runs: pd.DataFrame, name: str, arg: str) -> pd.Series:
-    names = sorted(set(runs["submission"].astype(str)))
-    hashes = sorted(set(runs["code_hash"].astype(str))) if "code_hash" in runs.columns else []
-    if name in names:
-        return runs["submission"].astype(str) == name
-    if name in hashes:
-        return runs["code_hash"].astype(str) == name
-    raise ValueError(f"{arg} must be a submission in runs, one of {names} (got {name!r})." + suggest(str(name), names))
+    """Rows of one submission: its board label (``name`` or ``name@hash``), its name when that names one code hash,
+    ``name@<hash prefix>``, or a code hash (or a prefix of at least 6 digits)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{arg} must be a submission name, name@hash or code hash (got {name!r}).")
+    labels = submission_labels(runs)
+    names = runs["submission"].astype(str)
+    hashes = runs["code_hash"].astype(str) if "code_hash" in runs.columns else pd.Series("", index=runs.index)
+    shown = sorted(set(labels))
+    if name in shown:
+        return labels == name
+    if name in set(names):
+        versions = sorted(set(labels[names == name]))
+        raise ValueError(f"{arg} {name!r} names {len(versions)} versions (different code) on this board: "
+                         f"{', '.join(versions)}; say which one as name@hash.")
+    base, at, prefix = name.rpartition("@")
+    if at and base in set(names) and prefix:
+        m = (names == base) & hashes.str.startswith(prefix)
+        if m.any() and hashes[m].nunique() == 1:
+            return m
+    if len(name) >= 6 and "code_hash" in runs.columns:
+        m = hashes.str.startswith(name)
+        if m.any() and hashes[m].nunique() == 1:
+            return m
+    raise ValueError(f"{arg} must be a submission of this board, one of {shown} (or name@hash, or a code hash) "
+                     f"(got {name!r})." + suggest(str(name), shown))
+
+
+class Improvement(tuple):
+    """``(p, lo, hi)`` of :func:`probability_of_improvement`, with what it was computed on.
+
+    Attributes:
+        p, lo, hi: the probability and its CI (``lo``/``hi`` NaN where some task has fewer than two runs of either
+            submission: "n/a (1 seed)").
+        tasks: the tasks compared; common_only: True when the two submissions' runs differed and only the tasks
+            (and seeds) both ran were compared (``common_tasks=True``); note: a sentence saying so, else "".
+    """
+
+    def __new__(cls, p: float, lo: float, hi: float, tasks: Sequence[str] = (), common_only: bool = False,
+                note: str = ""):
+        self = super().__new__(cls, (p, lo, hi))
+        self.tasks, self.common_only, self.note = list(tasks), bool(common_only), str(note)
+        return self
+
+    @property
+    def p(self) -> float:
+        return self[0]
+
+    @property
+    def lo(self) -> float:
+        return self[1]
+
+    @property
+    def hi(self) -> float:
+        return self[2]
 
 
 def _mann_whitney(x: np.ndarray, y: np.ndarray) -> float:
@@ -611,7 +837,8 @@ def probability_of_improvement(
     confidence: float = 0.95,
     seed: int = 0,
     failed_score: float | None | str = "auto",
-) -> tuple[float, float, float]:
+    common_tasks: bool = False,
+) -> Improvement:
     """Probability that submission ``a`` improves on ``b`` (rliable, Agarwal et al. 2021).
 
     ``P(X > Y) = 1/T Σ_t 1/(N_t M_t) Σ_i Σ_j S(x_{t,i}, y_{t,j})`` with ``S = 1`` if ``x > y``, ``½`` if equal,
@@ -621,14 +848,18 @@ def probability_of_improvement(
 
     Args:
         runs: the runs frame of one suite version and split (see :func:`board`).
-        a, b: submission names (or code hashes); a wrong name gets the closest valid one.
+        a, b: submissions as the board names them (``name``, or ``name@hash`` where a name has several versions),
+            or code hashes; a wrong name gets the closest valid one, an ambiguous one the list of its versions.
         metric: the compared score (higher is better); failed runs get ``failed_score`` (as in :func:`board`).
+        common_tasks: compare on the (task, seed) runs both have when their runs differ (else that is refused).
 
     Returns:
-        ``(p, lo, hi)``.
+        :class:`Improvement`, a ``(p, lo, hi)`` tuple that also says which tasks were compared. The CI is NaN
+        (n/a) when some compared task has fewer than two runs of either submission.
 
     Raises:
-        ValueError: unknown submission or metric, no task in common, mixed suite versions.
+        ValueError: unknown or ambiguous submission, unknown metric, runs that differ (one submission has a task or
+            seed the other lacks) without ``common_tasks=True``, no run in common, mixed suite versions.
     """
     _require_columns(runs, ("submission", "task_key"), "runs")
     n_boot, confidence = _check_boot(n_boot, confidence)
@@ -637,6 +868,26 @@ def probability_of_improvement(
     failed_score = _failed_score(failed_score, metric)
     ma, mb = _find_submission(runs, a, "a"), _find_submission(runs, b, "b")
     ok = _ok_mask(runs)
+    cov_a, cov_b = _coverage(runs[ma]), _coverage(runs[mb])
+    note = ""
+    if cov_a != cov_b:
+        both = cov_a & cov_b
+        if not both:
+            raise ValueError(f"{a!r} and {b!r} have no run in common (a ran tasks {sorted({t for t, _ in cov_a})}, "
+                             f"b ran {sorted({t for t, _ in cov_b})}).")
+        if not common_tasks:
+            raise ValueError(
+                f"{a!r} and {b!r} ran different runs ({len(cov_a)} vs {len(cov_b)}; only in {a!r}: "
+                f"{_show_runs(cov_a - cov_b)}; only in {b!r}: {_show_runs(cov_b - cov_a)}): a comparison would "
+                "silently leave tasks out. Compare on the runs both have with common_tasks=True (--common-tasks)."
+            )
+        seeds = runs["seed_index"] if "seed_index" in runs.columns else pd.Series(0, index=runs.index)
+        keep = pd.Series([(str(t), int(i)) in both for t, i in zip(runs["task_key"], seeds)], index=runs.index)
+        ma, mb = ma & keep, mb & keep
+        n_all = len({t for t, _ in cov_a | cov_b})
+        n_common = len({t for t, _ in both})
+        note = (f"on the {len(both)} runs ({n_common} of {n_all} tasks) both submissions have; "
+                f"{len(cov_a - both)} of {a!r} and {len(cov_b - both)} of {b!r} left out")
     ca = _score_columns(runs[ma], metric, ok[ma], failed_score)
     cb = _score_columns(runs[mb], metric, ok[mb], failed_score)
     tasks = sorted(set(ca) & set(cb))
@@ -648,7 +899,15 @@ def probability_of_improvement(
     def stat(cols: list[np.ndarray]) -> float:
         return float(np.mean([_mann_whitney(cols[t], cols[T + t]) for t in range(T)]))
 
-    return _stratified_ci(columns, stat, reps=n_boot, confidence=confidence, seed=seed)
+    p, lo, hi = _stratified_ci(columns, stat, reps=n_boot, confidence=confidence, seed=seed)
+    if min(len(c) for c in columns) < 2:  # one run against one: the bootstrap redraws the same pair every time
+        lo = hi = math.nan
+    return Improvement(p, lo, hi, tasks, bool(note), note)
+
+
+def _show_runs(pairs: set[tuple[str, int]], n: int = 4) -> str:
+    items = [f"{t}#{i}" for t, i in sorted(pairs)]
+    return "none" if not items else ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 # ==================================================================================================
@@ -820,7 +1079,7 @@ def score_reward_model(
         "acc_offpolicy": M.ranking_accuracy(r, gold, gold_tilt),
         "acc_uniform": M.ranking_accuracy(r, gold),
         "spearman": spearman(r, gold),
-        "acc_w": harm["acc_w"], "hacc": harm["hacc"], "hacc_w": harm["hacc_w"],
+        "hacc": harm["hacc"], "hacc_w": harm["hacc_w"],  # harm["acc_w"] is acc_onpolicy (same definition)
         "reward_variance_ref": M.reward_variance(ref, r),
         "gold_corr_ref": M.proxy_gold_correlation(ref, r, gold),
     })
@@ -918,6 +1177,45 @@ def score_builtin_reward_model(
                               device=device)
 
 
+#: Why two offline metrics can coincide in every run (shown instead of a second, identical row).
+COINCIDENT_METRICS = {
+    ("acc_onpolicy", "acc_uniform"): "π_ref is uniform on these tasks, so the on-policy pair weights "
+                                     "π_ref(a)·π_ref(b) are all equal (they differ under a tilted π_ref)",
+    ("hacc", "hacc_w"): "π_ref is uniform on these tasks, so weighting candidates by π_ref changes nothing",
+}
+
+
+def _same_reason(a: str, b: str) -> str:
+    return COINCIDENT_METRICS.get((a, b)) or COINCIDENT_METRICS.get((b, a)) or "identical in every scored run"
+
+
+def _within_rho(groups: list[tuple[np.ndarray, np.ndarray]], n_boot: int, confidence: float,
+                seed: int) -> tuple[float, float, float]:
+    """Mean over groups of Spearman ρ(x, y), with a bootstrap CI that redraws the rows within each group."""
+    point = [float(_spearman_rows(x[None], y[None])[0]) for x, y in groups]
+    if not groups or all(math.isnan(v) for v in point):
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    reps = np.empty((len(groups), n_boot))
+    for g, (x, y) in enumerate(groups):
+        idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+        reps[g] = _spearman_rows(x[idx], y[idx])
+    with warnings.catch_warnings():  # a replicate where every world's ranks are constant is NaN, and dropped
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = np.nanmean(reps, axis=0)
+    stats = stats[np.isfinite(stats)]
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = (np.percentile(stats, [100.0 * alpha, 100.0 * (1.0 - alpha)]) if len(stats) else (math.nan, math.nan))
+    return float(np.nanmean(point)), float(lo), float(hi)
+
+
+#: Columns of :func:`metric_predictiveness`.
+PREDICTIVENESS_COLUMNS = [
+    "metric", "downstream", "rho_within", "rho_within_lo", "rho_within_hi", "n_groups", "rho_pooled",
+    "rho_pooled_lo", "rho_pooled_hi", "n", "same_as",
+]  # fmt: skip
+
+
 def metric_predictiveness(
     rm_runs: pd.DataFrame,
     *,
@@ -927,22 +1225,30 @@ def metric_predictiveness(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """How well each offline metric predicts downstream gold across scored reward models.
+    """How well each offline metric predicts downstream gold across scored reward models — **within a task**.
 
-    Over the successful rows (reward model × task × seed), Spearman's ρ between the offline metric and
-    ``downstream``, pooled; the CI resamples rows within each task (stratified bootstrap). Also the mean
-    of the per-(task, seed) Spearman across reward models (``rho_within``: "does the metric order the reward
-    models of one task right"), over groups with at least 3 models.
+    The question a researcher asks is "on my task, does the better-scoring reward model give the better policy?".
+    So the headline is ``rho_within``: the mean over (task, seed) worlds with at least 3 reward models of the
+    Spearman ρ between the offline metric and ``downstream`` across those models, with a bootstrap CI that
+    redraws the models within each world. Beside it, labelled, ``rho_pooled``: Spearman over all rows pooled
+    across tasks (CI: rows redrawn within each task), which mixes the tasks' levels — an easy task lifts both the
+    metric and the gold of every model on it, so pooled ρ can be high while the metric orders the models of
+    each task wrongly (Simpson's paradox).
+
+    Offline metrics that coincide in every row (e.g. ``acc_uniform`` with ``acc_onpolicy`` when π_ref is
+    uniform, see :data:`COINCIDENT_METRICS`) are shown once: the first one's row names the others in
+    ``same_as`` with the reason.
 
     Args:
-        rm_runs: rows with ``task_key`` and the metric columns (``status`` optional: failed rows are left out).
+        rm_runs: rows with ``task_key`` and the metric columns (``status`` optional: failed rows are left out;
+            ``seed_index`` optional: worlds are (task, seed)).
         downstream: the downstream column (default ``tilt_normalized_score``, comparable across tasks:
             0 = π_ref, 1 = optimal; ``tilt_gold_value``, ``rloo_normalized_score``, ``bon_peak_gold`` ...).
         metrics: offline metrics to assess (default: those of :data:`RM_OFFLINE_METRICS` with at least 3 values).
 
     Returns:
-        DataFrame indexed by nothing, one row per metric: ``metric, downstream, n, rho, rho_lo, rho_hi,
-        rho_within, n_groups`` sorted by ``rho`` descending.
+        DataFrame, one row per metric, columns :data:`PREDICTIVENESS_COLUMNS`, sorted by ``rho_within``
+        descending (NaN last), then ``rho_pooled``.
 
     Raises:
         ValueError: unknown column names (closest valid suggested), fewer than 3 usable rows.
@@ -959,20 +1265,30 @@ def metric_predictiveness(
                              f"({', '.join(RM_OFFLINE_METRICS)}) and {downstream!r}.")
     else:
         metrics = [_check_metric(rm_runs, m) for m in metrics]
+    # one row for metrics that coincide in every row
+    kept: list[str] = []
+    same: dict[str, list[str]] = {}
+    for metric in metrics:
+        twin = next((k for k in kept if df[metric].notna().equals(df[k].notna())
+                     and np.allclose(df[metric].dropna().to_numpy(np.float64), df[k].dropna().to_numpy(np.float64),
+                                     rtol=1e-9, atol=1e-12)), None)
+        if twin is None:
+            kept.append(metric)
+        else:
+            same.setdefault(twin, []).append(metric)
     group_keys = [c for c in ("task_key", "seed_index") if c in df.columns]
     rows = []
-    for metric in metrics:
+    for metric in kept:
         d = df[df[metric].notna() & df[downstream].notna()]
         if len(d) < 3:
             raise ValueError(f"metric_predictiveness needs at least 3 scored reward models with {metric!r} and "
                              f"{downstream!r} (got {len(d)}).")
         x = d[metric].to_numpy(np.float64)
         y = d[downstream].to_numpy(np.float64)
-        cols = [np.asarray(ix, dtype=np.int64) for _, ix in
-                sorted(d.reset_index(drop=True).groupby("task_key").indices.items())]
-
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
             raise ValueError(f"{metric!r} and {downstream!r} must be finite in successful rows.")
+        cols = [np.asarray(ix, dtype=np.int64) for _, ix in
+                sorted(d.reset_index(drop=True).groupby("task_key").indices.items())]
 
         def stat(parts: list[np.ndarray], x=x, y=y) -> float:
             i = np.concatenate(parts).astype(np.int64)
@@ -980,12 +1296,14 @@ def metric_predictiveness(
 
         rho, lo, hi = _stratified_ci([c.astype(np.float64) for c in cols], stat, reps=n_boot,
                                      confidence=confidence, seed=seed)
-        within = [spearman(g[metric].to_numpy(np.float64), g[downstream].to_numpy(np.float64))
+        worlds = [(g[metric].to_numpy(np.float64), g[downstream].to_numpy(np.float64))
                   for _, g in d.groupby(group_keys, sort=True) if len(g) >= 3]
-        within = [w for w in within if not math.isnan(w)]
-        rows.append({"metric": metric, "downstream": downstream, "n": int(len(d)), "rho": rho, "rho_lo": lo,
-                     "rho_hi": hi, "rho_within": float(np.mean(within)) if within else math.nan,
-                     "n_groups": len(within)})
-    out = pd.DataFrame(rows, columns=["metric", "downstream", "n", "rho", "rho_lo", "rho_hi", "rho_within", "n_groups"])
-    return out.sort_values(["rho", "metric"], ascending=[False, True], na_position="last",
+        w, wlo, whi = _within_rho(worlds, n_boot, confidence, seed)
+        n_groups = sum(1 for gx, gy in worlds if not math.isnan(float(_spearman_rows(gx[None], gy[None])[0])))
+        rows.append({"metric": metric, "downstream": downstream, "rho_within": w, "rho_within_lo": wlo,
+                     "rho_within_hi": whi, "n_groups": n_groups, "rho_pooled": rho, "rho_pooled_lo": lo,
+                     "rho_pooled_hi": hi, "n": int(len(d)),
+                     "same_as": "; ".join(f"{o} ({_same_reason(metric, o)})" for o in same.get(metric, []))})
+    out = pd.DataFrame(rows, columns=PREDICTIVENESS_COLUMNS)
+    return out.sort_values(["rho_within", "rho_pooled", "metric"], ascending=[False, False, True], na_position="last",
                            kind="mergesort").reset_index(drop=True)

@@ -31,6 +31,7 @@ __all__ = [
     "SANDBOX_MODES",
     "OUTPUT_MAX",
     "SandboxFailure",
+    "versions",
 ]
 
 #: ``dev``: public seeds anyone can run; ``test``: seeds derived from the scorer's secret salt.
@@ -136,6 +137,16 @@ class Limits:
         from tiltenv._validation import check_choice
 
         check_choice("network", self.network, NETWORK_MODES)
+        # A scorer setting that no run can live with would be stored as every submission's failure: refused here.
+        import numbers
+
+        wall = self.wall_time
+        if isinstance(wall, bool) or not isinstance(wall, numbers.Real) or not (0 < wall < float("inf")):
+            raise ValueError(f"wall_time must be a finite number of seconds > 0 (got {wall!r}).")
+        for name, value in (("memory_mb", self.memory_mb), ("threads", self.threads)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1 (got {value!r}).")
+
         check_choice("sandbox", self.sandbox, SANDBOX_MODES)
         for name in ("disk_mb", "max_processes"):
             value = getattr(self, name)
@@ -182,6 +193,10 @@ class RunResult:
         fit_time: seconds in ``fit``; wall_time: seconds of the whole sandboxed run.
         sandbox: how the run was isolated: ``"jail"`` or ``"trusted"`` (see :attr:`Limits.sandbox`).
         output: the run's own stdout/stderr, its last :data:`OUTPUT_MAX` bytes (``None``: not captured).
+        proxy_queries: candidates the scorer's channel scored for this run; fit_time: seconds in ``fit``;
+        wall_time: seconds of the whole sandboxed run.
+        device: where the run trained and was scored (``"cpu"``, ``"cuda:0 (NVIDIA H200)"``; None: unknown);
+        tiltenv_version, torch_version: the scorer's versions (provenance, filled in when the result is made).
     """
 
     submission: str
@@ -198,6 +213,9 @@ class RunResult:
     deployment_queries: int | None = None
     sandbox: str | None = None
     output: str | None = None
+    device: str | None = None
+    tiltenv_version: str | None = field(default_factory=lambda: versions()[0])
+    torch_version: str | None = field(default_factory=lambda: versions()[1])
 
     def key(self) -> tuple[str, str, int, str, str, int]:
         return self.spec.key(self.code_hash)
@@ -210,6 +228,29 @@ class RunResult:
         d = dataclasses.asdict(self)
         d["spec"].pop("seed")  # never serialized
         return json.dumps(d, sort_keys=True, default=float)
+
+
+_VERSIONS: tuple[str | None, str | None] | None = None
+
+
+def versions() -> tuple[str | None, str | None]:
+    """``(tiltenv version, torch version)`` of this process (provenance of a run; torch is not imported for it)."""
+    global _VERSIONS
+    if _VERSIONS is None:
+        import sys
+        from importlib import metadata
+
+        def version(module: str) -> str | None:
+            v = getattr(sys.modules.get(module), "__version__", None)
+            if v is None:
+                try:
+                    v = metadata.version(module)
+                except metadata.PackageNotFoundError:
+                    return None
+            return str(v)
+
+        _VERSIONS = (version("tiltenv"), version("torch"))
+    return _VERSIONS
 
 
 class SandboxFailure(Exception):

@@ -18,8 +18,9 @@ version is refused with a clear error rather than misread):
 ========================  ==================================================================================
 ``submissions``           one row per code hash: name, ref, kind, track, config (JSON), created (UTC)
 ``runs``                  one row per key: task id and kwargs (JSON), track, status (``ok``/``failed``),
-                          reason/detail (failed runs), proxy queries, deployment queries (schema 2), fit and
-                          wall time, created (UTC)
+                          reason/detail (failed runs), proxy queries, fit and wall time, created (UTC);
+                          schema 2: deployment queries, how the run was isolated (sandbox) and its bounded
+                          output, provenance (tiltenv and torch versions and the device of the run)
 ``metrics``               long format (run id, name, value): one row per final metric of a run
 ``checkpoints``           (run id, step) and the fields of :class:`leaderboard.spec.CheckpointRow`
 ========================  ==================================================================================
@@ -77,6 +78,7 @@ __all__ = [
     "RUN_COLUMNS",
     "CHECKPOINT_FIELDS",
     "EXPORT_FORMATS",
+    "PROVENANCE_COLUMNS",
 ]
 
 #: Bump on any change of the tables; a database with another version is refused (see :class:`Store`).
@@ -96,8 +98,11 @@ KEY_COLUMNS = ["code_hash", "suite", "suite_version", "split", "task_key", "seed
 RUN_COLUMNS = [
     "submission", "code_hash", "suite", "suite_version", "split", "task_key", "task_id", "task_kwargs",
     "seed_index", "track", "status", "reason", "detail", "proxy_queries", "deployment_queries", "fit_time",
-    "wall_time", "sandbox", "output",
+    "wall_time", "sandbox", "output", "tiltenv_version", "torch_version", "device", "created",
 ]  # fmt: skip
+#: Provenance of a run (schema 2; NULL where unknown, read back as :data:`UNKNOWN`).
+PROVENANCE_COLUMNS = ["tiltenv_version", "torch_version", "device"]
+UNKNOWN = "unknown"
 #: Float fields of a checkpoint row (:class:`leaderboard.spec.CheckpointRow` minus ``step``).
 CHECKPOINT_FIELDS = [f.name for f in dataclasses.fields(CheckpointRow) if f.name != "step"]
 FAILURE_COLUMNS = [
@@ -201,6 +206,9 @@ class RunRecord(Base):
     # schema 2: how the run was isolated ("jail" / "trusted") and its own stdout/stderr (bounded)
     sandbox: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
     output: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    tiltenv_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    torch_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    device: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
 
 
 class MetricRecord(Base):
@@ -349,6 +357,20 @@ class Store:
         self._known_hashes.add(values["code_hash"])
         return added
 
+    def rename_submission(self, code_hash: str, name: str) -> str | None:
+        """Give the submission of ``code_hash`` a new display name (every board shows its runs under it).
+
+        Returns:
+            The previous name, or ``None`` if no submission has that code hash (nothing is written).
+        """
+        values = _submission_values(code_hash=code_hash, name=name, ref="-", kind="-", track="agent", config={})
+        table = SubmissionRecord.__table__
+        with self._write_engine.begin() as conn:
+            old = conn.execute(sa.select(table.c.name).where(table.c.code_hash == code_hash)).scalar()
+            if old is not None and old != values["name"]:
+                conn.execute(sa.update(table).where(table.c.code_hash == code_hash).values(name=values["name"]))
+        return old
+
     def save(self, result: RunResult) -> bool:
         """Store one run — its row, metrics and checkpoints — in one transaction.
 
@@ -446,7 +468,8 @@ class Store:
         """One row per stored run (ok and failed), sorted by :data:`KEY_COLUMNS`.
 
         Columns: :data:`RUN_COLUMNS` (``submission`` is the submission's name, ``task_kwargs`` canonical
-        JSON text), then one float column per metric name (sorted; NaN where a run lacks that metric,
+        JSON text, :data:`PROVENANCE_COLUMNS` text (``"unknown"`` where not recorded), ``created`` the UTC time
+        the run was stored as ISO 8601 text), then one float column per metric name (sorted; NaN where a run lacks that metric,
         e.g. a failed run). Filters combine with AND; ``None`` means any.
         """
         r, s = RunRecord.__table__.c, SubmissionRecord.__table__.c
@@ -461,6 +484,11 @@ class Store:
             mrows = conn.execute(mq.where(*where)).all()
         df = _frame(rows, ["id", *RUN_COLUMNS])
         df["task_kwargs"] = [_canonical_json(v) for v in df["task_kwargs"]]
+        for c in PROVENANCE_COLUMNS:
+            df[c] = df[c].fillna(UNKNOWN)
+        # ISO 8601 UTC text (sorts chronologically, reads back from CSV/Parquet as it was written)
+        df["created"] = [pd.Timestamp(v).tz_localize("UTC").isoformat() if pd.Timestamp(v).tzinfo is None
+                         else pd.Timestamp(v).tz_convert("UTC").isoformat() for v in df["created"]]
         df = _typed(df)
         if mrows:
             m = _frame(mrows, ["id", "name", "value"])
@@ -769,6 +797,7 @@ def _rows_of(result: RunResult) -> tuple[dict[str, Any], list[tuple[str, float]]
         "created": _dt.datetime.now(_dt.timezone.utc),
         "sandbox": None if result.sandbox is None else _check_choice("RunResult.sandbox", result.sandbox, SANDBOX_MODES),
         "output": _clean_text(result.output, limit=OUTPUT_MAX),
+        **{c: _clean_text(getattr(result, c, None), limit=200) for c in PROVENANCE_COLUMNS},
     }
     if not isinstance(result.metrics, Mapping):
         raise TypeError(f"RunResult.metrics must be a dict name -> float (got {type(result.metrics).__name__}).")

@@ -50,7 +50,7 @@ from typing import Any
 from leaderboard.spec import TRACKS
 from tiltenv._validation import suggest
 
-__all__ = ["Submission", "load_submission", "DEFAULT_FACTORIES", "EXAMPLES_DIR"]
+__all__ = ["Submission", "load_submission", "DEFAULT_FACTORIES", "EXAMPLES_DIR", "reserved_name", "check_name"]
 
 #: Factory called when the ref names none, per track.
 DEFAULT_FACTORIES = {"agent": "make_agent", "reward_model": "make_reward_model"}
@@ -141,6 +141,35 @@ def _resolve_track(track: str | None, factory: str | None) -> tuple[str, str]:
     return track, factory or DEFAULT_FACTORIES[track]
 
 
+def reserved_name(name: str) -> bool:
+    """Names only the built-in entries may carry: a baseline's name (``tilt``, ``tilt(temperature=2)``) and
+    ``proxy:<kind>`` (the built-in reward models)."""
+    from baselines import BASELINES
+
+    name = str(name).strip()
+    return name in BASELINES or name.startswith(PROXY_PREFIX) or any(name.startswith(b + "(") for b in BASELINES)
+
+
+def check_name(name: Any, *, builtin_default: str | None = None) -> str:
+    """A display name a submitter chose: non-empty, at most 200 characters, no ``@`` (the board writes versions of
+    a name as ``name@hash``), not a built-in's name (:func:`reserved_name`) unless it is that built-in's own.
+
+    Raises:
+        ValueError: the name, and why it cannot be used.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string (got {name!r}).")
+    name = name.strip()
+    if len(name) > 200:
+        raise ValueError(f"name must have at most 200 characters (got {len(name)}).")
+    if "@" in name:
+        raise ValueError(f"name {name!r} must not contain '@': the board names versions of a submission name@hash.")
+    if reserved_name(name) and name != builtin_default:
+        raise ValueError(f"name {name!r} is reserved for a built-in entry (baseline names, their configured "
+                         f"variants 'name(...)' and '{PROXY_PREFIX}<kind>'); choose another name.")
+    return name
+
+
 def _find_module_spec(modname: str):
     """The spec of ``modname`` found on ``sys.path`` **without importing** any package of it."""
     parts = modname.split(".")
@@ -170,7 +199,9 @@ def _baseline_submission(ref: str, name: str | None, track: str | None, config: 
     files |= {base / "base.py", base / "policy.py"}
     code_hash = _sha256_files(sorted(files), json.dumps(full, sort_keys=True, default=str).encode())
     shown = ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items()))
-    return Submission(name or (f"{ref}({shown})" if shown else ref), ref, "baseline", "agent", code_hash,
+    default = f"{ref}({shown})" if shown else ref
+    name = default if name is None else check_name(name, builtin_default=default)
+    return Submission(name, ref, "baseline", "agent", code_hash,
                       dict(sorted(overrides.items())), target=ref, factory="")
 
 
@@ -193,7 +224,9 @@ def _proxy_submission(ref: str, name: str | None, track: str | None, config: dic
     opts = dict(sorted((config or {}).items()))
     code_hash = _sha256_files(files, json.dumps({"kind": kind, "proxy_kwargs": opts}, sort_keys=True, default=str).encode())
     shown = ", ".join(f"{k}={v!r}" for k, v in opts.items())
-    return Submission(name or (f"{ref}({shown})" if shown else ref), ref, "proxy", "reward_model", code_hash, opts,
+    default = f"{ref}({shown})" if shown else ref
+    name = default if name is None else check_name(name, builtin_default=default)
+    return Submission(name, ref, "proxy", "reward_model", code_hash, opts,
                       target=kind, factory="")
 
 
@@ -203,7 +236,9 @@ def load_submission(ref: str, *, name: str | None = None, track: str | None = No
     Args:
         ref: a baseline name (:data:`baselines.BASELINES`), ``"module.path[:factory]"`` or
             ``"path/to/file.py[:factory]"``.
-        name: display name (default: the baseline name with its overrides, the module ref, or the file stem).
+        name: display name (default: the baseline name with its overrides, the module ref, or the file stem —
+            the file name where the stem is a built-in's name); checked by :func:`check_name` (built-in names are
+            reserved, no ``@``).
         track: ``"agent"`` or ``"reward_model"`` (default: ``reward_model`` when the factory is
             ``make_reward_model``, else ``agent``).
         config: config overrides of a baseline (validated against its config dataclass).
@@ -220,6 +255,8 @@ def load_submission(ref: str, *, name: str | None = None, track: str | None = No
     if not isinstance(ref, str) or not ref.strip():
         raise TypeError(f"ref must be a non-empty string (got {ref!r}).")
     ref = ref.strip()
+    if name is not None and not (ref in BASELINES or ref.startswith(PROXY_PREFIX)):
+        name = check_name(name)
     if ref in BASELINES:
         return _baseline_submission(ref, name, track, config)
     if ref.startswith(PROXY_PREFIX):
@@ -242,7 +279,10 @@ def load_submission(ref: str, *, name: str | None = None, track: str | None = No
         track, factory = _resolve_track(_default_track(source, str(path), track, factory), factory)
         _check_factory(source, factory, str(path))
         default = factory == DEFAULT_FACTORIES[track]
-        return Submission(name or (path.stem if default else f"{path.stem}:{factory}"), ref, "file", track,
+        shown = path.stem if default else f"{path.stem}:{factory}"
+        if reserved_name(shown) or "@" in shown:  # a file tilt.py is not the built-in tilt
+            shown = path.name if default else f"{path.name}:{factory}"
+        return Submission(name or shown, ref, "file", track,
                           hashlib.sha256(source).hexdigest(), {}, target=str(path.resolve()), factory=factory)
     if not _MODULE_RE.match(target):
         raise ValueError(f"{ref!r} is not a built-in baseline ({sorted(BASELINES)}), a 'module.path[:factory]' or a "
@@ -266,5 +306,6 @@ def load_submission(ref: str, *, name: str | None = None, track: str | None = No
     for _ in range(depth):
         root = root.parent
     default = factory == DEFAULT_FACTORIES[track]
-    return Submission(name or (target if default else f"{target}:{factory}"), ref, "module", track,
+    shown = target if default and not reserved_name(target) else f"{target}:{factory}"
+    return Submission(name or shown, ref, "module", track,
                       hashlib.sha256(source).hexdigest(), {}, target=target, factory=factory, root=str(root))

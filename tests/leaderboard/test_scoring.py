@@ -325,10 +325,12 @@ def test_reward_model_scores_are_normalized_so_scale_does_not_matter(rm_world):
     assert base["acc_onpolicy"] == pytest.approx(M.ranking_accuracy(r, g, ref))
     assert base["acc_uniform"] == pytest.approx(M.ranking_accuracy(r, g))
     assert base["acc_offpolicy"] == pytest.approx(M.ranking_accuracy(r, g, M.tilt_logp(ref, g, rm_world.task.beta)))
-    assert (base["acc_w"], base["hacc"], base["hacc_w"]) == pytest.approx((harm["acc_w"], harm["hacc"], harm["hacc_w"]))
+    assert (base["acc_onpolicy"], base["hacc"], base["hacc_w"]) == pytest.approx((harm["acc_w"], harm["hacc"],
+                                                                                 harm["hacc_w"]))
     assert base["gold_corr_ref"] == pytest.approx(M.proxy_gold_correlation(ref, r, g))
     assert base["spearman"] == pytest.approx(S.spearman(r, g))
-    assert len({base["acc_onpolicy"], base["acc_offpolicy"], base["hacc"], base["hacc_w"], base["acc_w"]}) == 3  # π_ref uniform: acc_w = acc_onpolicy, hacc_w = hacc
+    # π_ref uniform: acc_uniform = acc_onpolicy, hacc_w = hacc (acc_w = acc_onpolicy always: not stored)
+    assert len({base["acc_onpolicy"], base["acc_offpolicy"], base["hacc"], base["hacc_w"]}) == 3 and "acc_w" not in base
 
 
 def test_rloo_trains_on_the_submitted_reward_model(rm_world):
@@ -366,10 +368,13 @@ def test_offline_accuracy_predicts_downstream_gold_across_label_counts():
     df = pd.DataFrame(rows)
     pred = S.metric_predictiveness(df, n_boot=300).set_index("metric")
     acc = pred.loc["acc_onpolicy"]
-    assert acc["n"] == 12 and acc["rho"] > 0.6 and acc["rho_lo"] > 0 and acc["rho_lo"] <= acc["rho"] <= acc["rho_hi"]
-    assert acc["rho"] == pytest.approx(S.spearman(df["acc_onpolicy"].to_numpy(), df["tilt_normalized_score"].to_numpy()))
+    assert acc["n"] == 12 and acc["rho_pooled"] > 0.6 and acc["rho_pooled_lo"] > 0
+    assert acc["rho_pooled_lo"] <= acc["rho_pooled"] <= acc["rho_pooled_hi"]
+    assert acc["rho_pooled"] == pytest.approx(S.spearman(df["acc_onpolicy"].to_numpy(),
+                                                         df["tilt_normalized_score"].to_numpy()))
     assert acc["n_groups"] == 2 and acc["rho_within"] > 0.6
-    assert list(pred.index) == sorted(pred.index, key=lambda m: -pred.loc[m, "rho"])
+    assert acc["rho_within_lo"] <= acc["rho_within"] <= acc["rho_within_hi"]
+    assert list(pred.index) == sorted(pred.index, key=lambda m: -pred.loc[m, "rho_within"])
     with pytest.raises(ValueError, match="Did you mean 'tilt_gold_value'"):
         S.metric_predictiveness(df, downstream="tilt_gold_valu")
 
@@ -431,9 +436,9 @@ def test_reward_model_harm_aware_metrics_weight_by_pi_ref(tilted_rm):
     assert float(torch.exp(ref).amax()) > 2.0 / ref.shape[-1]  # π_ref is far from uniform
     harm = M.harm_aware_accuracies(r, g, ref)  # HAcc and Acc-W are invariant to the affine normalization
     uni = M.harm_aware_accuracies(r, g)
-    assert (out["acc_w"], out["hacc"], out["hacc_w"]) == pytest.approx((harm["acc_w"], harm["hacc"], harm["hacc_w"]))
+    assert (out["acc_onpolicy"], out["hacc"], out["hacc_w"]) == pytest.approx((harm["acc_w"], harm["hacc"], harm["hacc_w"]))
     assert abs(harm["hacc_w"] - uni["hacc_w"]) > 1e-3 and abs(harm["acc_w"] - uni["acc_w"]) > 1e-3
-    assert out["acc_w"] == pytest.approx(out["acc_onpolicy"])  # Acc-W is the π_ref-weighted ranking accuracy
+    assert "acc_w" not in out  # Acc-W is the π_ref-weighted ranking accuracy, acc_onpolicy: not stored twice
 
 
 def test_reward_model_bon_overoptimized_uses_two_paired_standard_errors(tilted_rm, monkeypatch):
@@ -484,8 +489,13 @@ def test_probability_of_improvement_averages_only_the_tasks_in_common():
     x = _frame({"x": np.array([[9.0, 1.0], [9.0, 3.0]])})
     y = _frame({"y": np.array([[2.0, -9.0], [2.0, -9.0]])})
     y["task_key"] = y["task_key"].map({"task0": "task1", "task1": "task2"})
-    p, lo, hi = S.probability_of_improvement(pd.concat([x, y], ignore_index=True), "x", "y", n_boot=50)
+    both = pd.concat([x, y], ignore_index=True)
+    with pytest.raises(ValueError, match="ran different runs.*common_tasks=True"):  # never silently
+        S.probability_of_improvement(both, "x", "y", n_boot=50)
+    res = S.probability_of_improvement(both, "x", "y", n_boot=50, common_tasks=True)
+    p, lo, hi = res
     assert p == 0.5 and 0.0 <= lo <= p <= hi <= 1.0
+    assert res.common_only and res.tasks == ["task1"] and "1 of 3 tasks" in res.note
 
 
 def test_spearman_mean_skips_rows_without_rank_variation():
@@ -508,7 +518,7 @@ def test_metric_predictiveness_ci_is_stratified_by_task_and_within_needs_three_m
     df = pd.DataFrame(rows)
     out = S.metric_predictiveness(df, metrics=["acc_onpolicy"], n_boot=200, seed=5).iloc[0]
     x, y = df["acc_onpolicy"].to_numpy(), df["tilt_normalized_score"].to_numpy()
-    assert out["n"] == len(df) == 24 and out["rho"] == pytest.approx(S.spearman(x, y))
+    assert out["n"] == len(df) == 24 and out["rho_pooled"] == pytest.approx(S.spearman(x, y))
     # the stratified bootstrap by hand: each replicate redraws the rows *of each task* (8 each), pooled ρ
     cols = np.stack([np.flatnonzero(df["task_key"].to_numpy() == f"task{t}") for t in range(3)], axis=1)
     boot = np.random.default_rng(5)
@@ -516,7 +526,8 @@ def test_metric_predictiveness_ci_is_stratified_by_task_and_within_needs_three_m
     for _ in range(200):
         idx = cols[boot.integers(0, cols.shape[0], size=cols.shape), np.arange(3)].ravel()
         reps.append(S.spearman(x[idx], y[idx]) if np.ptp(x[idx]) > 0 and np.ptp(y[idx]) > 0 else math.nan)
-    assert (out["rho_lo"], out["rho_hi"]) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])), abs=1e-12)
+    assert (out["rho_pooled_lo"], out["rho_pooled_hi"]) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])),
+                                                                          abs=1e-12)
     # rho_within averages only the (task, seed) groups with at least 3 models: the 3 seed-0 groups
     within = [S.spearman(g["acc_onpolicy"].to_numpy(), g["tilt_normalized_score"].to_numpy())
               for _, g in df[df["seed_index"] == 0].groupby("task_key")]
