@@ -128,19 +128,41 @@ def envs() -> None:
 @app.command()
 @_guard
 def suites(name: Annotated[Optional[str], typer.Argument(help="a suite to show in full")] = None) -> None:
-    """List the suites, or the entries of one suite."""
-    import pandas as pd
-
+    """List the suites, or the entries of one suite (K and d of each task, budget, seeds)."""
+    # No pandas / torch / tiltenv import here: a static table prints in well under a second (issue 19).
     from leaderboard.suites import SUITES, get_suite
 
     if name is None:
-        df = pd.DataFrame([{"suite": s.name, "version": s.version, "tasks": len(s.entries), "dev seeds": s.n_dev_seeds,
-                            "test seeds": s.n_test_seeds, "digest": s.digest(), "what": s.description}
-                           for s in SUITES.values()])
-        console.print(_rich_table(df))
+        rows = [{"suite": s.name, "version": s.version, "tasks": len(s.entries), "dev seeds": s.n_dev_seeds,
+                 "test seeds": s.n_test_seeds, "digest": s.digest(), "what": s.description} for s in SUITES.values()]
+        console.print(_plain_table(rows))
         return
     s = get_suite(name)
-    console.print(_rich_table(s.table(), title=f"{s.name} v{s.version} ({s.digest()}): {s.description}"))
+    rows = [{"task": e.key, "env id": e.task_id, "K": _entry_dim(e, "K"), "d": _entry_dim(e, "d"),
+             "kwargs": ", ".join(f"{k}={v}" for k, v in e.kwargs.items()), "proxy queries": e.proxy_queries,
+             "checkpoints": e.n_checkpoints, "dev seeds": s.n_dev_seeds, "test seeds": s.n_test_seeds, "what": e.what}
+            for e in s.entries]
+    console.print(_plain_table(rows, title=f"{s.name} v{s.version} ({s.digest()}): {s.description}"))
+
+
+def _entry_dim(entry, field: str) -> str:
+    """K or d of a suite entry: its kwargs, else the registered preset (read from leaderboard.suites' table of
+    presets, no tiltenv import), else '–' (a tabular task has K arms and no d)."""
+    from leaderboard.suites import entry_shape
+
+    v = entry_shape(entry).get(field)
+    return "–" if v is None else str(v)
+
+
+def _plain_table(rows: list[dict], title: str | None = None) -> Table:
+    t = Table(title=title, header_style="bold")
+    if not rows:
+        return t
+    for c in rows[0]:
+        t.add_column(str(c), justify="right" if isinstance(rows[0][c], int) else "left")
+    for r in rows:
+        t.add_row(*[str(v) for v in r.values()])
+    return t
 
 
 @app.command()

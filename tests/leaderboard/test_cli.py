@@ -110,3 +110,36 @@ def test_console_script_and_module_are_the_same_cli(tmp_path):
     b = cli("suites", db="sqlite://")
     assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
     assert "smoke" in a.stdout and "quick" in a.stdout and "full" in a.stdout
+
+
+# ------------------------------------------------------------------------------------------ issue 19: the CLI
+
+
+def test_suites_imports_neither_torch_nor_pandas_and_shows_k_and_d():
+    """`tiltenv suites` took 5-10 s (it imported torch through tiltenv); a static table needs none of it."""
+    code = ("import sys, time; t = time.perf_counter(); from leaderboard.cli import main; rc = main(['suites', 'quick']); "
+            "print('heavy:', sorted(m for m in ('torch', 'pandas', 'tiltenv') if m in sys.modules)); "
+            "print(f'seconds: {time.perf_counter() - t:.2f}'); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env("sqlite://"), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout, out.stdout[-500:]
+    assert re.search(r"│ hump-beta0\.01\s+│ tiltenv/Hump-v0\s+│ 256\s+│ 16\s+│", out.stdout), out.stdout
+    assert re.search(r"│ shang-bandit\s+│ tiltenv/Tabular-v0\s+│ 5\s+│ –\s+│", out.stdout), out.stdout
+
+
+def test_suite_shapes_match_the_registered_presets():
+    import dataclasses
+
+    import tiltenv
+    from leaderboard.suites import SUITES, TASK_SHAPES, entry_shape
+
+    for name, (cls, preset, _) in tiltenv.TASKS.items():
+        fields = {**{f.name: f.default for f in dataclasses.fields(cls)}, **preset}
+        assert TASK_SHAPES[f"tiltenv/{name}-v0"] == (fields.get("K"), fields.get("d")), name
+    for s in SUITES.values():
+        for e in s.entries:
+            if e.task_id == "tiltenv/Tabular-v0":
+                continue
+            kw = {**{f.name: f.default for f in dataclasses.fields(tiltenv.TASKS[e.task_id[8:-3]][0])},
+                  **tiltenv.TASKS[e.task_id[8:-3]][1], **e.kwargs}
+            assert entry_shape(e) == {"K": kw.get("K"), "d": kw.get("d")}, (s.name, e.key)
