@@ -88,7 +88,7 @@ def page(tmp_path_factory, frontiers):
 
 
 def _imgs(text: str) -> list[str]:
-    return re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+    return re.findall(r'<img alt="[^"]*" data-axes="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
 
 
 def test_frontier_curve_is_the_gold_tilt_frontier():
@@ -109,8 +109,8 @@ def test_frontier_curve_is_the_gold_tilt_frontier():
 def test_page_embeds_images_escapes_and_lists_everyone(page):
     text = page.read_text(encoding="utf-8")
     imgs = _imgs(text)
-    # bars + 2 tasks' trajectories + variance scatter + predictiveness bars
-    assert len(imgs) == 5 and text.count("<img") == 5
+    # bars + performance profiles + P(X > Y) matrix + 2 tasks' trajectories + variance scatter + predictiveness bars
+    assert len(imgs) == 7 and text.count("<img") == 7
     for b in imgs:
         png = base64.b64decode(b)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -175,12 +175,16 @@ def _run(exe: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_report_renders_in_headless_chromium(page, tmp_path):
     exe = _chromium()
     url = page.resolve().as_uri()
-    dom = _run(exe, tmp_path, "--virtual-time-budget=10000", "--dump-dom", url)
+    dom = _run(exe, tmp_path, "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body[^>]*>", dom.stdout)
     assert body, dom.stdout[:500]
     assert 'data-images-ok="true"' in body.group(0), body.group(0)  # every image decoded (complete, naturalWidth > 0)
-    assert 'data-images-count="5"' in body.group(0), body.group(0)
+    assert 'data-images-count="7"' in body.group(0), body.group(0)
+    # the page fits a 1280 px window (no horizontal scrolling) and every plot labels both axes
+    width = re.search(r'data-scroll-width="(\d+)"', body.group(0))
+    assert width and int(width.group(1)) <= 1280, body.group(0)
+    assert 'data-unlabelled-axes="0"' in body.group(0), body.group(0)
     for name in NAMES:
         assert html.escape(name, quote=False) in dom.stdout
     assert "onerror" not in re.sub(r"&lt;img src=x onerror=.*?&amp;evil", "", dom.stdout)  # never live markup
@@ -191,6 +195,16 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
         "<h2>Failures</h2>", '<img alt="bad" src="data:image/png;base64,iVBORw0KGgoAAAAbroken"><h2>Failures</h2>'))
     bad = _run(exe, tmp_path, "--virtual-time-budget=10000", "--dump-dom", broken.resolve().as_uri())
     assert 'data-images-ok="false"' in bad.stdout and 'data-images-count="1"' in bad.stdout, bad.stdout[:1000]
+    # negative controls of the width and axis-label checks: a too-wide table, a plot without a y label
+    fig, (ax,) = R._figure(4, 3)
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("x only")
+    wide = tmp_path / "wide.html"
+    wide.write_text(R.render_html(pd.DataFrame(), None, None).replace(
+        "<h2>Failures</h2>", R._img(fig, "unlabelled") + '<div style="width:2000px">w</div><h2>Failures</h2>'))
+    bad = _run(exe, tmp_path, "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", wide.resolve().as_uri())
+    assert int(re.search(r'data-scroll-width="(\d+)"', bad.stdout).group(1)) > 1280, bad.stdout[:1000]
+    assert 'data-unlabelled-axes="1"' in bad.stdout, bad.stdout[:1000]
 
     shot = tmp_path / "report.png"
     res = _run(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--virtual-time-budget=10000", url)
