@@ -110,7 +110,8 @@ window.addEventListener('load', function () {
   document.body.dataset.scrollWidth = String(document.documentElement.scrollWidth);
   var unlabelled = 0;
   for (var j = 0; j < imgs.length; j++) {
-    var axes = JSON.parse(imgs[j].dataset.axes || '[]');
+    var raw = atob(imgs[j].dataset.axes || 'W10=');
+    var axes = JSON.parse(new TextDecoder().decode(Uint8Array.from(raw, function (c) { return c.charCodeAt(0); })));
     if (axes.length === 0) { unlabelled++; continue; }
     for (var a = 0; a < axes.length; a++) {
       if ('colorbar' in axes[a]) { if (!axes[a].colorbar) { unlabelled++; } continue; }
@@ -188,7 +189,7 @@ def _png(fig: Any) -> str:
 
 def _img(fig: Any, alt: str) -> str:
     """The figure as an <img>; ``data-axes`` lists each visible axes' x and y labels (the browser test checks that
-    every plot has both)."""
+    every plot has both) and ``data-legend`` the legend entries, both as base64 JSON."""
     import json
 
     axes = []
@@ -198,7 +199,12 @@ def _img(fig: Any, alt: str) -> str:
         cb = getattr(ax, "_colorbar", None)  # a colour bar has one axis: its label
         axes.append({"colorbar": (ax.get_ylabel() or ax.get_xlabel())} if cb is not None
                     else {"x": ax.get_xlabel(), "y": ax.get_ylabel()})
-    return (f'<img alt="{_e(alt)}" data-axes="{_e(json.dumps(axes, ensure_ascii=False))}" '
+    legends = [t.get_text() for lg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if lg is not None
+               for t in lg.get_texts()]
+    def b64(obj: Any) -> str:  # base64 JSON: user text (submission names) never appears in the markup, even escaped
+        return base64.b64encode(json.dumps(obj, ensure_ascii=False).encode("utf-8")).decode("ascii")
+
+    return (f'<img alt="{_e(alt)}" data-axes="{b64(axes)}" data-legend="{b64(legends)}" '
             f'src="data:image/png;base64,{_png(fig)}">')
 
 
