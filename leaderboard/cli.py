@@ -357,6 +357,31 @@ def _show_board(st, suite: str, version: int, split: str, track: str = "agent") 
         console.print(f"[yellow]{len(fails)} failed runs[/] (tiltenv report lists them with their reasons)")
 
 
+def _print_board_data(st, suite: str, version: int, split: str, track: str, fmt: str, both: bool = False) -> None:
+    """``board --json`` / ``--csv``: scoring.board's frame, every column, for scripts (no table, no legend)."""
+    from leaderboard import scoring
+
+    if both:
+        raise UserError("--json and --csv are exclusive: choose one.")
+    runs = st.runs(suite=suite, version=version, split=split, track=track)
+    if runs.empty:
+        raise UserError(f"no results for suite {suite!r} v{version} ({split}, {track}) in this database; run `tiltenv score` first.")
+    if "status" in runs.columns and not (runs["status"] == "ok").any():
+        raise UserError(f"no successful run on {suite!r} v{version} ({split}, {track}): all {len(runs)} stored runs failed "
+                        "(tiltenv failures lists why).")
+    b = scoring.board(runs)
+    if fmt == "json":
+        import math
+
+        def clean(v):  # numpy scalars to Python, NaN / inf to null (strict JSON), floats with every digit
+            v = v.item() if hasattr(v, "item") else v
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        print(json.dumps([{k: clean(v) for k, v in r.items()} for r in b.to_dict("records")], indent=2))
+    else:
+        print(b.to_csv(index=False), end="")
+
+
 def _no_successful_runs(st, suite: str, version: int, split: str, track: str, n: int) -> None:
     """Every stored run of this board failed: say so, with each failure's reason, instead of an empty ranking."""
     console.print(f"[yellow]no successful run[/] on {suite} v{version} ({split}, {track}) yet: all {n} stored runs "
@@ -460,6 +485,8 @@ def board(
     compare: Annotated[Optional[str], typer.Option(
         help="A,B: probability that submission A improves on B (rliable), with its 95% CI")] = None,
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the board as JSON records (every column, unrounded)")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print the board as CSV (every column, unrounded)")] = False,
 ) -> None:
     """Show the ranked board of one suite version and split."""
     from leaderboard import scoring
@@ -468,6 +495,9 @@ def board(
     s = get_suite(suite)
     version = s.version if version is None else version
     st = _store(db)
+    if as_json or as_csv:
+        _print_board_data(st, s.name, version, split, track, "json" if as_json else "csv", both=as_json and as_csv)
+        return
     _show_board(st, s.name, version, split, track)
     if compare:
         names = [c.strip() for c in compare.split(",")]
