@@ -432,19 +432,19 @@ def _trajectory_figure(task: str, sub: pd.DataFrame, front: pd.DataFrame | None,
         kw = dict(color=st["color"], alpha=st["alpha"], lw=st["lw"], zorder=st["zorder"])
         axg.plot(x, gold, marker="o", ms=2.5, label=label, **kw)
         axp.plot(x, proxy, marker="o", ms=2.5, label=label, **kw)
-        for ax, y in ((axg, gold), (axp, proxy)):  # the final checkpoint
-            ax.plot([x[-1]], [y[-1]], marker="o", ms=7 if not st["faint"] else 5, mfc=st["color"], mec="black",
-                    mew=0.8, ls="none", alpha=st["alpha"], zorder=st["zorder"] + 1)
-        if not st["faint"]:
+        if not st["faint"]:  # the gold peak: a big star, under the final checkpoint's dot when they coincide
             ip = int(np.argmax(gold))
-            axg.plot([x[ip]], [gold[ip]], marker="*", ms=13, mfc=st["color"], mec="black", mew=0.6, ls="none",
-                     zorder=st["zorder"] + 2)
+            axg.plot([x[ip]], [gold[ip]], marker="*", ms=15, mfc=st["color"], mec="black", mew=0.6, ls="none",
+                     alpha=0.8, zorder=st["zorder"] + 1)
+        for ax, y in ((axg, gold), (axp, proxy)):  # the final checkpoint
+            ax.plot([x[-1]], [y[-1]], marker="o", ms=6 if not st["faint"] else 5, mfc="white", mec=st["color"],
+                    mew=2.0, ls="none", alpha=st["alpha"], zorder=st["zorder"] + 2)
             fit = _gao_rl_curve(m["kl"].to_numpy(float), gold)
             if fit is not None:
                 axg.plot(*fit, color=st["color"], ls=":", lw=1.1, zorder=st["zorder"])
     if any(_style(n, colors)["faint"] for n in names):
         axg.plot([], [], color=FAINT, lw=0.9, label="others (faint)")
-    axg.plot([], [], marker="o", ms=7, mfc="white", mec="black", ls="none", label="final checkpoint")
+    axg.plot([], [], marker="o", ms=6, mfc="white", mec="black", mew=2.0, ls="none", label="final checkpoint")
     axg.plot([], [], marker="*", ms=11, mfc="white", mec="black", ls="none", label="gold peak")
     axg.plot([], [], color="#555", ls=":", lw=1.1, label=f"Gao RL fit (≥ {GAO_MIN_POINTS} checkpoints)")
     axg.set_title(f"{_short(task, 40)}: gold value", fontsize=10)
@@ -511,8 +511,8 @@ def _variance_scatter(runs: pd.DataFrame, order: Sequence[str], colors: Mapping[
         good = np.isfinite(xs) & np.isfinite(ys)
         if good.any():  # the task's name beside its points
             i = int(np.argmax(ys[good]))
-            ax.annotate(task, (xs[good][i], ys[good][i]), xytext=(6, 4), textcoords="offset points", fontsize=8,
-                        color="#333")
+            ax.annotate(task, (xs[good][i], ys[good][i]), xytext=(8, 4 - 11 * (ti % 3)), textcoords="offset points",
+                        fontsize=8, color="#333", arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6})
     for ti, task in enumerate(tasks):
         ax.scatter([], [], marker=_MARKERS[ti % len(_MARKERS)], color="white", edgecolors="black", label=f"task {task}")
     for name in order:
@@ -721,12 +721,12 @@ def render_html(
                 front = (frontiers or {}).get(task)
                 rv = ag.loc[(ag["task_key"].astype(str) == task), "reward_variance_ref"].astype(float).dropna() \
                     if "reward_variance_ref" in ag.columns else pd.Series(dtype=float)
-                extra = f" · proxy reward variance under π_ref {_fmt(float(rv.mean()))}" if len(rv) else ""
                 beta = optima.get(task, (None,))[0]
+                facts = ([f"β = {beta:g}"] if beta is not None else []) + (
+                    [f"proxy reward variance under π_ref {_fmt(float(rv.mean()))}"] if len(rv) else [])
                 parts.append(f"<h3>{_e(task)}</h3>")
-                if beta is not None or extra:
-                    parts.append(f'<p class="note">{_e(("β = " + format(beta, "g")) if beta is not None else "")}'
-                                 f"{_e(extra)}</p>")
+                if facts:
+                    parts.append(f'<p class="note">{_e(" · ".join(facts))}</p>')
                 parts.append(_per_task_table(ag, task, order, n_boot, seed))
                 if len(sub) or (front is not None and len(front)):
                     parts.append(_trajectory_figure(task, sub, front, order, colors, optima.get(task)))
