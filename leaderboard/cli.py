@@ -305,6 +305,8 @@ def score(
     if name is not None and len(refs) != 1:
         raise UserError("--name needs exactly one submission.")
     subs = [load_submission(r, name=name, track=track) for r in refs]
+    if report is not None:  # an unwritable --report fails now, not after the scoring
+        _check_writable(Path(report))
     limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads, network=network)
     st = _store(db)
     if retry_failed:

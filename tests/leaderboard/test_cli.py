@@ -332,9 +332,11 @@ def test_report_and_export_check_they_can_write_before_working(failed_board, tmp
     tmp, db, _ = failed_board
     (tmp_path / "a-file").write_text("")
     for args in (("report", "--out", str(tmp_path / "a-file" / "r.html")),
-                 ("export", "--out", str(tmp_path / "a-file" / "exports"))):
+                 ("export", "--out", str(tmp_path / "a-file" / "exports")),
+                 ("score", "tilt", "--report", str(tmp_path / "a-file" / "r.html"))):  # before scoring, not after
         out = cli(*args, db=db)
         assert out.returncode == 2 and "is not a directory" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert Store(db).runs()["submission"].tolist() == ["broken_agent"]  # nothing was scored
     d = cli("report", "--out", str(tmp_path), db=db)
     assert d.returncode == 2 and "it is a directory" in d.stderr
 
