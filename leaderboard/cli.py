@@ -648,9 +648,12 @@ def check(
     time_limit: Annotated[float, typer.Option(help="wall-time limit, seconds")] = 120.0,
     memory_mb: Annotated[int, typer.Option(help="memory limit, MiB")] = 4096,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    sandbox: Annotated[bool, typer.Option("--sandbox/--in-process", help="run the submission in the scorer's jail "
+                                          "(a fresh process) instead of a thread of this one")] = False,
 ) -> None:
     """Check a submission before scoring it: load it, train it on one task at a tiny budget and check its outputs
-    with the scorer's own code (its sandbox, checks and failure messages); nothing is stored. Exit 0 if it passes."""
+    with the scorer's own code (its channel, budget, checks and failure messages), in this process (--sandbox: in
+    the scorer's jail); nothing is stored. Exit 0 if it passes, 1 with the scorer's failure message if not."""
     import dataclasses
     import math
     import time
@@ -675,8 +678,18 @@ def check(
         raise UserError(f"suite {suite!r} has no task for the {track} track.")
     spec = dataclasses.replace(specs[0], proxy_queries=queries, n_checkpoints=checkpoints)
     console.print(f"checking {sub.name} ({sub.kind}, code {sub.code_hash[:10]}) on {s.name}/{spec.task_key} "
-                  f"({spec.task_id}), {queries} proxy queries, {checkpoints} checkpoints ...", highlight=False, markup=False)
-    res = score_one(sub, spec, Limits(wall_time=time_limit, memory_mb=memory_mb, threads=1), device)
+                  f"({spec.task_id}), {queries} proxy queries, {checkpoints} checkpoints, "
+                  f"{'in the scorer' + chr(39) + 's jail' if sandbox else 'in this process'} ...", highlight=False, markup=False)
+    import contextlib
+
+    from leaderboard.check import in_process
+
+    if not sandbox:  # the jail's thread count, in this process too (more threads only contend on small tensors)
+        import torch
+
+        torch.set_num_threads(1)
+    with contextlib.nullcontext() if sandbox else in_process():
+        res = score_one(sub, spec, Limits(wall_time=time_limit, memory_mb=memory_mb, threads=1), device)
     took = time.perf_counter() - t0
     if not res.ok:
         console.print(f"FAILED ({res.reason}): {res.detail}", highlight=False, markup=False, soft_wrap=True)

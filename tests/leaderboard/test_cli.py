@@ -296,6 +296,11 @@ def test_check_passes_a_good_submission_and_fails_a_bad_one_with_the_scorers_mes
                      r"log-probabilities: 512 of 512 rows", bad.stdout.replace("\n", " ")), bad.stdout
     assert "probabilities or logits instead of log-probabilities?" in bad.stdout
     assert "the scorer would record this run as 'invalid_output'" in bad.stderr
+    # in this process (default) or in the scorer's jail: the same failure, word for word
+    jailed = cli("check", str(tmp_path / "probs.py"), "--queries", "64", "--sandbox", db="sqlite://")
+    assert jailed.returncode == 1 and "in the scorer's jail" in jailed.stdout, jailed.stdout + jailed.stderr
+    failed = [ln for ln in bad.stdout.splitlines() if ln.startswith("FAILED")]
+    assert failed and failed == [ln for ln in jailed.stdout.splitlines() if ln.startswith("FAILED")]
     missing = cli("check", str(tmp_path / "nope.py"), db="sqlite://")
     assert missing.returncode == 2 and "nope.py" in missing.stderr and "Traceback" not in missing.stderr
 
