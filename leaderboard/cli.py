@@ -1,4 +1,5 @@
-"""The ``tiltenv`` command line (also ``python -m tiltenv``): envs, suites, train, score, board, report, export.
+"""The ``tiltenv`` command line (also ``python -m tiltenv``): envs, suites, train, check, score, board, failures,
+remove, report, export.
 
 Examples::
 
@@ -6,8 +7,11 @@ Examples::
     tiltenv suites smoke                           # the entries of a suite
     tiltenv score --baselines all --suite smoke    # score every built-in baseline on the smoke suite (dev seeds)
     tiltenv score leaderboard/examples/reinforce_agent.py --suite quick
-    tiltenv board --suite smoke                    # the ranked board with bootstrap CIs
-    tiltenv report --suite smoke --out reports/smoke.html
+    tiltenv check my_agent.py                      # seconds: the scorer's checks on one task at a tiny budget
+    tiltenv board --suite smoke                    # the ranked board with bootstrap CIs (--json / --csv for scripts)
+    tiltenv failures                               # every failed run: reason, traceback, captured output
+    tiltenv remove my_agent --yes                  # a submission and its runs off the board
+    tiltenv report --suite smoke                   # reports/smoke-dev.html
     tiltenv export --out exports --format parquet
     tiltenv train grpo --env tiltenv/Hump-v0 --task beta=0.01
     tiltenv sweep --env tiltenv/Hump-v0            # gold-blind tilt and best-of-n sweeps of one task
