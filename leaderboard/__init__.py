@@ -12,6 +12,7 @@ module                   what
 :mod:`.store`            SQLAlchemy storage (SQLite file by default, any URL; PostgreSQL tested)
 :mod:`.runner`           serial / process pool / Ray execution, resumable and idempotent
 :mod:`.report`           one static HTML page with the board, trajectories and failures
+:mod:`.check`            ``tiltenv check``: the scorer's code on one task, the submission in this process
 :mod:`.cli`              the ``tiltenv`` command line
 =======================  ==========================================================================================
 

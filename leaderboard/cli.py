@@ -1,4 +1,5 @@
-"""The ``tiltenv`` command line (also ``python -m tiltenv``): envs, suites, train, score, board, report, export.
+"""The ``tiltenv`` command line (also ``python -m tiltenv``): envs, suites, train, check, score, board, failures,
+remove, report, export.
 
 Examples::
 
@@ -6,9 +7,12 @@ Examples::
     tiltenv suites smoke                           # the entries of a suite
     tiltenv score --baselines all --suite smoke    # score every built-in baseline on the smoke suite (dev seeds)
     tiltenv score leaderboard/examples/reinforce_agent.py --suite quick
-    tiltenv board --suite smoke                    # the ranked board with bootstrap CIs
+    tiltenv check my_agent.py                      # seconds: the scorer's checks on one task at a tiny budget
+    tiltenv board --suite smoke                    # the ranked board with bootstrap CIs (--json / --csv for scripts)
     tiltenv board --by-task --compare my_agent@1a2b3c4d,tilt   # per-task table; P(A > B) for one version of A
-    tiltenv report --suite smoke --out reports/smoke.html
+    tiltenv failures                               # every failed run: reason, traceback, captured output
+    tiltenv remove my_agent --yes                  # a submission and its runs off the board
+    tiltenv report --suite smoke                   # reports/smoke-dev.html
     tiltenv export --out exports --format parquet
     tiltenv train grpo --env tiltenv/Hump-v0 --task beta=0.01
     tiltenv sweep --env tiltenv/Hump-v0            # gold-blind tilt and best-of-n sweeps of one task
@@ -101,10 +105,47 @@ def _guard(fn):
             raise
         except (UserError, ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
             _fail(str(exc))
+        except OSError as exc:  # an unwritable report / export path (found before the work, see _check_writable)
+            _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        except Exception as exc:
+            if type(exc).__module__.startswith("sqlalchemy"):  # read-only or locked board: one line, no traceback
+                _fail(f"the board database refused the operation: {_db_message(exc)}")
+            raise
         except KeyboardInterrupt:
             _fail("interrupted (results stored so far are kept; rerun to resume).", 130)
 
     return wrapper
+
+
+def _db_message(exc: Exception) -> str:
+    """The driver's message of a SQLAlchemy error, on one line, with what to do for the usual two."""
+    msg = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    if "readonly" in msg or "read-only" in msg or "read only" in msg:
+        msg += " (the database file or its directory is not writable: use --db to point at a writable copy)"
+    elif "locked" in msg:
+        msg += " (another process holds the write lock; retry when it has finished)"
+    return msg
+
+
+def _check_writable(path: Path, *, directory: bool = False) -> Path:
+    """Fail now, before any work, when ``path`` (a file, or with ``directory`` a folder) cannot be written."""
+    import tempfile
+
+    path = Path(path)
+    folder = path if directory else path.parent
+    probe_dir = folder
+    while not probe_dir.exists():  # the nearest existing ancestor must let us create the missing folders
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: {str(probe_dir)!r} is not a directory.")
+    if not directory and path.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: it is a directory; give a file name (e.g. {str(path / 'report.html')!r}).")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".tiltenv-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {str(path)!r}: {str(probe_dir)!r} is not writable ({exc.strerror}).") from None
+    return path
 
 
 def _rich_table(df, title: str | None = None, floats: str = "{:.3f}") -> Table:
@@ -139,19 +180,41 @@ def envs() -> None:
 @app.command()
 @_guard
 def suites(name: Annotated[Optional[str], typer.Argument(help="a suite to show in full")] = None) -> None:
-    """List the suites, or the entries of one suite."""
-    import pandas as pd
-
+    """List the suites, or the entries of one suite (K and d of each task, budget, seeds)."""
+    # No pandas / torch / tiltenv import here: a static table prints in well under a second (issue 19).
     from leaderboard.suites import SUITES, get_suite
 
     if name is None:
-        df = pd.DataFrame([{"suite": s.name, "version": s.version, "tasks": len(s.entries), "dev seeds": s.n_dev_seeds,
-                            "test seeds": s.n_test_seeds, "digest": s.digest(), "what": s.description}
-                           for s in SUITES.values()])
-        console.print(_rich_table(df))
+        rows = [{"suite": s.name, "version": s.version, "tasks": len(s.entries), "dev seeds": s.n_dev_seeds,
+                 "test seeds": s.n_test_seeds, "digest": s.digest(), "what": s.description} for s in SUITES.values()]
+        console.print(_plain_table(rows))
         return
     s = get_suite(name)
-    console.print(_rich_table(s.table(), title=f"{s.name} v{s.version} ({s.digest()}): {s.description}"))
+    rows = [{"task": e.key, "env id": e.task_id, "K": _entry_dim(e, "K"), "d": _entry_dim(e, "d"),
+             "kwargs": ", ".join(f"{k}={v}" for k, v in e.kwargs.items()), "proxy queries": e.proxy_queries,
+             "checkpoints": e.n_checkpoints, "dev seeds": s.n_dev_seeds, "test seeds": s.n_test_seeds, "what": e.what}
+            for e in s.entries]
+    console.print(_plain_table(rows, title=f"{s.name} v{s.version} ({s.digest()}): {s.description}"))
+
+
+def _entry_dim(entry, field: str) -> str:
+    """K or d of a suite entry: its kwargs, else the registered preset (read from leaderboard.suites' table of
+    presets, no tiltenv import), else '–' (a tabular task has K arms and no d)."""
+    from leaderboard.suites import entry_shape
+
+    v = entry_shape(entry).get(field)
+    return "–" if v is None else str(v)
+
+
+def _plain_table(rows: list[dict], title: str | None = None) -> Table:
+    t = Table(title=title, header_style="bold")
+    if not rows:
+        return t
+    for c in rows[0]:
+        t.add_column(str(c), justify="right" if isinstance(rows[0][c], int) else "left")
+    for r in rows:
+        t.add_row(*[str(v) for v in r.values()])
+    return t
 
 
 @app.command()
@@ -271,6 +334,8 @@ def score(
     if name is not None and len(refs) != 1:
         raise UserError("--name needs exactly one submission.")
     subs = [load_submission(r, name=name, track=track) for r in refs]
+    if report is not None:  # an unwritable --report fails now, not after the scoring
+        _check_writable(Path(report))
     limits = Limits(wall_time=time_limit, memory_mb=memory_mb, threads=threads, network=network, sandbox=sandbox,
                     disk_mb=disk_mb)
     if sandbox == "trusted":
@@ -281,16 +346,34 @@ def score(
     if retry_failed:
         n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)
         console.print(f"retrying {n} failed runs", highlight=False)
+    plain = not console.is_terminal  # a pipe or a log file: one plain line per run instead of a progress bar
     summ = run_score(subs, s, store=st, split=split, tasks=task_keys, n_seeds=seeds,
-                     backend=backend, workers=workers, limits=limits, device=device, progress=progress)
+                     backend=backend, workers=workers, limits=limits, device=device, progress=progress and not plain,
+                     on_result=_print_run_line if plain and progress else None)
     console.print(f"scored {summ.scored} runs ({summ.failed} failed), {summ.skipped} already stored, "
                   f"{summ.wall_time:.1f} s", highlight=False)
+    for res in summ.results:
+        if not res.ok:
+            console.print(f"  FAILED {res.submission} {res.spec.task_key}#{res.spec.seed_index}: {res.reason} — "
+                          f"{_first_line(res.detail)}", highlight=False, markup=False, soft_wrap=True)
+    if summ.failed:
+        console.print("(tiltenv failures shows each failure's traceback)", highlight=False, markup=False)
     if board_:
         _show_board(st, s.name, s.version, split, track)
     if report is not None:
         _write_report(st, s, split, report)
     if strict and summ.failed:
+        err.print(f"--strict: {summ.failed} of {summ.scored} runs failed (listed above); exit status 1.",
+                  highlight=False, markup=False)
         raise typer.Exit(1)
+
+
+def _print_run_line(res) -> None:
+    """One plain line per finished run (stdout is not a terminal): a log reads as a list, not a redrawn bar."""
+    key = "normalized_score" if res.spec.track == "agent" else "tilt_normalized_score"
+    what = f"{key} {res.metrics.get(key, float('nan')):+.3f}" if res.ok else f"FAILED ({res.reason})"
+    print(f"{res.submission} {res.spec.task_key}#{res.spec.seed_index}: {what} ({res.wall_time:.1f} s)", flush=True)
+
 
 
 def _check_score_options(*, split, track, backend, workers, device, time_limit, memory_mb, threads, network,
@@ -367,6 +450,9 @@ def _show_board(st, suite: str, version: int, split: str, track: str = "agent", 
     from leaderboard.suites import get_suite, split_label
 
     runs = _board_runs(st, suite, version, split, track)
+    if "status" in runs.columns and not (runs["status"] == "ok").any():
+        _no_successful_runs(st, suite, version, split, track, len(runs))
+        return runs, None
     b = scoring.board(runs, expected=_expected(get_suite(suite), version, split, track))
     view, provenance = _board_view(b, track)
     console.print(_rich_table(view, title=f"{suite} v{version} — {split_label(split)} — ranked by IQM of {b['metric'].iloc[0]}"))
@@ -410,6 +496,67 @@ def _by_task_view(bt, b):
         rows.append({"rank": "—" if pd.isna(r.rank) else str(int(r.rank)), "submission": r.submission,
                      **{t: cells.get((r.submission, t), "") for t in tasks}})
     return pd.DataFrame(rows, columns=["rank", "submission", *tasks])
+
+
+def _print_board_data(st, suite: str, version: int, split: str, track: str, fmt: str, both: bool = False) -> None:
+    """``board --json`` / ``--csv``: scoring.board's frame, every column, for scripts (no table, no legend)."""
+    from leaderboard import scoring
+
+    if both:
+        raise UserError("--json and --csv are exclusive: choose one.")
+    runs = st.runs(suite=suite, version=version, split=split, track=track)
+    if runs.empty:
+        raise UserError(f"no results for suite {suite!r} v{version} ({split}, {track}) in this database; run `tiltenv score` first.")
+    if "status" in runs.columns and not (runs["status"] == "ok").any():
+        raise UserError(f"no successful run on {suite!r} v{version} ({split}, {track}): all {len(runs)} stored runs failed "
+                        "(tiltenv failures lists why).")
+    b = scoring.board(runs)
+    if fmt == "json":
+        import math
+
+        def clean(v):  # numpy scalars to Python, NaN / inf to null (strict JSON), floats with every digit
+            v = v.item() if hasattr(v, "item") else v
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        print(json.dumps([{k: clean(v) for k, v in r.items()} for r in b.to_dict("records")], indent=2))
+    else:
+        print(b.to_csv(index=False), end="")
+
+
+def _no_successful_runs(st, suite: str, version: int, split: str, track: str, n: int) -> None:
+    """Every stored run of this board failed: say so, with each failure's reason, instead of an empty ranking."""
+    console.print(f"[yellow]no successful run[/] on {suite} v{version} ({split}, {track}) yet: all {n} stored runs "
+                  "failed, so there is nothing to rank. Their reasons:", highlight=False)
+    _print_failures(st.failures(suite=suite, version=version, split=split, track=track), tracebacks=False)
+    console.print("`tiltenv failures` shows the tracebacks; `tiltenv score --retry-failed` scores them again.",
+                  highlight=False, markup=False)
+
+
+def _first_line(text) -> str:
+    text = "" if text is None or (isinstance(text, float) and text != text) else str(text)
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def _print_failures(fails, *, tracebacks: bool, output: bool = False) -> None:
+    """One line per failed run (submission, task#seed, reason: first line of the detail); with ``tracebacks`` the
+    whole detail, and with ``output`` the run's captured output where the board stores it (an ``output`` column)."""
+    from leaderboard.spec import FAILURE_REASONS
+
+    for r in fails.to_dict("records"):
+        what = FAILURE_REASONS.get(r.get("reason"), "")
+        console.print(f"{r['submission']} {r['task_key']}#{r['seed_index']} ({r['split']}): {r['reason']} — "
+                      f"{_first_line(r.get('detail')) or what}", highlight=False, markup=False, soft_wrap=True)
+        if tracebacks:
+            rest = str(r.get("detail") or "").strip().splitlines()[1:]
+            for ln in rest:
+                console.print("    " + ln, highlight=False, markup=False, soft_wrap=True)
+        if output:
+            text = r.get("output")
+            text = "" if text is None or (isinstance(text, float) and text != text) else str(text).rstrip()
+            console.print("    captured output:" + ("" if text else " (none)"), highlight=False, markup=False)
+            for ln in text.splitlines():
+                console.print("    | " + ln, highlight=False, markup=False, soft_wrap=True)
 
 
 #: Board columns shown in the terminal: (header, column of scoring.board, format).
@@ -509,6 +656,8 @@ def board(
         help="--compare on the tasks and seeds both submissions ran when their runs differ (else refused)")] = False,
     by_task: Annotated[bool, typer.Option("--by-task", help="also print the per-task table (mean over seeds, CI)")] = False,
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the board as JSON records (every column, unrounded)")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print the board as CSV (every column, unrounded)")] = False,
 ) -> None:
     """Show the ranked board of one suite version and split."""
     import math
@@ -521,6 +670,9 @@ def board(
     if track not in ("agent", "reward_model"):
         raise UserError(f"--track must be one of agent, reward_model (got {track!r}).")
     names = None
+    if as_json or as_csv:
+        _print_board_data(_store(db), s.name, version, split, track, "json" if as_json else "csv", both=as_json and as_csv)
+        return
     if compare:
         names = [c.strip() for c in compare.split(",")]
         if len(names) != 2 or not all(names):
@@ -543,13 +695,25 @@ def board(
 def report(
     suite: Annotated[str, typer.Option(help="suite name")] = "smoke",
     split: Annotated[str, typer.Option(help="test (the board) or dev (public seeds; not a ranking)")] = "test",
-    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("reports/smoke.html"),
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default: reports/<suite>-<split>.html)")] = None,
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
 ) -> None:
     """Write the static HTML report (board, trajectories vs the gold frontier, failures) of one suite."""
+    from leaderboard.spec import SPLITS
     from leaderboard.suites import get_suite
 
-    _write_report(_store(db), get_suite(suite), split, out)
+    s = get_suite(suite)
+    if split not in SPLITS:
+        from tiltenv._validation import suggest
+
+        raise UserError(f"split must be one of {SPLITS} (got {split!r})." + suggest(split, SPLITS))
+    out = _check_writable(Path(out) if out is not None else default_report_path(s.name, split))
+    _write_report(_store(db), s, split, out)
+
+
+def default_report_path(suite: str, split: str) -> Path:
+    """``reports/<suite>-<split>.html``: one file per suite and split, so a report never overwrites another's."""
+    return Path("reports") / f"{suite}-{split}.html"
 
 
 @app.command()
@@ -560,9 +724,165 @@ def export(
     db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
 ) -> None:
     """Export every table of the board (submissions, runs, checkpoints, failures) as CSV or Parquet."""
+    from leaderboard.store import EXPORT_FORMATS
+
+    if format_ not in EXPORT_FORMATS:
+        from tiltenv._validation import suggest
+
+        raise UserError(f"--format must be one of {list(EXPORT_FORMATS)} (got {format_!r})." + suggest(format_, EXPORT_FORMATS))
+    _check_writable(Path(out), directory=True)
     paths = _store(db).export(out, format_)
     for p in paths:
         console.print(str(p), highlight=False)
+
+
+@app.command()
+@_guard
+def failures(
+    submission: Annotated[Optional[str], typer.Argument(help="only this submission (a name or a code-hash prefix)")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="only this suite (default: every suite)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="only this split (dev or test)")] = None,
+    reason: Annotated[Optional[str], typer.Option(help="only this failure reason (error, timeout, memory, ...)")] = None,
+    tracebacks: Annotated[bool, typer.Option("--tracebacks/--no-tracebacks", help="print each failure's whole detail")] = True,
+    db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+) -> None:
+    """List the failed runs: reason, the scorer's message with the traceback, and the run's captured output."""
+    from leaderboard.spec import FAILURE_REASONS, SPLITS
+    from leaderboard.store import KEY_COLUMNS
+
+    if split is not None and split not in SPLITS:
+        raise UserError(f"--split must be one of {SPLITS} (got {split!r}).")
+    if reason is not None and reason not in FAILURE_REASONS:
+        from tiltenv._validation import suggest
+
+        raise UserError(f"--reason must be one of {sorted(FAILURE_REASONS)} (got {reason!r})." + suggest(reason, FAILURE_REASONS))
+    st = _store(db)
+    filters = {k: v for k, v in (("suite", suite), ("split", split)) if v is not None}
+    fails = st.failures(**filters)
+    if "output" not in fails.columns and len(fails):  # the captured output lives on the runs table where stored
+        runs = st.runs(**filters)
+        if "output" in runs.columns:
+            fails = fails.merge(runs[KEY_COLUMNS + ["output"]], on=KEY_COLUMNS, how="left")
+    if submission is not None:
+        fails = fails[(fails["submission"] == submission) | fails["code_hash"].astype(str).str.startswith(submission)]
+    if reason is not None:
+        fails = fails[fails["reason"] == reason]
+    if fails.empty:
+        console.print("no failed runs" + (f" matching {', '.join(f'{k}={v}' for k, v in {**filters, 'submission': submission, 'reason': reason}.items() if v)}" if (filters or submission or reason) else "") + ".", highlight=False, markup=False)
+        return
+    counts = fails["reason"].value_counts()
+    console.print(f"{len(fails)} failed runs (" + ", ".join(f"{n} {r}" for r, n in counts.items()) + ")",
+                  highlight=False, markup=False)
+    _print_failures(fails, tracebacks=tracebacks, output="output" in fails.columns)
+
+
+@app.command()
+@_guard
+def remove(
+    submission: Annotated[str, typer.Argument(help="a submission name, name@hash or a code-hash prefix (≥ 6 hex digits)")],
+    suite: Annotated[Optional[str], typer.Option(help="remove only its runs of this suite (default: the submission "
+                                                      "and every run of it)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    db: Annotated[Optional[str], typer.Option(help=DB_HELP)] = None,
+) -> None:
+    """Remove a submission (or its runs of one suite) from the board."""
+    st = _store(db)
+    subs = st.submissions()
+    name, _, prefix = submission.partition("@")
+    match = subs[subs["name"] == name] if name else subs.iloc[:0]
+    if prefix:
+        match = match[match["code_hash"].str.startswith(prefix)]
+    if match.empty and len(submission) >= 6:
+        match = subs[subs["code_hash"].str.startswith(submission)]
+    if match.empty:
+        from tiltenv._validation import suggest
+
+        names = sorted(set(subs["name"]))
+        raise UserError(f"no submission {submission!r} on this board; its submissions are {names}." + suggest(submission, names))
+    hashes = sorted(match["code_hash"])
+    runs = st.runs(**({"suite": suite} if suite else {}))
+    n = int(runs["code_hash"].isin(hashes).sum()) if len(runs) else 0
+    what = (f"{n} runs of {submission!r} on suite {suite!r}" if suite
+            else f"submission {submission!r} ({', '.join(h[:10] for h in hashes)}) and its {n} runs")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"would remove {what}; add --yes to confirm (stdin is not a terminal).")
+        if not typer.confirm(f"remove {what}?"):
+            raise typer.Exit(1)
+    removed = st.remove(hashes, suite=suite)
+    console.print(f"removed {what.replace(str(n) + ' runs', str(removed) + ' runs')}", highlight=False, markup=False)
+
+
+@app.command()
+@_guard
+def check(
+    submission: Annotated[str, typer.Argument(help="module:make_agent, path/to/agent.py[:factory] or a baseline name")],
+    track: Annotated[str, typer.Option(help="agent or reward_model")] = "agent",
+    suite: Annotated[str, typer.Option(help="the suite whose task is used")] = "smoke",
+    task: Annotated[Optional[str], typer.Option(help="a task key of the suite (default: its first task of the track)")] = None,
+    queries: Annotated[int, typer.Option(help="proxy-query budget of the check (tiny: seconds)")] = 1024,
+    checkpoints: Annotated[int, typer.Option(help="checkpoints of the check")] = 3,
+    time_limit: Annotated[float, typer.Option(help="wall-time limit, seconds")] = 120.0,
+    memory_mb: Annotated[int, typer.Option(help="memory limit, MiB")] = 4096,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    sandbox: Annotated[bool, typer.Option("--sandbox/--in-process", help="run the submission in the scorer's jail "
+                                          "(a fresh process) instead of a thread of this one")] = False,
+) -> None:
+    """Check a submission before scoring it: load it, train it on one task at a tiny budget and check its outputs
+    with the scorer's own code (its channel, budget, checks and failure messages), in this process (--sandbox: in
+    the scorer's jail); nothing is stored. Exit 0 if it passes, 1 with the scorer's failure message if not."""
+    import dataclasses
+    import math
+    import time
+
+    from leaderboard.runner import score_one
+    from leaderboard.spec import Limits, TRACKS
+    from leaderboard.submission import load_submission
+    from leaderboard.suites import get_suite
+
+    if track not in TRACKS:
+        raise UserError(f"--track must be one of {TRACKS} (got {track!r}).")
+    for opt, v in (("--queries", queries), ("--checkpoints", checkpoints), ("--memory-mb", memory_mb)):
+        if not isinstance(v, int) or v < 1:
+            raise UserError(f"{opt} must be a positive integer (got {v!r}).")
+    if not time_limit > 0:
+        raise UserError(f"--time-limit must be > 0 seconds (got {time_limit!r}).")
+    t0 = time.perf_counter()
+    sub = load_submission(submission, track=track)  # the scorer's loader: the same refusals and messages
+    s = get_suite(suite)
+    specs = s.runs("dev", tasks=[task] if task else None, n_seeds=1, track=track)
+    if not specs:
+        raise UserError(f"suite {suite!r} has no task for the {track} track.")
+    spec = dataclasses.replace(specs[0], proxy_queries=queries, n_checkpoints=checkpoints)
+    console.print(f"checking {sub.name} ({sub.kind}, code {sub.code_hash[:10]}) on {s.name}/{spec.task_key} "
+                  f"({spec.task_id}), {queries} proxy queries, {checkpoints} checkpoints, "
+                  f"{'in the scorer' + chr(39) + 's jail' if sandbox else 'in this process'} ...", highlight=False, markup=False)
+    import contextlib
+
+    from leaderboard.check import in_process
+
+    if not sandbox:  # the jail's thread count, in this process too (more threads only contend on small tensors)
+        import torch
+
+        torch.set_num_threads(1)
+    with contextlib.nullcontext() if sandbox else in_process():
+        res = score_one(sub, spec, Limits(wall_time=time_limit, memory_mb=memory_mb, threads=1), device)
+    took = time.perf_counter() - t0
+    if not res.ok:
+        console.print(f"FAILED ({res.reason}): {res.detail}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"check failed after {took:.1f} s: the scorer would record this run as '{res.reason}'.",
+                  highlight=False, markup=False)
+        raise typer.Exit(1)
+    key = "normalized_score" if track == "agent" else "tilt_normalized_score"
+    val = res.metrics.get(key, math.nan)
+    parts = [f"{key} {val:+.3f}"]
+    if track == "agent":
+        parts += [f"{len(res.checkpoints)} checkpoints at steps {[c.step for c in res.checkpoints]}",
+                  f"{res.proxy_queries} of {queries} proxy queries used"]
+    console.print("ok: " + ", ".join(parts) + f" ({took:.1f} s)", highlight=False, markup=False)
+    if not math.isfinite(val):
+        console.print(f"note: {key} is {val}: the final policy puts mass where π_ref has none (KL = ∞).",
+                      highlight=False, markup=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})

@@ -84,16 +84,19 @@ def frontier_curve(judges: Any, betas: Sequence[float] | None = None) -> pd.Data
 # ==================================================================================================
 
 _CSS = """
-body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;color:#222}
-h1{font-size:1.6em;margin-bottom:0.2em} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
-h3{margin-top:1.2em}
-table{border-collapse:collapse;font-size:0.86em;margin:0.6em 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}
-th{background:#f3f3f3} td.l,th.l{text-align:left} td{white-space:nowrap}
-table.failures td:last-child{white-space:pre-wrap;max-width:40em;font-family:DejaVu Sans Mono,monospace}
+body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:16px auto;max-width:1200px;padding:0 12px;color:#222}
+h1{font-size:1.6em;margin-bottom:0.2em} h2{margin-top:1.4em;border-bottom:1px solid #ccc}
+h3{margin:1.1em 0 0.3em}
+table{border-collapse:collapse;font-size:0.82em;margin:0.5em 0;max-width:100%}
+th,td{border:1px solid #ddd;padding:2px 6px;text-align:right;vertical-align:top}
+th{background:#f3f3f3;white-space:normal} td.l,th.l{text-align:left} td{white-space:nowrap}
+td.l{white-space:normal;overflow-wrap:anywhere;max-width:16em} td.l:nth-child(3){white-space:nowrap}
+td small{display:block;color:#666;font-size:0.85em}
+table.failures td:last-child{white-space:pre-wrap;max-width:44em;overflow-wrap:anywhere;font-family:DejaVu Sans Mono,monospace;font-size:0.9em}
+table.meta td,table.meta th{text-align:left;border:none;padding:1px 10px 1px 0;background:none}
 tbody tr:nth-child(even){background:#fafafa}
-img{max-width:100%;display:block;margin:0.6em 0}
-.note{color:#555;font-size:0.9em;max-width:60em}
+img{max-width:100%;height:auto;display:block;margin:0.4em 0}
+.note{color:#555;font-size:0.9em;max-width:70em}
 """
 
 _CHECK_SCRIPT = """
@@ -104,6 +107,18 @@ window.addEventListener('load', function () {
   }
   document.body.dataset.imagesOk = ok ? 'true' : 'false';
   document.body.dataset.imagesCount = String(imgs.length);
+  document.body.dataset.scrollWidth = String(document.documentElement.scrollWidth);
+  var unlabelled = 0;
+  for (var j = 0; j < imgs.length; j++) {
+    var raw = atob(imgs[j].dataset.axes || 'W10=');
+    var axes = JSON.parse(new TextDecoder().decode(Uint8Array.from(raw, function (c) { return c.charCodeAt(0); })));
+    if (axes.length === 0) { unlabelled++; continue; }
+    for (var a = 0; a < axes.length; a++) {
+      if ('colorbar' in axes[a]) { if (!axes[a].colorbar) { unlabelled++; } continue; }
+      if (!axes[a].x || !axes[a].y) { unlabelled++; }
+    }
+  }
+  document.body.dataset.unlabelledAxes = String(unlabelled);
 });
 """
 
@@ -138,13 +153,26 @@ def _ci(p: Any, lo: Any, hi: Any) -> str:
     return f"{_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def _ci_cell(p: Any, lo: Any, hi: Any) -> tuple[str, str]:
+    """The point estimate, and below it the 95% CI — or "n/a (1 seed)" where the interval has zero width (one run
+    per task: the bootstrap has nothing to resample, the interval says nothing)."""
+    try:
+        zero = float(lo) == float(hi) == float(p)
+    except (TypeError, ValueError):
+        zero = False
+    return _fmt(p), "CI n/a (1 seed)" if zero else f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
 def _table(rows: list[list[str]], header: list[str], left: Sequence[int] = (), cls: str = "") -> str:
     """A table from already-formatted cells (escaped here)."""
     lset = set(left)
     th = "".join(f'<th class="l">{_e(h)}</th>' if i in lset else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    def cell(c: Any) -> str:  # a (value, note) pair is shown on two lines: the note small, below
+        return f"{_e(c[0])}<small>{_e(c[1])}</small>" if isinstance(c, tuple) else _e(c)
+
     body = []
     for r in rows:
-        tds = "".join(f'<td class="l">{_e(c)}</td>' if i in lset else f"<td>{_e(c)}</td>" for i, c in enumerate(r))
+        tds = "".join(f'<td class="l">{cell(c)}</td>' if i in lset else f"<td>{cell(c)}</td>" for i, c in enumerate(r))
         body.append(f"<tr>{tds}</tr>")
     c = f' class="{_e(cls)}"' if cls else ""
     return f"<table{c}><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -162,7 +190,24 @@ def _png(fig: Any) -> str:
 
 
 def _img(fig: Any, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{_png(fig)}">'
+    """The figure as an <img>; ``data-axes`` lists each visible axes' x and y labels (the browser test checks that
+    every plot has both) and ``data-legend`` the legend entries, both as base64 JSON."""
+    import json
+
+    axes = []
+    for ax in fig.axes:
+        if not (ax.get_visible() and ax.axison):
+            continue
+        cb = getattr(ax, "_colorbar", None)  # a colour bar has one axis: its label
+        axes.append({"colorbar": (ax.get_ylabel() or ax.get_xlabel())} if cb is not None
+                    else {"x": ax.get_xlabel(), "y": ax.get_ylabel()})
+    legends = [t.get_text() for lg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if lg is not None
+               for t in lg.get_texts()]
+    def b64(obj: Any) -> str:  # base64 JSON: user text (submission names) never appears in the markup, even escaped
+        return base64.b64encode(json.dumps(obj, ensure_ascii=False).encode("utf-8")).decode("ascii")
+
+    return (f'<img alt="{_e(alt)}" data-axes="{b64(axes)}" data-legend="{b64(legends)}" '
+            f'src="data:image/png;base64,{_png(fig)}">')
 
 
 def _figure(w: float, h: float, ncols: int = 1):
@@ -173,11 +218,23 @@ def _figure(w: float, h: float, ncols: int = 1):
     return fig, list(axes)
 
 
-def _colors(names: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
+#: Okabe & Ito's colour-blind-safe palette (yellow left out: too light on white), for the highlighted submissions.
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+#: How many submissions get a colour in the plots; the others are drawn faint grey.
+HIGHLIGHT = 4
+FAINT = "#9a9a9a"
 
-    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {n: cmap(i % cmap.N) for i, n in enumerate(sorted(names))}
+
+def _colors(names: Sequence[str]) -> dict[str, Any]:
+    """Colours by rank: ``names`` in board order; the first :data:`HIGHLIGHT` get Okabe–Ito colours, the rest grey."""
+    return {n: (OKABE_ITO[i] if i < HIGHLIGHT else FAINT) for i, n in enumerate(names)}
+
+
+def _style(name: str, colors: Mapping[str, Any]) -> dict[str, Any]:
+    c = colors.get(name, FAINT)
+    faint = c == FAINT
+    return {"color": c, "alpha": 0.45 if faint else 1.0, "lw": 0.9 if faint else 1.8, "zorder": 2 if faint else 3,
+            "faint": faint}
 
 
 def _short(name: str, n: int = 28) -> str:
@@ -208,79 +265,219 @@ def _board_html(brd: pd.DataFrame, labels: Sequence[tuple[str, str]], score_name
         d = r._asdict()
         complete = bool(d.get("complete", True))
         rows.append(["—" if pd.isna(d["rank"]) else str(d["rank"]), str(d["submission"]), str(d["code_hash"])[:8],
-                     _ci(d["iqm"], d["iqm_lo"], d["iqm_hi"]), _ci(d["mean"], d["mean_lo"], d["mean_hi"]),
+                     _ci_cell(d["iqm"], d["iqm_lo"], d["iqm_hi"]), _ci_cell(d["mean"], d["mean_lo"], d["mean_hi"]),
                      f"{d['failed']} / {d['runs']}" if complete else
                      f"{d['failed']} / {d['runs']} (incomplete: {d['runs']}/{d['expected_runs']} runs)",
-                     str(d["tasks"])] + [_fmt(d[c]) for c, _ in labels])
+                     str(d["tasks"])] + [_fmt(d.get(c)) for c, _ in labels])
     return _table(rows, header, left=(1, 2), cls="board")
 
 
 def _bars(brd: pd.DataFrame, colors: Mapping[str, Any], score_name: str) -> str:
     n = len(brd)
-    fig, (ax,) = _figure(8.0, 0.9 + 0.42 * max(n, 1))
+    fig, (ax,) = _figure(11.5, 0.8 + 0.32 * max(n, 1))
     y = np.arange(n)[::-1]
     names = [str(s) for s in brd["submission"]]
-    for stat, off, alpha in (("iqm", 0.18, 0.9), ("mean", -0.18, 0.45)):
+    for stat, off, alpha in (("iqm", 0.18, 0.95), ("mean", -0.18, 0.45)):
         p = brd[stat].to_numpy(float)
         err = np.vstack([p - brd[f"{stat}_lo"].to_numpy(float), brd[f"{stat}_hi"].to_numpy(float) - p])
-        ax.barh(y + off, p, height=0.34, xerr=np.nan_to_num(err), color=[colors[s] for s in names], alpha=alpha,
-                ecolor="#333", capsize=3, label=stat.upper() if stat == "iqm" else "mean")
+        ax.barh(y + off, np.nan_to_num(p), height=0.34, xerr=np.nan_to_num(err),
+                color=[colors.get(s, FAINT) for s in names], alpha=alpha, ecolor="#333", capsize=2,
+                label="IQM" if stat == "iqm" else "mean")
     ax.set_yticks(y, [_short(s) for s in names])
     ax.axvline(0.0, color="#888", lw=0.8)
-    ax.set_xlabel(f"{score_name} (IQM: dark, mean: light; bars: 95% stratified-bootstrap CI)")
+    ax.axvline(1.0, color="#888", lw=0.8, ls=":")
+    ax.set_xlabel(f"{score_name} (1 = gold optimum π*_β, 0 = π_ref; dark: IQM, light: mean; bars: 95% CI)")
+    ax.set_ylabel("submission (by rank)")
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _img(fig, f"{score_name}: IQM and mean with 95% CIs")
 
 
-def _trajectories(ck: pd.DataFrame, frontiers: Mapping[str, pd.DataFrame] | None,
-                  colors: Mapping[str, Any]) -> list[str]:
-    out = []
-    tasks = sorted(set(ck["task_key"].astype(str))) if len(ck) else []
-    if frontiers:
-        tasks = sorted(set(tasks) | {str(k) for k in frontiers if len(ck) == 0})
-    for task in tasks:
-        fig, (axg, axp) = _figure(11.0, 3.9, ncols=2)
-        sub = ck[ck["task_key"].astype(str) == task] if len(ck) else ck
-        front = (frontiers or {}).get(task)
-        if front is not None and len(front):
-            fkl = np.maximum(np.asarray(front["kl"], dtype=float), 0.0)
-            fv = np.asarray(front["gold_value"], dtype=float)
-            if len(sub):  # draw the frontier over the submissions' KL range (and a bit beyond), not to log K
-                kmax = max(float(np.nanmax(sub["kl"].to_numpy(float))), 1e-3)
-                keep = fkl <= 1.5 * kmax
-                keep[: max(2, int(np.argmax(~keep)) + 1 if (~keep).any() else len(keep))] = True
-                fkl, fv = fkl[keep], fv[keep]
-                if kmax > fkl[-1]:  # past the gold argmax's KL the frontier is flat (frontier_value's vmax)
-                    fkl, fv = np.append(fkl, kmax), np.append(fv, fv[-1])
-            axg.plot(np.sqrt(fkl), fv, color="black", ls="--", lw=1.4, label="gold-tilt frontier")
-        for name in sorted(set(sub["submission"].astype(str))) if len(sub) else []:
-            s = sub[sub["submission"].astype(str) == name]
-            m = s.groupby("step", sort=True)[["kl", "gold_value", "proxy_value"]].mean()
-            x = np.sqrt(np.maximum(m["kl"].to_numpy(float), 0.0))
-            c = colors.get(name, "gray")
-            axg.plot(x, m["gold_value"].to_numpy(float), marker="o", ms=3, color=c, label=_short(name))
-            fit = _gao_rl_curve(m["kl"].to_numpy(float), m["gold_value"].to_numpy(float))
-            if fit is not None:
-                axg.plot(*fit, color=c, ls=":", lw=1.0)
-            axp.plot(x, m["proxy_value"].to_numpy(float), marker="o", ms=3, color=c, label=_short(name))
-        axg.set_title(f"{_short(task, 40)}: gold value (dotted: Gao RL fit)")
-        axp.set_title(f"{_short(task, 40)}: proxy value")
-        for ax in (axg, axp):
-            ax.set_xlabel("√KL(π‖π_ref)")
-            ax.grid(alpha=0.3)
-        if axg.lines:
-            axg.legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        out.append(f"<h3>{_e(task)}</h3>" + _img(fig, f"{task}: gold and proxy value vs sqrt KL"))
+def _run_scores(ag: pd.DataFrame, metric: str = "normalized_score") -> pd.DataFrame:
+    """submission, task_key, score: one row per run, a failed run at :data:`leaderboard.scoring.FAILED_SCORE`."""
+    ok = (ag["status"] == "ok") if "status" in ag.columns else pd.Series(True, index=ag.index)
+    vals = ag[metric].astype(float) if metric in ag.columns else pd.Series(np.nan, index=ag.index)
+    score = vals.where(ok, scoring.FAILED_SCORE)
+    return pd.DataFrame({"submission": ag["submission"].astype(str), "task_key": ag["task_key"].astype(str),
+                         "score": score.to_numpy(float)})
+
+
+def performance_profile(runs: pd.DataFrame, taus: np.ndarray, metric: str = "normalized_score") -> dict[str, np.ndarray]:
+    """rliable's run-score distribution of each submission: the fraction of runs scoring above τ, averaged over
+    tasks (each task weighs the same whatever its number of seeds); a failed run scores
+    :data:`leaderboard.scoring.FAILED_SCORE`. Returns ``{submission: (len(taus),) array}``."""
+    sc = _run_scores(runs, metric)
+    out = {}
+    for name, g in sc.groupby("submission", sort=True):
+        per_task = [(t["score"].to_numpy(float)[:, None] > taus[None, :]).mean(0) for _, t in g.groupby("task_key")]
+        out[str(name)] = np.mean(per_task, axis=0)
     return out
+
+
+def _profiles(ag: pd.DataFrame, order: Sequence[str], colors: Mapping[str, Any]) -> str:
+    sc = _run_scores(ag)
+    finite = sc["score"][np.isfinite(sc["score"])]
+    if finite.empty:
+        return ""
+    lo, hi = min(float(finite.min()), 0.0), max(float(finite.max()), 1.0)
+    taus = np.linspace(lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo), 201)
+    prof = performance_profile(ag, taus)
+    fig, (ax,) = _figure(11.5, 3.6)
+    for name in reversed(list(order)):  # the highlighted ones drawn last, on top
+        if name not in prof:
+            continue
+        st = _style(name, colors)
+        ax.step(taus, prof[name], where="post", color=st["color"], alpha=st["alpha"], lw=st["lw"], zorder=st["zorder"],
+                label=None if st["faint"] else _short(name))
+    if any(_style(n, colors)["faint"] for n in prof):
+        ax.plot([], [], color=FAINT, lw=0.9, label="others (faint)")
+    ax.axvline(0.0, color="#888", lw=0.8)
+    ax.axvline(1.0, color="#888", lw=0.8, ls=":")
+    ax.set_xlabel("normalized score threshold τ (1 = gold optimum, 0 = π_ref)")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return _img(fig, "performance profiles")
+
+
+def _poi_matrix(ag: pd.DataFrame, order: Sequence[str], n_boot: int, seed: int) -> str:
+    names = [n for n in order if n in set(ag["submission"].astype(str))]
+    if len(names) < 2:
+        return ""
+    n = len(names)
+    P = np.full((n, n), np.nan)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i != j:
+                try:
+                    P[i, j] = scoring.probability_of_improvement(ag, a, b, n_boot=max(1, min(n_boot, 200)), seed=seed)[0]
+                except ValueError:
+                    pass
+    fig, (ax,) = _figure(min(11.5, 3.2 + 0.55 * n), 1.5 + 0.36 * n)
+    im = ax.imshow(P, cmap="RdBu", vmin=0.0, vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            if np.isfinite(P[i, j]):
+                ax.text(j, i, f"{P[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(P[i, j] - 0.5) > 0.3 else "black")
+    ax.set_xticks(range(n), [_short(x, 16) for x in names], rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [_short(x, 24) for x in names], fontsize=8)
+    ax.set_xlabel("submission Y")
+    ax.set_ylabel("submission X")
+    fig.colorbar(im, ax=ax, label="P(X > Y)")
+    fig.tight_layout()
+    return _img(fig, "probability of improvement matrix")
+
+
+def _per_task_table(ag: pd.DataFrame, task: str, order: Sequence[str], n_boot: int, seed: int) -> str:
+    """One row per submission on one task: runs, mean normalized score [CI or n/a], final KL and gold, peak gold."""
+    from tiltenv import metrics as M
+
+    t = ag[ag["task_key"].astype(str) == task]
+    rows = []
+    for name in order:
+        g = t[t["submission"].astype(str) == name]
+        if g.empty:
+            continue
+        ok = g[g["status"] == "ok"] if "status" in g.columns else g
+        sc = _run_scores(g)["score"].to_numpy(float)
+        if len(sc) >= 2 and np.isfinite(sc).all():
+            p, lo, hi = M.stratified_bootstrap_ci(sc, M.aggregate_mean, reps=n_boot, seed=seed)
+            cell = (_fmt(p), f"[{_fmt(lo)}, {_fmt(hi)}]")
+        else:
+            cell = (_fmt(float(np.mean(sc))) if len(sc) else "–", "CI n/a (1 seed)" if len(sc) == 1 else "")
+
+        def mean(col: str) -> str:
+            return _fmt(float(ok[col].astype(float).mean())) if col in ok.columns and len(ok) else "–"
+
+        over = ok["overoptimized"].astype(float) if "overoptimized" in ok.columns else pd.Series(dtype=float)
+        rows.append([name, f"{len(ok)} / {len(g)}", cell, mean("kl"), mean("gold_value"), mean("peak_gold"),
+                     mean("gold_drop"), f"{int(np.nansum(over))} / {int(over.notna().sum())}" if len(over) else "–"])
+    header = ["submission", "ok / runs", "mean normalized score [95% CI]", "final KL (nats)", "final gold V*",
+              "peak gold", "gold drop", "overoptimized runs"]
+    return _table(rows, header, left=(0,), cls="task")
+
+
+def _trajectory_figure(task: str, sub: pd.DataFrame, front: pd.DataFrame | None, order: Sequence[str],
+                       colors: Mapping[str, Any], optimum: tuple[float, float, float] | None) -> str:
+    """Gold and proxy value vs √KL on one task: the frontier, every submission (highlighted or faint), its final
+    checkpoint (●) and gold peak (★), the gold optimum π*_β at the task's β (◆), Gao's RL fit where it has points."""
+    fig, (axg, axp) = _figure(12.0, 3.9, ncols=2)
+    if front is not None and len(front):
+        fkl = np.maximum(np.asarray(front["kl"], dtype=float), 0.0)
+        fv = np.asarray(front["gold_value"], dtype=float)
+        if len(sub):  # draw the frontier over the submissions' KL range (and a bit beyond), not to log K
+            kl_all = sub["kl"].to_numpy(float)
+            kmax = max(float(np.nanmax(np.where(np.isfinite(kl_all), kl_all, np.nan))) if np.isfinite(kl_all).any() else 1e-3, 1e-3)
+            if optimum is not None:
+                kmax = max(kmax, optimum[1])
+            keep = fkl <= 1.5 * kmax
+            keep[: max(2, int(np.argmax(~keep)) + 1 if (~keep).any() else len(keep))] = True
+            fkl, fv = fkl[keep], fv[keep]
+            if kmax > fkl[-1]:  # past the gold argmax's KL the frontier is flat (frontier_value's vmax)
+                fkl, fv = np.append(fkl, kmax), np.append(fv, fv[-1])
+        axg.plot(np.sqrt(fkl), fv, color="black", ls="--", lw=1.3, label="gold-tilt frontier", zorder=4)
+    if optimum is not None:
+        beta, okl, ov = optimum
+        axg.plot([math.sqrt(max(okl, 0.0))], [ov], marker="D", ms=8, color="black", ls="none", zorder=6,
+                 label=f"gold optimum π*_β (β = {beta:g})")
+    names = [n for n in order if n in set(sub["submission"].astype(str))] if len(sub) else []
+    for name in reversed(names):  # highlighted last (on top)
+        s = sub[sub["submission"].astype(str) == name]
+        m = s.groupby("step", sort=True)[["kl", "gold_value", "proxy_value"]].mean()
+        m = m[np.isfinite(m["kl"].to_numpy(float))]
+        if m.empty:
+            continue
+        st = _style(name, colors)
+        x = np.sqrt(np.maximum(m["kl"].to_numpy(float), 0.0))
+        gold, proxy = m["gold_value"].to_numpy(float), m["proxy_value"].to_numpy(float)
+        label = None if st["faint"] else _short(name)
+        kw = dict(color=st["color"], alpha=st["alpha"], lw=st["lw"], zorder=st["zorder"])
+        axg.plot(x, gold, marker="o", ms=2.5, label=label, **kw)
+        axp.plot(x, proxy, marker="o", ms=2.5, label=label, **kw)
+        if not st["faint"]:  # the gold peak: a big star, under the final checkpoint's dot when they coincide
+            ip = int(np.argmax(gold))
+            axg.plot([x[ip]], [gold[ip]], marker="*", ms=15, mfc=st["color"], mec="black", mew=0.6, ls="none",
+                     alpha=0.8, zorder=st["zorder"] + 1)
+        for ax, y in ((axg, gold), (axp, proxy)):  # the final checkpoint
+            ax.plot([x[-1]], [y[-1]], marker="o", ms=6 if not st["faint"] else 5, mfc="white", mec=st["color"],
+                    mew=2.0, ls="none", alpha=st["alpha"], zorder=st["zorder"] + 2)
+            fit = _gao_rl_curve(m["kl"].to_numpy(float), gold)
+            if fit is not None:
+                axg.plot(*fit, color=st["color"], ls=":", lw=1.1, zorder=st["zorder"])
+    if any(_style(n, colors)["faint"] for n in names):
+        axg.plot([], [], color=FAINT, lw=0.9, label="others (faint)")
+    axg.plot([], [], marker="o", ms=6, mfc="white", mec="black", mew=2.0, ls="none", label="final checkpoint")
+    axg.plot([], [], marker="*", ms=11, mfc="white", mec="black", ls="none", label="gold peak")
+    axg.plot([], [], color="#555", ls=":", lw=1.1, label=f"Gao RL fit (≥ {GAO_MIN_POINTS} checkpoints)")
+    axg.set_title(f"{_short(task, 40)}: gold value", fontsize=10)
+    axp.set_title(f"{_short(task, 40)}: proxy value (what the agent optimizes)", fontsize=10)
+    axg.set_ylabel("gold value V*(π) (gold reward units)")
+    axp.set_ylabel("proxy value V̂(π) (sd units under π_ref)")
+    for ax in (axg, axp):
+        ax.set_xlabel("√KL(π‖π_ref) (√nats)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0.0, 0.0, 0.79, 1.0))  # the legend gets the right-hand strip, off the data
+    fig.legend(*axg.get_legend_handles_labels(), fontsize=8, loc="center left", bbox_to_anchor=(0.79, 0.5),
+               frameon=False)
+    return _img(fig, f"{task}: gold and proxy value vs sqrt KL")
+
+
+#: Fewest checkpoints with KL > 0 for which the Gao RL fit (two parameters) is drawn.
+GAO_MIN_POINTS = 5
 
 
 def _gao_rl_curve(kl: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Gao et al.'s RL form fitted to a mean trajectory that starts at π_ref (:func:`tiltenv.metrics.gao_fit`),
-    as (√KL, gold) points for drawing; None where no fit is possible."""
+    as (√KL, gold) points for drawing; None where no fit is possible or where it has fewer than
+    :data:`GAO_MIN_POINTS` checkpoints with KL > 0 to fit (two parameters through two points fit anything)."""
     from tiltenv import metrics as M
 
     if len(kl) < 3 or kl[0] > 1e-9 or not np.isfinite(kl).all() or not np.isfinite(gold).all():
+        return None
+    if int(np.sum(kl > 1e-9)) < GAO_MIN_POINTS:
         return None
     try:
         fit = M.gao_fit(np.maximum(kl, 0.0), gold - gold[0], "rl")
@@ -290,7 +487,12 @@ def _gao_rl_curve(kl: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.sqrt(grid), gold[0] + fit.predict(grid)
 
 
-def _variance_scatter(runs: pd.DataFrame, colors: Mapping[str, Any]) -> str:
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+def _variance_scatter(runs: pd.DataFrame, order: Sequence[str], colors: Mapping[str, Any]) -> str:
+    """Proxy reward variance under the final policy vs gold gain, one point per successful run; the marker and the
+    label name the task (under π_ref the variance is a property of the task: the per-task tables give it)."""
     ok = runs[runs["status"] == "ok"] if "status" in runs.columns else runs
     if "gold_gain" in ok.columns:
         gain = ok["gold_gain"].astype(float)
@@ -298,23 +500,35 @@ def _variance_scatter(runs: pd.DataFrame, colors: Mapping[str, Any]) -> str:
         gain = ok["gold_value"].astype(float) - ok["ref_gold_value"].astype(float)
     else:
         return ""
-    fig, axes = _figure(11.0, 3.9, ncols=2)
-    drawn = False
-    for ax, col, lab in zip(axes, ("reward_variance_ref", "reward_variance_policy"), ("π_ref", "the final policy")):
-        if col not in ok.columns:
-            ax.set_visible(False)
-            continue
-        for name in sorted(set(ok["submission"].astype(str))):
-            m = ok["submission"].astype(str) == name
-            ax.scatter(ok.loc[m, col].astype(float), gain[m], s=18, color=colors.get(name, "gray"), label=_short(name),
-                       alpha=0.85)
-            drawn = True
-        ax.set_xlabel(f"proxy reward variance under {lab}")
-        ax.set_ylabel("gold gain V*(π) − V*(π_ref)")
-        ax.grid(alpha=0.3)
-    if not drawn:
+    if "reward_variance_policy" not in ok.columns or ok.empty:
         return ""
-    axes[0].legend(fontsize=7, loc="best")
+    fig, (ax,) = _figure(11.5, 4.2)
+    tasks = sorted(set(ok["task_key"].astype(str)))
+    x_all = ok["reward_variance_policy"].astype(float)
+    for ti, task in enumerate(tasks):
+        mt = ok["task_key"].astype(str) == task
+        for name in reversed([n for n in order if n in set(ok.loc[mt, "submission"].astype(str))]):
+            m = mt & (ok["submission"].astype(str) == name)
+            st = _style(name, colors)
+            ax.scatter(x_all[m], gain[m], s=30, marker=_MARKERS[ti % len(_MARKERS)], color=st["color"],
+                       alpha=0.5 if st["faint"] else 0.9, edgecolors="black", linewidths=0.3, zorder=st["zorder"])
+        xs, ys = x_all[mt].to_numpy(float), gain[mt].to_numpy(float)
+        good = np.isfinite(xs) & np.isfinite(ys)
+        if good.any():  # the task's name beside its points
+            i = int(np.argmax(ys[good]))
+            ax.annotate(task, (xs[good][i], ys[good][i]), xytext=(8, 4 - 11 * (ti % 3)), textcoords="offset points",
+                        fontsize=8, color="#333", arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6})
+    for ti, task in enumerate(tasks):
+        ax.scatter([], [], marker=_MARKERS[ti % len(_MARKERS)], color="white", edgecolors="black", label=f"task {task}")
+    for name in order:
+        st = _style(name, colors)
+        if not st["faint"] and name in set(ok["submission"].astype(str)):
+            ax.scatter([], [], marker="o", color=st["color"], label=_short(name))
+    ax.set_xlabel("proxy reward variance under the final policy, E_x Var_π r̂ (proxy units²)")
+    ax.set_ylabel("gold gain V*(π) − V*(π_ref) (gold units)")
+    ax.axhline(0.0, color="#888", lw=0.8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return _img(fig, "reward variance vs gold gain")
 
@@ -341,6 +555,7 @@ def _predictiveness(rm: pd.DataFrame, n_boot: int, seed: int) -> str:
     ax.axvline(0.0, color="#888", lw=0.8)
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("Spearman ρ with downstream gold (tilt normalized score) within a task, 95% CI")
+    ax.set_ylabel("offline metric")
     fig.tight_layout()
     return table + _img(fig, "offline metric predictiveness")
 
@@ -396,6 +611,46 @@ def _labelled(runs: pd.DataFrame, *others: pd.DataFrame | None) -> tuple:
                                        for n, h in zip(df["submission"], df["code_hash"])])
         out.append(df)
     return tuple(out)
+def _provenance(runs: pd.DataFrame, meta: Mapping[str, Any] | None, generated: str | None) -> str:
+    """The header: date, tiltenv / torch versions, device, suite digest. Stored per-run provenance columns
+    (``tiltenv_version``, ``torch_version``, ``device``) are shown when the board has them; otherwise this report's
+    environment, labelled as such."""
+    import torch
+
+    import tiltenv
+
+    def stored(col: str) -> str | None:
+        if col in runs.columns:
+            vals = sorted({str(v) for v in runs[col].dropna()})
+            if vals:
+                return ", ".join(vals)
+        return None
+
+    rows = []
+    rows.append(("tiltenv", stored("tiltenv_version") or f"{tiltenv.__version__} (this report's environment)"))
+    rows.append(("torch", stored("torch_version") or f"{torch.__version__} (this report's environment)"))
+    rows.append(("device", stored("device") or "not recorded with the runs"))
+    for k, v in (meta or {}).items():
+        rows.append((str(k), str(v)))
+    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="meta">{cells}</table>'
+
+
+def _optima(frontiers: Mapping[str, pd.DataFrame] | None, runs: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """``{task: (β, KL, gold)}`` of the gold optimum π*_β at the task's β: the frontier row whose ``beta`` is the
+    runs' ``beta`` (report_for_suite adds it to the frontier's β grid)."""
+    out = {}
+    if not frontiers or "beta" not in runs.columns:
+        return out
+    for task, f in frontiers.items():
+        b = runs.loc[runs["task_key"].astype(str) == str(task), "beta"].astype(float).dropna()
+        if b.empty or "beta" not in f.columns:
+            continue
+        beta = float(b.iloc[0])
+        hit = f[np.isclose(f["beta"].astype(float), beta, rtol=1e-12, atol=0.0)]
+        if len(hit):
+            out[str(task)] = (beta, float(hit["kl"].iloc[0]), float(hit["gold_value"].iloc[0]))
+    return out
 
 
 def render_html(
@@ -408,6 +663,7 @@ def render_html(
     generated: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    meta: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
     if not isinstance(runs, pd.DataFrame):
@@ -426,14 +682,16 @@ def render_html(
     if len(ck_all):
         scoring._require_columns(ck_all, ("submission", "task_key", "step", "kl", "gold_value", "proxy_value"),
                                  "checkpoints")
-    parts = [f"<h1>{_e(title)}</h1>"]
+    parts = [f"<h1>{_e(title)}</h1>", _provenance(runs, meta, generated)]
     if generated:
         parts.append(f'<p class="note">Generated {_e(generated)}.</p>')
     parts.append(
         '<p class="note">Exact metrics on each task\'s held-out evaluation contexts. Submissions are ranked by the '
-        "interquartile mean (IQM) of the normalized score (1 = the optimal KL-regularized policy, 0 = π_ref, "
+        "interquartile mean (IQM) of the normalized score (1 = the optimal KL-regularized policy π*_β, 0 = π_ref, "
         "&lt; 0 harmful) over all runs of all tasks, with 95% stratified-bootstrap confidence intervals "
-        "(rliable). A failed run scores 0 (π_ref) in the IQM and mean; the other columns average successful runs."
+        "(rliable); with one seed per task an interval says nothing and reads \"n/a (1 seed)\". A failed run scores 0 "
+        "(π_ref) in the IQM, the mean and the profiles; the other columns average successful runs. In the plots the "
+        f"{HIGHLIGHT} best-ranked submissions have colours (Okabe–Ito, colour-blind safe), the others are faint grey."
         "</p>"
     )
     track = runs["track"] if "track" in runs.columns else pd.Series("agent", index=runs.index)
@@ -442,28 +700,63 @@ def render_html(
     groups = [()] if not keys else [tuple(g) for g in runs[keys].drop_duplicates().sort_values(keys).itertuples(index=False)]
     if len(runs) == 0:
         parts.append("<p>No runs.</p>")
+    optima = _optima(frontiers, runs)
     for g in groups:
         label = " · ".join(f"{k.replace('suite_version', 'v')}={v}" for k, v in zip(keys, g)) if keys else "all runs"
         ag = _select(agents, keys, g)
-        if len(ag):
+        if len(ag) and "status" in ag.columns and not (ag["status"] == "ok").any():
+            parts.append(f"<h2>Agents board — {_e(label)}</h2>")
+            parts.append(f'<p class="note">No successful run yet: all {len(ag)} runs failed, so there is nothing to '
+                         "rank. The failures and their reasons are listed below.</p>")
+        elif len(ag):
             brd = scoring.board(ag, n_boot=n_boot, seed=seed)
-            colors = _colors([str(s) for s in set(ag["submission"].astype(str))])
+            order = [str(x) for x in brd["submission"]]
+            colors = _colors(order)
             parts.append(f"<h2>Agents board — {_e(label)}</h2>")
             parts.append(_board_html(brd, _BOARD_LABELS, "normalized score"))
             parts.append(_bars(brd, colors, "normalized score"))
+            prof = _profiles(ag, order, colors)
+            if prof:
+                parts.append("<h3>Performance profiles</h3>")
+                parts.append('<p class="note">rliable\'s run-score distributions: the fraction of runs whose normalized '
+                             "score exceeds τ (averaged over tasks). A curve above another everywhere dominates it "
+                             "stochastically.</p>" + prof)
+            poi = _poi_matrix(ag, order, n_boot, seed)
+            if poi:
+                parts.append("<h3>Probability of improvement</h3>")
+                parts.append('<p class="note">P(X &gt; Y): the chance that a run of X (row) scores above a run of Y '
+                             "(column) on the same task (Mann–Whitney, ties ½), averaged over the tasks both ran "
+                             "(rliable).</p>" + poi)
             ck = _select(ck_all, keys, g)
             if "track" in ck.columns:
                 ck = ck[ck["track"] != "reward_model"]
-            traj = _trajectories(ck, frontiers, colors)
-            if traj:
-                parts.append(f"<h2>Trajectories — {_e(label)}</h2>")
-                parts.append('<p class="note">Gold and proxy value of every checkpoint against √KL (mean over seeds '
-                             "at each step), beside the gold-tilt frontier: the best gold any policy reaches at that "
-                             "KL. Gold falling while the proxy keeps rising is overoptimization.</p>")
-                parts.extend(traj)
-            sc = _variance_scatter(ag, colors)
+            tasks = sorted(set(ag["task_key"].astype(str)))
+            parts.append(f"<h2>Tasks — {_e(label)}</h2>")
+            parts.append('<p class="note">Per task: the submissions\' runs, and the gold and proxy value of every '
+                         "checkpoint against √KL (mean over seeds at each step) beside the gold-tilt frontier, the "
+                         "best gold any policy reaches at that KL. ● final checkpoint, ★ gold peak, ◆ the gold "
+                         "optimum π*_β at the task's β (where the normalized score is 1). Gold falling while the "
+                         "proxy keeps rising is overoptimization.</p>")
+            for task in tasks:
+                sub = ck[ck["task_key"].astype(str) == task] if len(ck) else ck
+                front = (frontiers or {}).get(task)
+                rv = ag.loc[(ag["task_key"].astype(str) == task), "reward_variance_ref"].astype(float).dropna() \
+                    if "reward_variance_ref" in ag.columns else pd.Series(dtype=float)
+                beta = optima.get(task, (None,))[0]
+                facts = ([f"β = {beta:g}"] if beta is not None else []) + (
+                    [f"proxy reward variance under π_ref {_fmt(float(rv.mean()))}"] if len(rv) else [])
+                parts.append(f"<h3>{_e(task)}</h3>")
+                if facts:
+                    parts.append(f'<p class="note">{_e(" · ".join(facts))}</p>')
+                parts.append(_per_task_table(ag, task, order, n_boot, seed))
+                if len(sub) or (front is not None and len(front)):
+                    parts.append(_trajectory_figure(task, sub, front, order, colors, optima.get(task)))
+            sc = _variance_scatter(ag, order, colors)
             if sc:
-                parts.append(f"<h2>Reward variance vs gold gain — {_e(label)}</h2>" + sc)
+                parts.append(f"<h2>Reward variance vs gold gain — {_e(label)}</h2>")
+                parts.append('<p class="note">Razin et al.: a proxy with low reward variance under the policy gives '
+                             "a flat objective. One point per successful run; the marker and the label name the task."
+                             "</p>" + sc)
         rm = _select(rms, keys, g)
         if len(rm):
             parts.append(f"<h2>Reward-model track — {_e(label)}</h2>")
@@ -479,6 +772,7 @@ def render_html(
     body = "\n".join(parts)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style><script>{_CHECK_SCRIPT}</script></head>\n"
         f"<body>\n{body}\n</body></html>\n"
     )
@@ -495,6 +789,7 @@ def write_report(
     generated: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the static HTML report (one file, images embedded) and return its path.
 
@@ -509,6 +804,7 @@ def write_report(
         frontiers: ``{task_key: DataFrame(kl, gold_value)}``, e.g. :func:`frontier_curve` of the task's judges.
         generated: an optional time stamp to print (none by default: same input, same bytes).
         n_boot, seed: bootstrap replicates and seed of the boards' CIs.
+        meta: more header rows, e.g. ``{"suite digest": suite.digest()}`` (escaped).
 
     Returns:
         The path written.
@@ -517,7 +813,7 @@ def write_report(
         TypeError / ValueError: frames of the wrong type or lacking columns; see :func:`leaderboard.scoring.board`.
     """
     page = render_html(runs, checkpoints, failures, title=title, frontiers=frontiers, generated=generated,
-                       n_boot=n_boot, seed=seed)
+                       n_boot=n_boot, seed=seed, meta=meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -557,8 +853,19 @@ def report_for_suite(store: Any, suite: Any, split: str, path: str | Path, *, sa
                 if (spec.task_key, spec.seed_index) in wanted:
                     if frontier_seeds is None or len(by_task.get(spec.task_key, [])) < frontier_seeds:
                         by_task.setdefault(spec.task_key, []).append(world_of(spec).judge)
-            frontiers = {k: frontier_curve(js) for k, js in sorted(by_task.items())}
+            betas = {}  # the task's β joins the grid: the report marks the gold optimum π*_β
+            if "beta" in ag.columns:
+                for t, b in zip(ag["task_key"].astype(str), ag["beta"].astype(float)):
+                    if math.isfinite(b) and b > 0:
+                        betas.setdefault(t, b)
+            frontiers = {k: frontier_curve(js, betas=list(DEFAULT_BETAS) + ([betas[k]] if k in betas else []))
+                         for k, js in sorted(by_task.items())}
     from leaderboard.suites import split_label
 
+    import datetime
+
+    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta = {"suite": f"{suite.name} v{suite.version}, {split_label(split)}, {len(suite.entries)} tasks",
+            "suite digest": suite.digest()}
     return write_report(runs, ck, fails, path, title=title or f"tiltenv — {suite.name} v{suite.version} ({split_label(split)})",
-                        frontiers=frontiers)
+                        frontiers=frontiers, generated=generated, meta=meta)

@@ -91,6 +91,7 @@ from leaderboard.spec import CheckpointRow
 from tiltenv import metrics as M
 from tiltenv._validation import check_float, check_int, suggest
 from tiltenv.evaluation import metrics_of_logp, overoptimization_tol
+from tiltenv.glossary import OVEROPTIMIZATION_SE_Z
 
 __all__ = [
     "OVEROPT_Z",
@@ -120,7 +121,7 @@ __all__ = [
 #: Statistical part of the overoptimization tolerance: a drop must exceed this many paired standard errors (over
 #: the evaluation contexts) of the peak-minus-final gold, besides the library's absolute part
 #: (:func:`tiltenv.evaluation.overoptimization_tol`: 1% of the task's gold range).
-OVEROPT_Z = 2.0
+OVEROPT_Z = OVEROPTIMIZATION_SE_Z  # 2.0, documented in docs/metrics.md and tiltenv.glossary
 #: Normalized score given to a failed run in the IQM / mean / probability of improvement (π_ref's score).
 FAILED_SCORE = 0.0
 
@@ -230,8 +231,21 @@ def overoptimization_summary(
         steps: checkpoint steps (for ``step_at_peak``; default the indices).
 
     Returns:
-        dict with the :data:`AGENT_METRICS` overoptimization keys (floats; flags as 0.0/1.0).
+        dict with the :data:`AGENT_METRICS` overoptimization keys (floats; flags as 0.0/1.0). Checkpoints with
+        infinite KL (mass off π_ref's support: their normalized score is −∞) are left out of the curve; with none
+        left every key is NaN.
     """
+    kl, gold = np.asarray(kl, dtype=np.float64), np.asarray(gold, dtype=np.float64)
+    on = np.isfinite(kl)  # a checkpoint with mass off π_ref's support (KL = ∞) has no place on a KL axis
+    if not on.all():
+        if not on.any():
+            return {k: math.nan for k in _OVEROPT_KEYS}
+        idx = np.flatnonzero(on)
+        steps = list(range(len(kl))) if steps is None else list(steps)
+        return overoptimization_summary(judge, kl[idx], gold[idx],
+                                        None if proxy is None else np.asarray(proxy, dtype=np.float64)[idx],
+                                        logps=None if logps is None else logps[torch.as_tensor(idx)],
+                                        steps=[steps[i] for i in idx])
     rep0 = M.overoptimization(kl, gold, proxy)  # default tol: only to locate the peak and final points
     i_peak, i_final = rep0.peak_index, rep0.final_index
     g = judge.eval_gold

@@ -427,6 +427,25 @@ class Store:
             conn.execute(sa.delete(RunRecord.__table__).where(r.id.in_(run_ids)))
         return len(run_ids)
 
+    def remove(self, code_hashes: Iterable[str], *, suite: str | None = None) -> int:
+        """Delete the runs (with their metrics and checkpoints) of these code hashes, in one transaction; without
+        ``suite`` the submissions' records go too (``tiltenv remove``). Returns the number of runs deleted."""
+        hashes = [str(h) for h in code_hashes]
+        r = RunRecord.__table__.c
+        ids = sa.select(r.id).where(r.code_hash.in_(hashes), *_filters(suite=suite))
+        with self._write_engine.begin() as conn:
+            run_ids = [i for (i,) in conn.execute(ids)]
+            for table in (MetricRecord.__table__, CheckpointRecord.__table__):
+                if run_ids:
+                    conn.execute(sa.delete(table).where(table.c.run_id.in_(run_ids)))
+            if run_ids:
+                conn.execute(sa.delete(RunRecord.__table__).where(r.id.in_(run_ids)))
+            if suite is None:
+                sub = SubmissionRecord.__table__
+                conn.execute(sa.delete(sub).where(sub.c.code_hash.in_(hashes)))
+                self._known_hashes.difference_update(hashes)
+        return len(run_ids)
+
     @staticmethod
     def _key_exists(conn: sa.Connection, key: tuple) -> bool:
         r = RunRecord.__table__.c

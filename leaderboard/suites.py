@@ -42,14 +42,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from leaderboard.seeds import dev_seed, load_salt, test_seed
 from leaderboard.spec import SPLITS, TRACKS, RunSpec
-from tiltenv._validation import suggest
+
+# No pandas, torch or tiltenv at import: `tiltenv suites` prints a static table (issue 19: it took 5-10 s).
+
+
+def suggest(name: str, choices) -> str:
+    """:func:`tiltenv._validation.suggest`, imported only on an error (importing tiltenv imports torch)."""
+    from tiltenv._validation import suggest as _suggest
+
+    return _suggest(name, choices)
 
 __all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS", "DEV_LABEL",
-           "split_label", "has_gold_family"]
+           "split_label", "has_gold_family", "entry_shape"]
 
 #: How every board, report and the README label the dev split.
 DEV_LABEL = "dev — public seeds, anyone can rebuild these worlds; not a ranking"
@@ -222,8 +228,10 @@ class Suite:
                 )
         return specs
 
-    def table(self) -> pd.DataFrame:
-        """One row per entry: key, task id, kwargs, budget, seeds, what it isolates."""
+    def table(self):
+        """One row per entry (a pandas DataFrame): key, task id, kwargs, budget, seeds, what it isolates."""
+        import pandas as pd
+
         return pd.DataFrame(
             [
                 {
@@ -330,6 +338,27 @@ SUITES: dict[str, Suite] = {
               description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )
 }
+
+
+#: (K, d) of each registered task's preset (tiltenv.TASKS over its config's defaults), kept here so that
+#: `tiltenv suites` needs no tiltenv (torch) import; tests/leaderboard/test_suites.py checks it against tiltenv.
+TASK_SHAPES: dict[str, tuple[int | None, int | None]] = {
+    "tiltenv/SingleIndex-v0": (16, 16), "tiltenv/Linear-v0": (256, 16), "tiltenv/Hump-v0": (256, 16),
+    "tiltenv/HighExponent-v0": (16, 64), "tiltenv/NoisyLabels-v0": (16, 16), "tiltenv/Spurious-v0": (64, 16),
+    "tiltenv/Ensemble-v0": (256, 16), "tiltenv/AIFeedback-v0": (16, 16), "tiltenv/Shift-v0": (64, 16),
+    "tiltenv/ActiveLabels-v0": (64, 16), "tiltenv/Tabular-v0": (None, None), "tiltenv/HelpfulHarmless-v0": (64, 16),
+    "tiltenv/MultiObjective-v0": (16, 16),
+}
+
+
+def entry_shape(entry: SuiteEntry) -> dict[str, int | None]:
+    """``{"K": candidates per context, "d": candidate dimension}`` of a suite entry (d is None for a tabular task,
+    whose K is its number of arms)."""
+    K, d = TASK_SHAPES.get(entry.task_id, (None, None))
+    K, d = entry.kwargs.get("K", K), entry.kwargs.get("d", d)
+    if entry.task_id in NO_PREFERENCE_TASKS and "gold" in entry.kwargs:
+        K, d = len(entry.kwargs["gold"]), None
+    return {"K": K, "d": d}
 
 
 def get_suite(name: str) -> Suite:

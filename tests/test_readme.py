@@ -1,4 +1,5 @@
-"""Every fenced Python block of README.md and baselines/README.md runs as pasted (after the Quickstart).
+"""Every fenced Python block of README.md, baselines/README.md and docs/submitting.md runs as pasted (after the
+Quickstart).
 
 A block preceded by ``<!-- skip-test -->`` is not run. Blocks of one file run in order in one namespace, as a
 reader pasting them into one session would. Shell blocks are checked for the venv rule (``.venv/bin/python``).
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-READMES = ["README.md", "baselines/README.md"]
+READMES = ["README.md", "baselines/README.md", "docs/submitting.md"]
 FENCE = re.compile(r"(<!--\s*skip-test\s*-->\s*\n)?```(\w*)\n(.*?)```", re.S)
 
 
@@ -52,3 +53,25 @@ def test_docs_metrics_names_every_metric():
     doc = (ROOT / "docs" / "metrics.md").read_text()
     missing = [name for name in METRICS if f"`{name}`" not in doc]
     assert not missing, f"docs/metrics.md does not define {missing}"
+
+
+def test_submitting_page_tables_match_the_suites_and_the_readme_links_it():
+    """docs/submitting.md's K, d, β and budget of every suite entry are the suites' (and tiltenv suites' K and d)."""
+    import dataclasses
+
+    import tiltenv
+    from leaderboard.suites import SUITES, entry_shape
+
+    doc = (ROOT / "docs" / "submitting.md").read_text()
+    assert "(docs/submitting.md)" in (ROOT / "README.md").read_text()
+    for s in SUITES.values():
+        section = doc[doc.index(f"**{s.name}** v{s.version}"):]
+        for e in s.entries:
+            sh = entry_shape(e)
+            cls, preset, _ = tiltenv.TASKS[e.task_id.removeprefix("tiltenv/").removesuffix("-v0")]
+            beta = {**{f.name: f.default for f in dataclasses.fields(cls)}, **preset, **e.kwargs}["beta"]
+            row = (f"| `{e.key}` | `{e.task_id}` | {sh['K']} | {'–' if sh['d'] is None else sh['d']} | {beta:g} | "
+                   f"{e.proxy_queries:,} | {e.n_checkpoints} |")
+            assert row in section, row
+    for word in (".chosen", ".rejected", ".x", ".y", "TrainBudget", "last checkpoint you report"):
+        assert word in doc, word

@@ -88,7 +88,7 @@ def page(tmp_path_factory, frontiers):
 
 
 def _imgs(text: str) -> list[str]:
-    return re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+    return re.findall(r'<img alt="[^"]*" data-axes="[A-Za-z0-9+/=]*" data-legend="[A-Za-z0-9+/=]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
 
 
 def test_frontier_curve_is_the_gold_tilt_frontier():
@@ -109,8 +109,8 @@ def test_frontier_curve_is_the_gold_tilt_frontier():
 def test_page_embeds_images_escapes_and_lists_everyone(page):
     text = page.read_text(encoding="utf-8")
     imgs = _imgs(text)
-    # bars + 2 tasks' trajectories + variance scatter + predictiveness bars
-    assert len(imgs) == 5 and text.count("<img") == 5
+    # bars + performance profiles + P(X > Y) matrix + 2 tasks' trajectories + variance scatter + predictiveness bars
+    assert len(imgs) == 7 and text.count("<img") == 7
     for b in imgs:
         png = base64.b64decode(b)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
@@ -175,12 +175,16 @@ def _run(exe: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
 def test_report_renders_in_headless_chromium(page, tmp_path):
     exe = _chromium()
     url = page.resolve().as_uri()
-    dom = _run(exe, tmp_path, "--virtual-time-budget=10000", "--dump-dom", url)
+    dom = _run(exe, tmp_path, "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body[^>]*>", dom.stdout)
     assert body, dom.stdout[:500]
     assert 'data-images-ok="true"' in body.group(0), body.group(0)  # every image decoded (complete, naturalWidth > 0)
-    assert 'data-images-count="5"' in body.group(0), body.group(0)
+    assert 'data-images-count="7"' in body.group(0), body.group(0)
+    # the page fits a 1280 px window (no horizontal scrolling) and every plot labels both axes
+    width = re.search(r'data-scroll-width="(\d+)"', body.group(0))
+    assert width and int(width.group(1)) <= 1280, body.group(0)
+    assert 'data-unlabelled-axes="0"' in body.group(0), body.group(0)
     for name in NAMES:
         assert html.escape(name, quote=False) in dom.stdout
     assert "onerror" not in re.sub(r"&lt;img src=x onerror=.*?&amp;evil", "", dom.stdout)  # never live markup
@@ -191,6 +195,16 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
         "<h2>Failures</h2>", '<img alt="bad" src="data:image/png;base64,iVBORw0KGgoAAAAbroken"><h2>Failures</h2>'))
     bad = _run(exe, tmp_path, "--virtual-time-budget=10000", "--dump-dom", broken.resolve().as_uri())
     assert 'data-images-ok="false"' in bad.stdout and 'data-images-count="1"' in bad.stdout, bad.stdout[:1000]
+    # negative controls of the width and axis-label checks: a too-wide table, a plot without a y label
+    fig, (ax,) = R._figure(4, 3)
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("x only")
+    wide = tmp_path / "wide.html"
+    wide.write_text(R.render_html(pd.DataFrame(), None, None).replace(
+        "<h2>Failures</h2>", R._img(fig, "unlabelled") + '<div style="width:2000px">w</div><h2>Failures</h2>'))
+    bad = _run(exe, tmp_path, "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", wide.resolve().as_uri())
+    assert int(re.search(r'data-scroll-width="(\d+)"', bad.stdout).group(1)) > 1280, bad.stdout[:1000]
+    assert 'data-unlabelled-axes="1"' in bad.stdout, bad.stdout[:1000]
 
     shot = tmp_path / "report.png"
     res = _run(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--virtual-time-budget=10000", url)
@@ -200,3 +214,114 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     img = imread(shot)
     assert img.shape[:2] == (2000, 1280) and shot.stat().st_size > 30_000
     assert float(img[..., :3].std()) > 0.05  # not a blank page
+
+
+# ------------------------------------------------------------------------------------------ issue 19: a report worth opening
+
+
+def _many(n_subs: int = 6, n_steps: int = 8, seeds: int = 1):
+    """n_subs submissions on one task with β = 0.1; the last submission has a 2-checkpoint trajectory."""
+    runs, cks = [], []
+    for i in range(n_subs):
+        name = f"sub{i}"
+        for seed in range(seeds):
+            key = dict(submission=name, code_hash=f"h{i}", suite="smoke", suite_version=1, split="dev",
+                       task_key="hump", seed_index=seed)
+            q = 0.9 - 0.1 * i + 0.01 * seed
+            runs.append(dict(key, task_id="tiltenv/Hump-v0", track="agent", status="ok", normalized_score=q,
+                             value_gap=1 - q, kl=1.0 + i, kl_matched_gap=0.1, reward_variance_ref=0.9,
+                             reward_variance_policy=0.5 - 0.05 * i, gold_value=q, ref_gold_value=0.0, gold_gain=q,
+                             proxy_gold_gap=0.1, overoptimized=0.0, beta=0.1, peak_gold=q, gold_drop=0.0))
+            steps = n_steps if i < n_subs - 1 else 2
+            for s in range(steps):
+                f = s / (steps - 1)
+                cks.append(dict(key, step=10 * s, kl=(1.0 + i) * f, gold_value=q * math.sin(1.6 * f),
+                                proxy_value=2 * f, value_gap=1 - q * f, normalized_score=q * f,
+                                reward_variance_policy=0.9 - 0.4 * f))
+    return pd.DataFrame(runs), pd.DataFrame(cks)
+
+
+def _images(text: str) -> dict[str, tuple[list, list]]:
+    """alt text -> (axes labels, legend texts) of every plot of a page."""
+    import json
+
+    out = {}
+    for alt, axes, legend in re.findall(r'<img alt="([^"]*)" data-axes="([^"]*)" data-legend="([^"]*)"', text):
+        out[html.unescape(alt)] = (json.loads(base64.b64decode(axes)), json.loads(base64.b64decode(legend)))
+    return out
+
+
+def test_trajectories_mark_final_checkpoint_gold_peak_and_beta_and_highlight_a_handful():
+    runs, cks = _many()
+    front = pd.DataFrame({"beta": [math.inf, 1.0, 0.1, 0.01], "kl": [0.0, 0.2, 1.0, 3.0],
+                          "gold_value": [0.0, 0.5, 1.0, 1.1]})
+    text = R.render_html(runs, cks, None, frontiers={"hump": front}, n_boot=50)
+    axes, legend = _images(text)["hump: gold and proxy value vs sqrt KL"]
+    assert "final checkpoint" in legend and "gold peak" in legend, legend
+    assert "gold optimum π*_β (β = 0.1)" in legend, legend  # the task's β, read off the frontier's β grid
+    assert [x for x in legend if x.startswith("sub")] == ["sub3", "sub2", "sub1", "sub0"]  # the 4 best-ranked
+    assert "others (faint)" in legend
+    assert all("√nats" in a["x"] and "units" in a["y"] for a in axes), axes  # labelled axes with units
+    # a per-task section: its heading, its table (one seed: the CI says n/a), then its plot
+    sec = text[text.index("<h3>hump</h3>"):]
+    assert sec.index('class="task"') < sec.index("hump: gold and proxy value")
+    assert "CI n/a (1 seed)" in sec[: sec.index("</table>")] and "β = 0.1" in sec[:400]
+
+
+def test_palette_is_okabe_ito_for_the_best_ranked_and_grey_for_the_rest():
+    names = [f"s{i}" for i in range(7)]
+    c = R._colors(names)
+    assert [c[n] for n in names[:R.HIGHLIGHT]] == list(R.OKABE_ITO[:R.HIGHLIGHT])
+    assert {c[n] for n in names[R.HIGHLIGHT:]} == {R.FAINT}
+    assert "#F0E442" not in R.OKABE_ITO  # Okabe–Ito's yellow is unreadable on white
+
+
+def test_gao_fit_is_drawn_only_with_enough_checkpoints():
+    kl = np.array([0.0, 0.5, 2.0])  # two checkpoints past π_ref: two parameters fit anything
+    assert R._gao_rl_curve(kl, np.array([0.0, 0.4, 0.5])) is None
+    kl = np.linspace(0.0, 4.0, 7)
+    x, y = R._gao_rl_curve(kl, np.sqrt(kl) * (1.0 - 0.3 * np.log(np.maximum(np.sqrt(kl), 1e-3))))
+    assert len(x) == len(y) == 64
+
+
+def test_variance_scatter_plots_the_final_policy_and_names_every_task():
+    runs, cks, fails = _frames()
+    text = R.render_html(runs, cks, fails, n_boot=50)
+    axes, legend = _images(text)["reward variance vs gold gain"]
+    assert len(axes) == 1 and "final policy" in axes[0]["x"]  # π_ref's variance is constant per task: not an axis
+    assert {f"task {t}" for t in TASKS} <= set(legend)
+
+
+def test_performance_profiles_and_probability_of_improvement_matrix():
+    runs, cks, fails = _frames()
+    ag = runs[runs["track"] == "agent"]
+    taus = np.array([-1.0, 0.5, 0.95])
+    prof = R.performance_profile(ag, taus)
+    # tilt: every run ≈ 0.9 → all above 0.5, none above 0.95; EVIL: one failed run (scores 0) of 6
+    assert prof["tilt"].tolist() == [1.0, 1.0, 0.0]
+    assert prof[EVIL][0] == 1.0 and prof[EVIL][1] == 0.0
+    text = R.render_html(runs, cks, fails, n_boot=50)
+    imgs = _images(text)
+    assert imgs["performance profiles"][0][0]["y"] == "fraction of runs with score > τ"
+    assert imgs["probability of improvement matrix"][0][-1] == {"colorbar": "P(X > Y)"}
+
+
+def test_a_board_whose_runs_all_failed_still_gets_a_report_that_says_so(tmp_path):
+    runs, _, fails = _frames()
+    bad = runs[(runs["submission"] == EVIL) & (runs["status"] == "failed")]
+    text = R.write_report(bad, None, fails, tmp_path / "r.html").read_text()
+    assert "No successful run yet" in text and "timeout" in text
+
+
+def test_header_names_the_date_versions_device_and_suite_digest(tmp_path):
+    import torch
+
+    import tiltenv
+    from leaderboard.store import Store
+    from leaderboard.suites import get_suite
+
+    s = get_suite("smoke")
+    path = R.report_for_suite(Store("sqlite://"), s, "dev", tmp_path / "r.html")
+    head = path.read_text()[: path.read_text().index("</table>")]
+    assert s.digest() in head and torch.__version__ in head and tiltenv.__version__ in head
+    assert "device" in head and re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", path.read_text())

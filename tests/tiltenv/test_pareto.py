@@ -146,3 +146,48 @@ def test_pareto_mask_keeps_the_first_of_equal_rows_and_front_weights_are_normali
     for f in ("values", "betas", "kl", "support"):
         np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-12, err_msg=f)
     np.testing.assert_allclose(b.support, b.values @ np.array([0.25, 0.75]), rtol=1e-12)
+
+
+def _tied_world(seed: int, m: int, C: int, K: int):
+    """Small integer golds (ties within a context are common) and a random π_ref."""
+    rng = np.random.default_rng(seed)
+    ref = M.log_normalize(rng.normal(size=(C, K))).numpy()
+    return ref, rng.integers(0, 3, size=(m, C, K)).astype(np.float64)
+
+
+@pytest.mark.parametrize("m,C", [(2, 1), (3, 1), (2, 2)])
+def test_front_points_are_non_dominated_at_every_weight_when_dimensions_tie(m, C):
+    """Issue 19: at a boundary weight (λ = (1, 0)) the argmax of λ·r can tie in a context; the front must then pick,
+    among the maximizers, the best of the other dimensions (lexicographically), never a dominated point. Brute force:
+    every policy on a simplex grid within the KL budget; a front point is wrong if one of them is at least as good in
+    every dimension and better in one."""
+    K = 3
+    P = _simplex_policies(K, 60 if C == 1 else 24)
+    W = M.simplex_grid(m, 2)  # includes the vertices (1, 0, …) where ties bite
+    n_worlds = 12 if C == 1 else 4
+    for seed in range(n_worlds):
+        ref, golds = _tied_world(seed, m, C, K)
+        if C == 1:
+            V, kl = P @ golds[:, 0, :].T, _kl_rows(P, ref[0])
+        else:  # every pair of per-context policies, the budget is the mean KL
+            V = ((P @ golds[:, 0, :].T)[:, None, :] + (P @ golds[:, 1, :].T)[None, :, :]).reshape(-1, m) / 2
+            kl = ((_kl_rows(P, ref[0])[:, None] + _kl_rows(P, ref[1])[None, :]) / 2).reshape(-1)
+        for kappa in (0.6, 10.0):
+            feasible = V[kl <= kappa + 1e-12]
+            front = M.pareto_front(ref, golds, kappa, W)
+            assert np.all(front.kl <= kappa + 1e-9)
+            for w, v in zip(W, front.values):
+                better = np.all(feasible >= v - 1e-9, axis=1) & np.any(feasible > v + 1e-6, axis=1)
+                assert not better.any(), (seed, kappa, w, v, feasible[better][:1])
+                assert (feasible @ w).max() <= v @ w + 1e-9  # and it still maximizes λ·V
+
+
+def test_lexicographic_ties_follow_the_dimension_order():
+    """One context, candidate 0 and 1 tie in r_1 = 1; among them r_2 decides, a r_3 tie after that is kept fair."""
+    ref = np.log(np.full((1, 4), 0.25))
+    golds = np.array([[[1.0, 1.0, 1.0, 0.0]], [[0.0, 2.0, 2.0, 5.0]], [[0.0, 1.0, 3.0, 9.0]]])
+    front = M.pareto_front(ref, golds, 10.0, [[1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(front.values[0], [1.0, 2.0, 3.0], atol=1e-12)  # candidate 2: r_1 tie, r_2 tie, best r_3
+    small = M.pareto_front(ref, golds, 0.5, [[1.0, 0.0, 0.0]])  # log(4/3) ≈ 0.288 reaches the r_1 ties; 0.212 left
+    assert small.values[0][0] == pytest.approx(1.0) and small.kl[0] == pytest.approx(0.5, abs=1e-9)
+    assert 1.0 < small.values[0][1] < 2.0  # the rest of the budget tilts toward r_2 within the tie

@@ -239,6 +239,33 @@ def _solve_betas(ref: torch.Tensor, S: torch.Tensor, kappa: float, kl_max: torch
     return betas
 
 
+def _lexicographic(ref: torch.Tensor, g: torch.Tensor, s: torch.Tensor, kappa: float) -> torch.Tensor:
+    """The maximizer of ``mean λ·r`` (``s``, (C, K)) at mean KL ≤ κ when its argmax fits in the budget (β = 0), with
+    ties resolved toward the dimensions ``g[0], g[1], …`` in turn (lexicographically).
+
+    With β > 0 the maximizer is unique (KL is strictly convex and the budget binds). With β = 0 every policy on the
+    argmax sets ``A_x`` of ``s`` within the budget is a maximizer; when a context has several, the tilt's share in
+    proportion to π_ref can be dominated (issue 19: K = 3, κ = 0.6, λ = (1, 0)). Among those maximizers, the best
+    ``V_i`` is again a tilt: on π_ref restricted to ``A_x`` and renormalized (``π'_ref = π_ref 1_A / Z_x``), since
+    for π on ``A``, ``KL(π‖π_ref) = KL(π‖π'_ref) − log Z_x``, the budget left is ``κ + mean log Z_x``.
+    """
+    cur, budget = ref, float(kappa)
+    for i in range(g.shape[0] + 1):
+        lp = tilt_logp(cur, s, 0.0)  # the argmax set of s within cur's support, in proportion to cur
+        on = lp > -math.inf
+        log_z = torch.logsumexp(torch.where(on, cur, -math.inf), -1)  # (C,) ≤ 0
+        budget = max(budget + float(log_z.mean()), 0.0)
+        cur = lp  # π_ref restricted to the argmax sets, renormalized
+        if i == g.shape[0] or budget <= 0.0:
+            return cur
+        s = g[i]
+        kl_max = kl_divergence(tilt_logp(cur, s, 0.0), cur)
+        if kl_max > budget:  # the next dimension uses the whole budget left: a unique tilt
+            beta = float(_solve_betas(cur, s.unsqueeze(0), budget, torch.tensor([kl_max], dtype=torch.float64))[0])
+            return tilt_logp(cur, s, beta)
+    return cur
+
+
 def _front(ref: torch.Tensor, g: torch.Tensor, W: torch.Tensor, kappa: float):
     """Tilts of ``W``-scalarized golds at mean KL κ. ``W``: (L, m) shared or (L, C, m) per context."""
     if W.ndim == 2:
@@ -257,7 +284,7 @@ def _front(ref: torch.Tensor, g: torch.Tensor, W: torch.Tensor, kappa: float):
             logps.append(ref.clone())
         elif not bool(kl_max[l] > kappa):
             betas[l] = 0.0
-            logps.append(lp0[l])
+            logps.append(_lexicographic(ref, g, S[l], kappa))
         else:
             logps.append(tilt_logp(ref, S[l], float(betas[l])))
     lp = torch.stack(logps)  # (L, C, K)
