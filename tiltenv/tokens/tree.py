@@ -18,7 +18,7 @@ import torch
 from tiltenv._validation import check_footprint
 from tiltenv.tokens.model import check_sequence_policy
 
-__all__ = ["all_responses", "response_index", "tree_logp", "token_logp", "sequence_logp", "sample_responses",
+__all__ = ["all_responses", "response_index", "tree_logp", "token_logp", "sequence_logp", "sample_responses", "TablePolicy",
            "tree_footprint"]
 
 #: Bytes one chunk of prompts may hold while expanding the tree (about; keeps temporaries in memory bounds).
@@ -117,3 +117,49 @@ def sample_responses(policy: Any, prompts: torch.Tensor, L: int, generator: torc
             if t + 1 < L:
                 state = policy.advance(state, y)
     return torch.stack(toks, 1), logp
+
+
+class TablePolicy(torch.nn.Module):
+    """A sequence policy given by a (C, V^L) table of log-probabilities over the responses of C known prompts
+    (e.g. the gold tilt ``π*_β`` of the evaluation prompts): its next-token law is the table's conditional,
+    ``π(v | c, y_<t) = Σ_{y ⊒ y_<t v} π(y|c) / Σ_{y ⊒ y_<t} π(y|c)``, so :func:`tree_logp` gives the table back.
+
+    Any law over V^L responses factorizes this way: every response-level policy is an autoregressive one.
+    The state is (row of the prompt, index of the prefix, its length).
+    """
+
+    def __init__(self, prompts: torch.Tensor, logp: torch.Tensor, V: int, L: int) -> None:
+        super().__init__()
+        if tuple(logp.shape) != (prompts.shape[0], V**L):
+            raise ValueError(f"logp must have shape (C={prompts.shape[0]}, V^L={V**L}) (got {tuple(logp.shape)}).")
+        self.V, self.L = int(V), int(L)
+        self.prompts = prompts.to(torch.int64)
+        lp = logp.to(torch.float64)
+        self.marginals = [lp]  # marginals[L - l]: (C, V^l) log mass of each length-l prefix
+        for _ in range(L):
+            lp = torch.logsumexp(lp.reshape(lp.shape[0], -1, V), -1)
+            self.marginals.append(lp)
+        self.marginals.reverse()  # marginals[l]: (C, V^l)
+
+    def initial_state(self, prompts: torch.Tensor) -> torch.Tensor:
+        match = (prompts.to(torch.int64)[:, None, :] == self.prompts[None]).all(-1)
+        found = match.any(1)
+        if not bool(found.all()):
+            raise ValueError(f"TablePolicy knows only its {self.prompts.shape[0]} prompts; got an unknown prompt "
+                             f"{prompts[~found][0].tolist()}.")
+        row = match.to(torch.int64).argmax(1)
+        return torch.stack([row, torch.zeros_like(row), torch.zeros_like(row)], 1)
+
+    def next_logits(self, state: torch.Tensor) -> torch.Tensor:
+        row, prefix, level = state.unbind(1)
+        out = torch.empty((state.shape[0], self.V), dtype=torch.float64)
+        for lv in torch.unique(level).tolist():
+            sel = level == lv
+            nxt = self.marginals[lv + 1].reshape(self.prompts.shape[0], -1, self.V)
+            cond = nxt[row[sel], prefix[sel]] - self.marginals[lv][row[sel], prefix[sel]][:, None]
+            out[sel] = torch.where(torch.isnan(cond), 0.0, cond)  # a prefix of probability 0: any law (uniform)
+        return out
+
+    def advance(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        row, prefix, level = state.unbind(1)
+        return torch.stack([row, prefix * self.V + tokens.to(torch.int64), level + 1], 1)
