@@ -19,7 +19,13 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["ARModel", "PrefixPolicy", "Featurizer", "check_sequence_policy"]
+__all__ = ["ARModel", "PrefixPolicy", "Featurizer", "check_sequence_policy", "all_responses"]
+
+
+def all_responses(V: int, L: int) -> torch.Tensor:
+    """Every response in enumeration order: (V^L, L) int64."""
+    grids = torch.meshgrid(*[torch.arange(V)] * L, indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grids], -1)
 
 
 class ARModel(torch.nn.Module):
@@ -120,8 +126,6 @@ class Featurizer(torch.nn.Module):
         self.register_buffer("tok", torch.randn((V, d), generator=g, dtype=torch.float64))
         self.register_buffer("pos", torch.randn((prompt_len + L, d), generator=g, dtype=torch.float64))
         self.register_buffer("mix", torch.randn((d, 2 * d), generator=g, dtype=torch.float64) / math.sqrt(2 * d))
-        from tiltenv.tokens.tree import all_responses
-
         raw = self._response_raw(all_responses(V, L))
         self.register_buffer("s_rms", raw.pow(2).mean().sqrt())
         self._table: torch.Tensor | None = None
@@ -142,8 +146,6 @@ class Featurizer(torch.nn.Module):
     def response_table(self) -> torch.Tensor:
         """s(y) of all V^L responses in enumeration order, (K, d) float64 (cached)."""
         if self._table is None:
-            from tiltenv.tokens.tree import all_responses
-
             self._table = self.response_embedding(all_responses(self.V, self.L))
         return self._table
 

@@ -16,19 +16,13 @@ from typing import Any
 import torch
 
 from tiltenv._validation import check_footprint
-from tiltenv.tokens.model import check_sequence_policy
+from tiltenv.tokens.model import all_responses, check_sequence_policy
 
 __all__ = ["all_responses", "response_index", "tree_logp", "token_logp", "sequence_logp", "sample_responses", "TablePolicy",
            "tree_footprint"]
 
 #: Bytes one chunk of prompts may hold while expanding the tree (about; keeps temporaries in memory bounds).
 CHUNK_BYTES = 64 * 2**20
-
-
-def all_responses(V: int, L: int) -> torch.Tensor:
-    """Every response in enumeration order: (V^L, L) int64."""
-    grids = torch.meshgrid(*[torch.arange(V)] * L, indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grids], -1)
 
 
 def response_index(responses: torch.Tensor, V: int) -> torch.Tensor:
