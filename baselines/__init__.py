@@ -39,6 +39,7 @@ from baselines.reinforce import REINFORCE, REINFORCEConfig
 from baselines.rloo import RLOO, RLOOConfig
 from baselines.sb3_ppo import SB3PPO, SB3PPOConfig
 from baselines.tilt import Tilt, TiltConfig, beta_sweep, chi2_tilt_logp
+from baselines.token_pg import TokenPG, TokenPGConfig  # token-level (tiltenv/Tokens-v0); not a bandit agent
 
 __all__ = [
     "BASELINES",
@@ -71,6 +72,8 @@ __all__ = [
     "DPOConfig",
     "SB3PPO",
     "SB3PPOConfig",
+    "TokenPG",
+    "TokenPGConfig",
 ]
 
 #: name -> (agent class, config class).

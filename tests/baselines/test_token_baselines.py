@@ -22,6 +22,14 @@ def tiny():
     return make_world(TokenConfig(**TINY))
 
 
+SMALL = dict(V=4, L=3, n_labels=300, n_eval_contexts=16, n_norm_contexts=16)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_world(TokenConfig(**SMALL))
+
+
 def _setup(world):
     task = world.task
     policy = task.make_policy().double()
@@ -105,8 +113,8 @@ def test_grpo_k3_in_the_loss_is_the_per_prefix_forward_kl(tiny):
     assert torch.allclose(_grad(loss, policy), _grad(target, policy), atol=1e-10, rtol=0)
 
 
-def test_step_zero_is_ref_exactly_and_training_raises_the_proxy(tiny):
-    world = make_world(TokenConfig(V=4, L=3, n_labels=300, n_eval_contexts=16, n_norm_contexts=16))
+def test_step_zero_is_ref_exactly_and_training_raises_the_proxy(small):
+    world = small
     snaps = {}
     agent = TokenPG(algorithm="rloo", learning_rate=0.03, batch_size=16).fit(
         world.task, proxy_queries=1536, checkpoint=lambda step, pol: snaps.__setitem__(step, pol))
@@ -119,11 +127,11 @@ def test_step_zero_is_ref_exactly_and_training_raises_the_proxy(tiny):
     assert all(torch.equal(a, b) for a, b in zip(agent.model.parameters(), again.model.parameters()))
 
 
-def test_grpo_and_reinforce_train(tiny):
-    world = make_world(TokenConfig(V=4, L=3, n_labels=300, n_eval_contexts=16, n_norm_contexts=16))
+def test_grpo_and_reinforce_train(small):
+    world = small
     base = world.judge.evaluate(world.task.ref_model)["proxy_value"]
     for alg in ("grpo", "reinforce"):
-        agent = TokenPG(algorithm=alg, learning_rate=0.03, batch_size=16).fit(world.task, proxy_queries=1536)
+        agent = TokenPG(algorithm=alg, learning_rate=0.03, batch_size=16).fit(world.task, proxy_queries=1024)
         assert world.judge.evaluate(agent.model)["proxy_value"] > base + 0.2, alg
 
 
@@ -136,19 +144,19 @@ def test_config_errors():
         TokenPGConfig(learning_rat=0.1)
 
 
-def test_sb3_ppo_raises_the_proxy_on_the_token_env():
+def test_sb3_ppo_raises_the_proxy_on_the_token_env(small):
     from stable_baselines3 import PPO
 
     from baselines.token_sb3 import SB3TokenPolicy
 
-    kw = dict(V=4, L=3, n_labels=300, n_eval_contexts=16, n_norm_contexts=16)
-    env = gym.make("tiltenv/Tokens-v0", **kw)
-    world = make_world(TokenConfig(**kw))
-    model = PPO("MultiInputPolicy", env, n_steps=384, batch_size=96, learning_rate=3e-3, seed=0, verbose=0, device="cpu")
+    world = small
+    env = gym.make("tiltenv/Tokens-v0", **SMALL)
+    model = PPO("MultiInputPolicy", env, n_steps=384, batch_size=96, n_epochs=4, learning_rate=5e-3, seed=0, verbose=0,
+                device="cpu")
     before = world.judge.evaluate(SB3TokenPolicy(model, world.task))
-    model.learn(3072)
+    model.learn(1152)  # 384 responses of 3 tokens; measured: exact proxy value 0.28 -> 1.59
     after = world.judge.evaluate(SB3TokenPolicy(model, world.task))
-    assert after["proxy_value"] > before["proxy_value"] + 0.3, (before["proxy_value"], after["proxy_value"])
+    assert after["proxy_value"] > before["proxy_value"] + 0.5, (before["proxy_value"], after["proxy_value"])
     # the SB3 adapter is a law over the V^L responses
     lp = world.judge.policy_logp(SB3TokenPolicy(model, world.task))
     assert float((lp.exp().sum(-1) - 1).abs().max()) < 1e-12
