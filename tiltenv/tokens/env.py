@@ -175,9 +175,13 @@ class TokenVectorEnv(_TokenMixin, VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._gen: torch.Generator | None = None
         self._prompt: torch.Tensor | None = None
+        # arrays that are the same every episode: one read-only copy each, shared (as the bandit vector env does)
         self._mask = np.ones(self.num_envs, dtype=bool)
-        self._mask.flags.writeable = False
         self._no = np.zeros(self.num_envs, dtype=bool)
+        self._zeros = torch.zeros(self.num_envs, dtype=torch.float64)
+        self._positions = [np.full(self.num_envs, t, dtype=np.int64) for t in range(self.L + 1)]
+        for arr in (self._mask, self._no, *self._positions):
+            arr.flags.writeable = False
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         if isinstance(seed, (list, tuple)):
@@ -190,44 +194,54 @@ class TokenVectorEnv(_TokenMixin, VectorEnv):
 
     def _new_episodes(self) -> None:
         self._prompt = self.task.sampler.prompts(self.num_envs, self._gen)
+        self._prompt_np = self._prompt.numpy()
+        self._prompt_np.flags.writeable = False
         self.task.budget.contexts_sampled += self.num_envs
         self._tokens = torch.full((self.num_envs, self.L), self.V, dtype=torch.int64)
         self._pos = 0
         self._ref_state = self.task.ref_model.initial_state(self._prompt) if self.kl_coef > 0 else None
 
     def _obs(self) -> dict[str, Any]:
-        obs = {"prompt": self._prompt, "tokens": self._tokens.clone(),
-               "position": torch.full((self.num_envs,), self._pos, dtype=torch.int64)}
-        return obs if self.output == "torch" else {k: v.numpy() for k, v in obs.items()}
+        if self.output == "torch":
+            return {"prompt": self._prompt, "tokens": self._tokens.clone(),
+                    "position": torch.full((self.num_envs,), self._pos, dtype=torch.int64)}
+        return {"prompt": self._prompt_np, "tokens": self._tokens.numpy().copy(), "position": self._positions[self._pos]}
 
     def step(self, actions: Any):
         if self._prompt is None:
             raise RuntimeError("call reset() before step().")
-        a = actions if isinstance(actions, torch.Tensor) else torch.as_tensor(np.asarray(actions))
-        if a.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},) (got {tuple(a.shape)}).")
-        a = self._check_actions(a.cpu())
-        rewards = torch.zeros(self.num_envs, dtype=torch.float64)
+        if isinstance(actions, np.ndarray) and actions.dtype.kind in "iu" and actions.shape == (self.num_envs,):
+            lo, hi = actions.min(), actions.max()  # the common case, checked on the host without a tensor op
+            if lo < 0 or hi >= self.V:
+                raise ValueError(f"action must be a token in [0, {self.V - 1}] (V={self.V}); got "
+                                 f"{actions[(actions < 0) | (actions >= self.V)].tolist()[:8]}.")
+            a = torch.from_numpy(actions.astype(np.int64, copy=False))
+        else:
+            a = actions if isinstance(actions, torch.Tensor) else torch.as_tensor(np.asarray(actions))
+            if a.shape != (self.num_envs,):
+                raise ValueError(f"actions must have shape ({self.num_envs},) (got {tuple(a.shape)}).")
+            a = self._check_actions(a.cpu())
+        rewards = self._zeros
         if self.kl_coef > 0:
             with torch.no_grad():
                 lp = torch.log_softmax(self.task.ref_model.next_logits(self._ref_state).to(torch.float64), -1)
-                rewards += self.kl_coef * lp.gather(1, a[:, None]).squeeze(1)
+                rewards = rewards + self.kl_coef * lp.gather(1, a[:, None]).squeeze(1)
                 self._ref_state = self.task.ref_model.advance(self._ref_state, a)
         self._tokens[:, self._pos] = a
         self._pos += 1
         info: dict[str, Any] = {}
         done = self._pos == self.L
         if done:
-            rewards += self.task.reward(self._prompt, self._tokens).to(torch.float64)
+            rewards = rewards + self.task.reward(self._prompt, self._tokens).to(torch.float64)
             final = self._obs()
             self._new_episodes()
             info = {"final_obs": FinalObs(final, self.num_envs), "_final_obs": self._mask, "final_info": {},
                     "_final_info": self._mask}
         obs = self._obs()
-        term = np.full(self.num_envs, done)
+        term = self._mask if done else self._no
         if self.output == "torch":
-            return obs, rewards.to(torch.float32), torch.from_numpy(term), torch.zeros(self.num_envs, dtype=torch.bool), info
-        return obs, rewards.to(torch.float32).numpy(), term, self._no.copy(), info
+            return obs, rewards.to(torch.float32), torch.from_numpy(term.copy()), torch.zeros(self.num_envs, dtype=torch.bool), info
+        return obs, rewards.to(torch.float32).numpy(), term, self._no, info
 
     @property
     def np_random(self) -> np.random.Generator:
