@@ -41,6 +41,7 @@ from baselines.reinforce import REINFORCE, REINFORCEConfig
 from baselines.rloo import RLOO, RLOOConfig
 from baselines.sb3_ppo import SB3PPO, SB3PPOConfig
 from baselines.tilt import Tilt, TiltConfig, beta_sweep, chi2_tilt_logp
+from baselines.token_pg import TokenPG, TokenPGConfig  # token-level (tiltenv/Tokens-v0); not a bandit agent
 
 __all__ = [
     "BASELINES",
@@ -75,6 +76,8 @@ __all__ = [
     "SB3PPOConfig",
     "LabelCeiling",
     "LabelCeilingConfig",
+    "TokenPG",
+    "TokenPGConfig",
 ]
 
 #: name -> (agent class, config class).

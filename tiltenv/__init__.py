@@ -22,6 +22,7 @@ from tiltenv.config import TabularConfig, TaskConfig
 from tiltenv.evaluation import best_of_n_sweep, evaluate, tilt_sweep
 from tiltenv.links import LINKS, get_link
 from tiltenv.multiobjective import MultiObjectiveConfig
+from tiltenv.tokens import TokenConfig
 from tiltenv.world import Judge, PublicTask, World, make_world
 
 __version__ = "0.1.0"
@@ -30,6 +31,7 @@ __all__ = [
     "TaskConfig",
     "TabularConfig",
     "MultiObjectiveConfig",
+    "TokenConfig",
     "make_world",
     "World",
     "PublicTask",
@@ -120,12 +122,19 @@ TASKS: dict[str, tuple[type, dict, str]] = {
         "General multi-objective task: m hidden indices at set cosines, per-dimension links and labels, fixed / "
         "context-type / hidden (trade-off-revealed) weights; every MultiObjectiveConfig field is a kwarg.",
     ),
+    "Tokens": (
+        TokenConfig,
+        {},
+        "Token sequences: an autoregressive policy emits L tokens over V, one per step, proxy reward at the end; "
+        "all V^L responses are enumerated, so gold value, KL, J*_β and the best-of-n law stay exact (tiltenv.tokens).",
+    ),
 }
 
 #: Env classes of the config classes that are not single-index: (entry point, vector entry point).
 _ENTRY_POINTS = {
     TabularConfig: ("tiltenv.envs:TabularEnv", "tiltenv.envs:TabularVectorEnv"),
     MultiObjectiveConfig: ("tiltenv.mo_envs:MultiObjectiveEnv", "tiltenv.mo_envs:MultiObjectiveVectorEnv"),
+    TokenConfig: ("tiltenv.tokens.env:TokenEnv", "tiltenv.tokens.env:TokenVectorEnv"),
 }
 
 VERSION = 0

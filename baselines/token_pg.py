@@ -1,0 +1,209 @@
+r"""Token-level policy gradient over sampled responses: REINFORCE, RLOO and GRPO on a token task.
+
+The policy is an autoregressive network initialized **at** π_ref (``task.make_policy()``: the π_ref GRU's
+architecture and weights, so step 0 is π_ref exactly). Each update draws ``batch_size`` fresh prompts, samples
+``num_generations`` responses per prompt token by token from the current policy, scores each full response
+with the proxy (one counted query each) and takes one optimizer step per ``num_iterations``. The KL to π_ref is
+applied as TRL applies it, per token, with Schulman's estimators of ``log ρ_t = log π_ref(y_t|·) − log π(y_t|·)``
+(:func:`baselines.pg.kl_estimate`):
+
+* ``kl_penalty="reward"`` (REINFORCE, RLOO; TRL's RLOO/PPO): the sequence reward is
+  ``R = r̂ − β Σ_t k(log ρ_t)`` (detached). With ``k1`` the expected gradient is exactly
+  ``∇(E_π r̂ − β KL(π‖π_ref))`` (the sequence KL is the sum of the per-token ones), fixed point the tilt.
+* ``kl_penalty="loss"`` (GRPO; TRL's GRPOTrainer): ``β k(log ρ_t)`` with the current, differentiable
+  ``log π`` is added to each token's loss. With ``k3`` (the default, Shao et al. eq. 4) its on-policy gradient is
+  ``β Σ_t E_{y_<t∼π} ∇KL(π_ref(·|y_<t) ‖ π(·|y_<t))``: the forward KL per prefix (cf. :mod:`baselines.grpo`).
+
+Per algorithm (one sample ``y_i`` of a prompt's group; ``log π(y) = Σ_t log π(y_t|·)``):
+
+* ``reinforce`` (Williams 1992): loss ``−(R_i − b) log π(y_i)``, ``b`` the batch mean of ``R``;
+* ``rloo`` (Ahmadian et al. 2024): ``b_i`` the mean ``R`` of the other ``k − 1`` samples of the prompt;
+* ``grpo`` (Shao et al. 2024, eq. 3): ``Â_i = (R_i − mean_g R) / (std_g R + 1e-4)`` (``scale_rewards``), per token
+  ``−min(ρ_t Â_i, clip(ρ_t, 1−ε, 1+ε) Â_i)`` with ``ρ_t = π(y_t|·)/π_old(y_t|·)``, averaged over the L tokens
+  (TRL's ``loss_type="grpo"``; every response has length L).
+
+``exact_expectation=True`` replaces the samples of each prompt by **all** V^L responses weighted by
+``π_old(y|c)`` (V^L queries a prompt): every loss becomes its exact expectation — the tests' check that the
+sampled gradient is unbiased for the exact one on a tiny world.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import field
+from typing import Any
+
+import torch
+
+from baselines.base import check_beta, check_optimizer, config_dataclass, finite_or_raise, log_spaced_points, make_optimizer
+from baselines.pg import kl_estimate
+from tiltenv._validation import check_choice, check_float, check_int
+from tiltenv.tokens.tree import all_responses, sample_responses, token_logp
+from tiltenv.world import torch_generator
+
+__all__ = ["TokenPGConfig", "TokenPG", "TOKEN_ALGORITHMS", "token_pg_loss"]
+
+TOKEN_ALGORITHMS = ("reinforce", "rloo", "grpo")
+
+
+@config_dataclass
+class TokenPGConfig:
+    """Token-level policy gradient (module docstring). ``kl_penalty``/``kl_estimator`` default by algorithm:
+    ``reward``/``k1`` for REINFORCE and RLOO, ``loss``/``k3`` for GRPO (TRL's choices)."""
+
+    algorithm: str = field(default="rloo", metadata={"help": f"One of {TOKEN_ALGORITHMS}."})
+    beta: float | None = field(default=None, metadata={"help": "KL coefficient β (None: the task's β)."})
+    learning_rate: float = field(default=0.01, metadata={"help": "Optimizer step size."})
+    optimizer: str = field(default="adam", metadata={"help": "'adam' or plain 'sgd'."})
+    batch_size: int = field(default=32, metadata={"help": "Prompts per update."})
+    num_generations: int = field(default=4, metadata={"help": "Responses sampled per prompt (k / G); ≥ 2 for rloo, grpo."})
+    kl_penalty: str | None = field(default=None, metadata={"help": "'reward' or 'loss' (None: by algorithm)."})
+    kl_estimator: str | None = field(default=None, metadata={"help": "'k1', 'k2' or 'k3' (None: by algorithm)."})
+    epsilon: float = field(default=0.2, metadata={"help": "GRPO clip range ε."})
+    scale_rewards: str = field(default="group", metadata={"help": "GRPO: divide by the 'group' std, 'batch' std or 'none'."})
+    num_iterations: int = field(default=1, metadata={"help": "Gradient steps per batch (ratios vs π_old)."})
+    exact_expectation: bool = field(default=False, metadata={"help": "All V^L responses weighted by π_old (exact "
+                                                                     "expected gradients; V^L queries a prompt)."})
+    seed: int = field(default=0, metadata={"help": "Seeds prompts and sampling."})
+
+    def __post_init__(self) -> None:
+        check_choice("algorithm", self.algorithm, TOKEN_ALGORITHMS)
+        self.beta = check_beta(self.beta)
+        self.learning_rate = check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        self.optimizer = check_optimizer(self.optimizer)
+        self.batch_size = check_int("batch_size", self.batch_size, low=1)
+        low = 2 if self.algorithm in ("rloo", "grpo") and not self.exact_expectation else 1
+        self.num_generations = check_int("num_generations", self.num_generations, low=low)
+        if self.kl_penalty is None:
+            self.kl_penalty = "loss" if self.algorithm == "grpo" else "reward"
+        check_choice("kl_penalty", self.kl_penalty, ("reward", "loss"))
+        if self.kl_estimator is None:
+            self.kl_estimator = "k3" if self.kl_penalty == "loss" else "k1"
+        check_choice("kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        self.epsilon = check_float("epsilon", self.epsilon, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_choice("scale_rewards", self.scale_rewards, ("group", "batch", "none"))
+        self.num_iterations = check_int("num_iterations", self.num_iterations, low=1)
+        if not isinstance(self.exact_expectation, bool):
+            raise TypeError(f"exact_expectation must be True or False (got {self.exact_expectation!r}).")
+        self.seed = check_int("seed", self.seed, low=0, high=2**63 - 1)
+
+
+def token_pg_loss(cfg: TokenPGConfig, beta: float, tok_lp: torch.Tensor, old_tok: torch.Tensor, ref_tok: torch.Tensor,
+                  proxy: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The loss of one batch, laid out as ``(B prompts, k samples)`` groups.
+
+    Args:
+        tok_lp: (B, k, L) current per-token log π (differentiable); old_tok: (B, k, L) at sampling (detached);
+        ref_tok: (B, k, L) log π_ref; proxy: (B, k) proxy rewards; weights: (B, k), rows summing to 1
+        (``1/k`` when sampled; ``π_old(y|c)`` under ``exact_expectation``).
+    """
+    w = weights
+    mean = lambda x: (w * x).sum(-1, keepdim=True)  # noqa: E731 (the group's (weighted) mean)
+    R = proxy.to(torch.float64)
+    if cfg.kl_penalty == "reward":
+        R = R - beta * kl_estimate(ref_tok - old_tok, cfg.kl_estimator).sum(-1)
+    k = R.shape[1]
+    exact = cfg.exact_expectation
+    if cfg.algorithm == "reinforce":
+        A = R - mean(R).mean()
+    elif cfg.algorithm == "rloo":
+        A = R - (mean(R) if exact else (R.sum(-1, keepdim=True) - R) / (k - 1))
+    else:
+        A = R - mean(R)
+        if cfg.scale_rewards == "group":
+            A = A / (mean((R - mean(R)) ** 2).sqrt() if exact else R.std(-1, keepdim=True)) .add(1e-4)
+        elif cfg.scale_rewards == "batch":
+            A = A / (R.std() + 1e-4)
+    A = A.detach()
+    if cfg.algorithm == "grpo":
+        ratio = (tok_lp - old_tok).exp()
+        surr = torch.minimum(ratio * A[..., None], ratio.clamp(1 - cfg.epsilon, 1 + cfg.epsilon) * A[..., None])
+        per_token = -surr
+        if cfg.kl_penalty == "loss":
+            per_token = per_token + beta * kl_estimate(ref_tok - tok_lp, cfg.kl_estimator)
+        per_sample = per_token.mean(-1)
+    else:
+        per_sample = -A * tok_lp.sum(-1)
+        if cfg.kl_penalty == "loss":
+            per_sample = per_sample + beta * kl_estimate(ref_tok - tok_lp, cfg.kl_estimator).sum(-1)
+    return (w * per_sample).sum(-1).mean()
+
+
+class TokenPG:
+    """REINFORCE / RLOO / GRPO on a :class:`~tiltenv.tokens.TokenTask` (module docstring).
+
+    ``fit(task, proxy_queries, checkpoint)`` trains ``self.model`` (a GRU initialized at π_ref); ``checkpoint(step,
+    policy)`` is called at log-spaced query counts (and step 0) with a frozen copy, which
+    ``world.judge.evaluate`` scores exactly.
+
+    Example:
+        >>> from tiltenv import make_world
+        >>> from tiltenv.tokens import TokenConfig
+        >>> world = make_world(TokenConfig(V=4, L=3, n_labels=300, n_eval_contexts=8, n_norm_contexts=8))
+        >>> agent = TokenPG(TokenPGConfig(algorithm="rloo", learning_rate=0.02)).fit(world.task, proxy_queries=2048)
+        >>> res = world.judge.evaluate(agent.model)
+        >>> res["proxy_value"] > world.judge.evaluate(world.task.ref_model)["proxy_value"]
+        True
+    """
+
+    def __init__(self, config: TokenPGConfig | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise TypeError("pass a TokenPGConfig or keyword fields, not both.")
+        self.config = config if config is not None else TokenPGConfig(**kwargs)
+        self.model: Any = None
+        self.history: list[dict[str, float]] = []
+
+    def fit(self, task: Any, proxy_queries: int = 65_536, checkpoint: Callable[[int, Any], None] | None = None,
+            n_checkpoints: int = 12, wall_time: float | None = None) -> "TokenPG":
+        cfg = self.config
+        proxy_queries = check_int("proxy_queries", proxy_queries, low=1)
+        beta = task.beta if cfg.beta is None else cfg.beta
+        self.model = model = task.make_policy()
+        ref = task.ref_model
+        opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.learning_rate)
+        g = torch_generator(cfg.seed)
+        V, L = task.V, task.L
+        per_update = cfg.batch_size * (V**L if cfg.exact_expectation else cfg.num_generations)
+        pending = log_spaced_points(proxy_queries, n_checkpoints, first=per_update)  # query counts to checkpoint at
+        if checkpoint is not None:
+            checkpoint(0, self.snapshot())
+        used, start = 0, time.perf_counter()
+        while used + per_update <= proxy_queries:
+            prompts = task.sample_prompts(cfg.batch_size, generator=g)
+            if cfg.exact_expectation:
+                ys = all_responses(V, L).repeat(cfg.batch_size, 1)
+                rep = prompts.repeat_interleave(V**L, 0)
+            else:
+                rep = prompts.repeat_interleave(cfg.num_generations, 0)
+                ys, _ = sample_responses(model, rep, L, g)
+            k = ys.shape[0] // cfg.batch_size
+            proxy = task.reward(rep, ys).reshape(cfg.batch_size, k)
+            with torch.no_grad():
+                old_tok = token_logp(model, rep, ys).reshape(cfg.batch_size, k, L)
+                ref_tok = token_logp(ref, rep, ys).reshape(cfg.batch_size, k, L)
+            weights = (old_tok.sum(-1).exp() if cfg.exact_expectation
+                       else torch.full((cfg.batch_size, k), 1.0 / k, dtype=torch.float64))
+            for _ in range(cfg.num_iterations):
+                tok_lp = token_logp(model, rep, ys).reshape(cfg.batch_size, k, L)
+                loss = token_pg_loss(cfg, beta, tok_lp, old_tok, ref_tok, proxy, weights)
+                finite_or_raise(loss, "the token policy-gradient loss")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            used += per_update
+            self.history.append({"queries": used, "loss": float(loss.detach()), "proxy": float((weights * proxy).sum(-1).mean())})
+            last = used + per_update > proxy_queries
+            if checkpoint is not None and ((pending and used >= pending[0]) or last):
+                checkpoint(used, self.snapshot())
+            while pending and pending[0] <= used:
+                pending.pop(0)
+            if wall_time is not None and time.perf_counter() - start > wall_time:
+                break
+        return self
+
+    def snapshot(self) -> Any:
+        """A frozen copy of the current policy."""
+        return copy.deepcopy(self.model).requires_grad_(False).eval()
