@@ -486,8 +486,11 @@ class _Child:
             try:
                 self._start_jail(sub, limits, device, cfg, network)
             except BaseException:
-                os.close(p2c_r), os.close(c2p_w), os.close(p2c_w), os.close(c2p_r)
+                for fd in (p2c_r, c2p_w, p2c_w, c2p_r):
+                    os.close(fd)
                 self._end_jail()
+                if self.cg is not None:
+                    self.cg.close()
                 self.log.close()
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 raise
@@ -506,6 +509,11 @@ class _Child:
                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                 )
                 self.pid = self.popen.pid
+        except BaseException:
+            self._end_jail()
+            if self.cg is not None:
+                self.cg.close()
+            raise
         finally:
             os.close(p2c_r)
             os.close(c2p_w)

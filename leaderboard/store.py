@@ -619,6 +619,7 @@ def _make_engine(url: str) -> sa.Engine:
         raise StoreError(f"not a database URL: {raw!r} ({e}). Supported: {_SUPPORTED_URLS}.") from e
     shown = parsed.render_as_string(hide_password=True)
     kwargs: dict[str, Any] = {}
+    board_file: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
@@ -628,7 +629,7 @@ def _make_engine(url: str) -> sa.Engine:
                     f"cannot open the board database {shown}: directory {str(path.parent)!r} does not exist."
                 )
             parsed = parsed.set(database=str(path))
-            _private_board_file(path, shown)
+            board_file = path
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
         engine = sa.create_engine(parsed, **kwargs)
@@ -647,6 +648,8 @@ def _make_engine(url: str) -> sa.Engine:
         raise StoreError(f"cannot open the board database {shown}: {e}. Supported: {_SUPPORTED_URLS}.") from e
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)
+        if board_file is not None:
+            _private_board_file(board_file, shown)
     return engine
 
 

@@ -149,35 +149,57 @@ NAME = "ctypes.CDLL(None).prctl(15, {tok!r}.encode()[:15], 0, 0, 0)  # PR_SET_NA
 
 # ----------------------------------------------------------------------------------------------- nothing outlives a run
 HOPPER = """
-    import subprocess
-    # the script travels in its own argv (a file would go with the run's folder); the token is in every hop's cmdline
-    script = '[ -e /tmp/{token}.stop ] && exit 0; [ "$1" -le 0 ] && exit 0; {action}; setsid /bin/sh -c "$0" "$0" $(( $1 - 1 )) &'
-    subprocess.Popen(['/bin/sh', '-c', script, script, '20000'], start_new_session=True)   # ~20,000 hops of ~1 ms
+    import shutil, subprocess
+    # a small interpreter that forks itself in a new session all the time (the old pid exits at once): a single
+    # pass over /proc reads a pid that is gone and never sees the one forked meanwhile
+    code = (
+        "import os, sys, time\\n"
+        "end, n = time.time() + 30, 0\\n"
+        "while time.time() < end and not os.path.exists('/tmp/{token}.stop'):\\n"
+        "    n += 1\\n"
+        "    {action}\\n"
+        "    if os.fork():\\n"
+        "        os._exit(0)\\n"
+        "    os.setsid()\\n"
+    )
+    python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
+    subprocess.Popen([python, '-I', '-S', '-c', code, '{token}'], start_new_session=True)
     time.sleep(0.3)
     checkpoint(0, self)
 """
 
 
+def alive(token: str, seconds: float = 1.0) -> list[int]:
+    """Processes of ``token`` seen in any of many passes over /proc for ``seconds`` (one pass misses a hopper)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pids = procs_with(token)
+        if pids:
+            return pids
+    return []
+
+
 def test_fork_hopping_setsid_grandchild_does_not_outlive_the_run(world, tmp_path, hygiene):
-    """A shell that re-forks itself in a new session every few ms: a pass over /proc never finds its current pid."""
     token = hygiene
-    out = run(world, write_agent(tmp_path, HOPPER.format(token=token, name="hop", action=":")))
+    out = run(world, write_agent(tmp_path, HOPPER.format(token=token, action="pass")))
     assert out.steps == [0]
-    assert_no_trace(token)
+    assert alive(token) == [], "a process of the run is alive after it ended"
+    assert_no_trace(token, wait=0.0)
 
 
 def test_a_lurker_cannot_wait_for_a_later_run_of_the_same_uid(world, tmp_path, hygiene, monkeypatch):
-    """A hopping lurker that, after 1,000 hops, kills every process of its uid (``kill -9 -1``); the uid counter is
-    advanced as 1,000 runs would, so that (before the jail) the next run got the attacker's uid and was killed."""
+    """A hopping lurker that, 2 s after it started, kills every process of its uid (``kill(-1, SIGKILL)``); the uid counter
+    is advanced as 1,000 runs would, so that (before the jail) the next run got the attacker's uid and was killed."""
     token = hygiene
-    run(world, write_agent(tmp_path, HOPPER.format(token=token, name="lurk", action='[ "$1" -lt 19000 ] && kill -9 -1'), "attacker.py"))
+    lurker = HOPPER.format(token=token, action="time.time() > end - 28 and os.kill(-1, 9)")  # from 2 s on
+    run(world, write_agent(tmp_path, lurker, "attacker.py"))
     n = next(sandbox._run_counter)
     monkeypatch.setattr(sandbox, "_run_counter", itertools.count(n + 999))  # the next run: 1,000 runs later
-    time.sleep(1.0)
     victim = write_agent(tmp_path, "time.sleep(3.0)\ncheckpoint(0, self)", "victim.py")
     out = run(world, victim)  # before the jail: killed by a SIGKILL the scorer did not send (memory)
     assert out.steps == [0]
-    assert_no_trace(token, wait=0.2)
+    assert alive(token, 0.5) == []
+    assert_no_trace(token, wait=0.0)
 
 
 def test_uids_do_not_repeat_within_a_scorer(monkeypatch):
