@@ -9,7 +9,9 @@
   ``A_κ = {(V_1..V_m)(π) : mean KL(π‖π_ref) ≤ κ}`` is convex (V is linear in π, KL convex), so every
   Pareto-optimal point maximizes ``λ·V`` over ``A_κ`` for some weight λ on the simplex, and that maximizer is
   the tilt ``π ∝ π_ref e^{(λ·r*)/β}`` with the one β (shared by all contexts) where the mean KL equals κ
-  (β = 0, the argmax of ``λ·r*``, when even that spends less than κ). :func:`pareto_front` solves β to
+  (β = 0, the argmax of ``λ·r*``, when even that spends less than κ; where ``λ·r*`` then ties within a context,
+  e.g. at a boundary weight ``λ = (1, 0)``, the tie is resolved toward ``V_1, V_2, …`` in turn, lexicographically,
+  with the budget left: every returned point is non-dominated). :func:`pareto_front` solves β to
   ~1e-12 relative KL by a safeguarded Newton / bisection on ``log β`` for a whole batch of weights at once
   (``d KL / d log β = −Var_{π_β}(λ·r*) / β²``), then reads every ``V_i`` off the tilt exactly (sums over K).
   The front is exact at each weight; how densely it is traced is the caller's grid (:func:`simplex_grid`).
