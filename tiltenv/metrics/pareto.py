@@ -9,7 +9,9 @@
   ``A_κ = {(V_1..V_m)(π) : mean KL(π‖π_ref) ≤ κ}`` is convex (V is linear in π, KL convex), so every
   Pareto-optimal point maximizes ``λ·V`` over ``A_κ`` for some weight λ on the simplex, and that maximizer is
   the tilt ``π ∝ π_ref e^{(λ·r*)/β}`` with the one β (shared by all contexts) where the mean KL equals κ
-  (β = 0, the argmax of ``λ·r*``, when even that spends less than κ). :func:`pareto_front` solves β to
+  (β = 0, the argmax of ``λ·r*``, when even that spends less than κ; where ``λ·r*`` then ties within a context at
+  a boundary weight such as ``λ = (1, 0)``, the tie is resolved toward the dimensions of weight 0 in turn,
+  lexicographically, with the budget left: every returned point is non-dominated). :func:`pareto_front` solves β to
   ~1e-12 relative KL by a safeguarded Newton / bisection on ``log β`` for a whole batch of weights at once
   (``d KL / d log β = −Var_{π_β}(λ·r*) / β²``), then reads every ``V_i`` off the tilt exactly (sums over K).
   The front is exact at each weight; how densely it is traced is the caller's grid (:func:`simplex_grid`).
@@ -241,13 +243,14 @@ def _solve_betas(ref: torch.Tensor, S: torch.Tensor, kappa: float, kl_max: torch
 
 def _lexicographic(ref: torch.Tensor, g: torch.Tensor, s: torch.Tensor, kappa: float) -> torch.Tensor:
     """The maximizer of ``mean λ·r`` (``s``, (C, K)) at mean KL ≤ κ when its argmax fits in the budget (β = 0), with
-    ties resolved toward the dimensions ``g[0], g[1], …`` in turn (lexicographically).
+    ties resolved toward the dimensions ``g[0], g[1], …`` (those λ gives weight 0) in turn, lexicographically.
 
     With β > 0 the maximizer is unique (KL is strictly convex and the budget binds). With β = 0 every policy on the
     argmax sets ``A_x`` of ``s`` within the budget is a maximizer; when a context has several, the tilt's share in
-    proportion to π_ref can be dominated (issue 19: K = 3, κ = 0.6, λ = (1, 0)). Among those maximizers, the best
-    ``V_i`` is again a tilt: on π_ref restricted to ``A_x`` and renormalized (``π'_ref = π_ref 1_A / Z_x``), since
-    for π on ``A``, ``KL(π‖π_ref) = KL(π‖π'_ref) − log Z_x``, the budget left is ``κ + mean log Z_x``.
+    proportion to π_ref is Pareto-optimal if every weight is positive, but can be dominated in a dimension of weight
+    0 (issue 19: K = 3, κ = 0.6, λ = (1, 0)). Among those maximizers, the best ``V_i`` is again a tilt: on π_ref
+    restricted to ``A_x`` and renormalized (``π'_ref = π_ref 1_A / Z_x``), since for π on ``A``,
+    ``KL(π‖π_ref) = KL(π‖π'_ref) − log Z_x``, the budget left is ``κ + mean log Z_x``.
     """
     cur, budget = ref, float(kappa)
     for i in range(g.shape[0] + 1):
@@ -284,7 +287,8 @@ def _front(ref: torch.Tensor, g: torch.Tensor, W: torch.Tensor, kappa: float):
             logps.append(ref.clone())
         elif not bool(kl_max[l] > kappa):
             betas[l] = 0.0
-            logps.append(_lexicographic(ref, g, S[l], kappa))
+            zero = (W[l] == 0).all(0) if W.ndim == 3 else W[l] == 0  # the dimensions λ ignores
+            logps.append(_lexicographic(ref, g[zero], S[l], kappa))
         else:
             logps.append(tilt_logp(ref, S[l], float(betas[l])))
     lp = torch.stack(logps)  # (L, C, K)
