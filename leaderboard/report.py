@@ -828,7 +828,8 @@ def report_for_suite(store: Any, suite: Any, split: str, path: str | Path, *, sa
 
     The frontier of each agent-track task is :func:`frontier_curve` over the judges of the seeds that have runs
     (``frontier_seeds`` caps how many; the test split's judges need the scorer's salt, default
-    :func:`leaderboard.seeds.load_salt`).
+    :func:`leaderboard.seeds.load_salt`). On the test split every submission has its own worlds: the frontier
+    shown is that of one member of the task's family (``frontier_seeds`` default 1), a reference, not each run's.
     """
     from leaderboard.runner import world_of
 
@@ -842,10 +843,10 @@ def report_for_suite(store: Any, suite: Any, split: str, path: str | Path, *, sa
         wanted = {(str(t), int(i)) for t, i in zip(ag["task_key"], ag["seed_index"])}
         if wanted:
             tasks = sorted({t for t, _ in wanted})
-            if split == "test":  # private worlds per submission: the frontier pools the judges of the family's members
+            if split == "test":  # private worlds per submission: the frontier of one member of the family (one judge per task)
                 hashes = sorted(set(ag["code_hash"]))
                 specs = [sp for h in hashes for sp in suite.runs(split, salt=salt, tasks=tasks, code_hash=h)]
-                frontier_seeds = 3 if frontier_seeds is None else frontier_seeds
+                frontier_seeds = 1 if frontier_seeds is None else frontier_seeds
             else:
                 specs = suite.runs(split, salt=salt, tasks=tasks)
             by_task: dict[str, list] = {}

@@ -13,7 +13,7 @@ def test_bench_baselines_quick(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = bench.main(["--quick", "--json", str(tmp_path / "bench.json")])
-    assert set(out["wall_time"]) == {"tilt", "best_of_n", "reinforce", "rloo", "grpo", "ppo", "dpo", "sb3_ppo"}
+    assert set(out["wall_time"]) == {"tilt", "best_of_n", "reinforce", "rloo", "grpo", "ppo", "dpo", "sb3_ppo", "label_ceiling"}
     assert all(v["queries_per_s"] > 0 for v in out["throughput"].values())
     assert (tmp_path / "bench.json").exists()
     text = capsys.readouterr().out

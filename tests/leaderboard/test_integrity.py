@@ -332,3 +332,28 @@ def test_label_ceiling_is_a_registered_reference_entry_that_knows_the_family_not
     est, member = agent.estimate_, test.unwrapped.config.member()
     assert est["family"] and set(est["shape"]) == set(member.params)
     assert float(est["theta"] @ tiltenv.make_world(test.unwrapped.config).judge.theta) > 0.9
+
+
+def test_ranking_stability_script_quick(tmp_path):
+    """scripts/ranking_stability.py --quick: two salts, the board's IQMs, Kendall's τ, seeds, the ceiling per task."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "rs.json"
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "ranking_stability.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["iqm"]) == {"salt0", "salt1"} and set(res["iqm"]["salt0"]) == {"tilt", "best_of_n", "label_ceiling"}
+    assert -1.0 <= res["kendall_tau"] <= 1.0
+    assert set(res["label_ceiling_per_task"]) == {"hump"} and res["label_ceiling_per_task"]["hump"] > 0.5
+    # the two salts give different worlds: the same baseline's scores differ between them
+    s0 = [r["normalized_score"] for r in res["runs"]["salt0"] if r["submission"] == "tilt"]
+    s1 = [r["normalized_score"] for r in res["runs"]["salt1"] if r["submission"] == "tilt"]
+    assert len(s0) == len(s1) == 2 and s0 != s1
+    again = subprocess.run([sys.executable, str(root / "scripts" / "ranking_stability.py"), "--from-json", str(out)],
+                           capture_output=True, text=True, timeout=120, cwd=root)
+    assert again.returncode == 0 and '"kendall_tau"' in again.stdout
