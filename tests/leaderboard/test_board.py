@@ -324,6 +324,9 @@ def test_fit_time_is_measured_for_a_submitted_reward_model():
     res = score_one(sub, spec, Limits(wall_time=120, memory_mb=4096))
     assert res.ok, res.detail
     assert 0.0 < res.fit_time < res.wall_time
+    # a built-in entry: the time to build (train) its proxy, not the time to score it as well
+    builtin = score_one(load_submission("proxy:mlp"), spec)
+    assert builtin.ok and 0.0 < builtin.fit_time < 0.9 * builtin.wall_time
 
 
 # ================================================================== 7. provenance
