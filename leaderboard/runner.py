@@ -153,10 +153,13 @@ def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict,
                              sandbox=out.sandbox, output=out.output)
         _seed_everything(spec.seed_index)
         if sub.kind == "proxy":  # a built-in reward model: the library's own (trusted) proxy, scored in-process
-            fit_start = time.perf_counter()
-            metrics = scoring.score_builtin_reward_model(sub.target, world.judge.config, proxy_kwargs=sub.config,
-                                                         seed=spec.seed_index, device=device)
-            return RunResult(**base, status="ok", metrics=metrics, fit_time=time.perf_counter() - fit_start,
+            fit_start = time.perf_counter()  # fit = building the world with this proxy, i.e. training it
+            rm_world = scoring.builtin_reward_model_world(sub.target, world.judge.config, proxy_kwargs=sub.config,
+                                                          fresh=True)
+            fit_time = time.perf_counter() - fit_start
+            metrics = scoring.score_reward_model(rm_world.judge, rm_world.task, rm_world.task.proxy,
+                                                 seed=spec.seed_index, device=device)
+            return RunResult(**base, status="ok", metrics=metrics, fit_time=fit_time,
                              wall_time=time.perf_counter() - started, sandbox="trusted")  # library code, in-process
         with sandbox.RemoteRewardModel(sub, world.task, limits, device=device) as rm:
             metrics = scoring.score_reward_model(world.judge, world.task, rm.score, seed=spec.seed_index)

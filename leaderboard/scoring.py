@@ -1178,6 +1178,20 @@ def score_builtin_reward_model(
     Raises:
         ValueError: an unknown proxy kind (closest valid name suggested); a tabular config.
     """
+    world = builtin_reward_model_world(name, config, proxy_kwargs=proxy_kwargs)
+    return score_reward_model(world.judge, world.task, world.task.proxy, rloo_queries=rloo_queries, seed=seed,
+                              device=device)
+
+
+def builtin_reward_model_world(name: str, config: Any, *, proxy_kwargs: dict | None = None, fresh: bool = False) -> Any:
+    """The world of ``config`` whose proxy is the library's ``name`` (what :func:`score_builtin_reward_model` scores).
+
+    Building it trains the proxy (unless tiltenv's on-disk proxy cache has it): the scorer times this as the entry's
+    ``fit_time``. ``fresh`` bypasses the in-process world cache.
+
+    Raises:
+        ValueError: an unknown proxy kind (closest valid name suggested); a tabular config.
+    """
     from tiltenv.config import TaskConfig
     from tiltenv.proxies import PROXIES
     from tiltenv.world import make_world
@@ -1186,9 +1200,7 @@ def score_builtin_reward_model(
         raise ValueError(f"built-in reward models need a single-index TaskConfig (got {type(config).__name__}).")
     if name not in PROXIES:
         raise ValueError(f"name must be a proxy kind, one of {sorted(PROXIES)} (got {name!r})." + suggest(str(name), PROXIES))
-    world = make_world(config.replace(proxy=name, proxy_kwargs=dict(proxy_kwargs or {})))
-    return score_reward_model(world.judge, world.task, world.task.proxy, rloo_queries=rloo_queries, seed=seed,
-                              device=device)
+    return make_world(config.replace(proxy=name, proxy_kwargs=dict(proxy_kwargs or {})), fresh=fresh)
 
 
 #: Why two offline metrics can coincide in every run (shown instead of a second, identical row).

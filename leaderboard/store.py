@@ -506,8 +506,7 @@ class Store:
         for c in PROVENANCE_COLUMNS:
             df[c] = df[c].fillna(UNKNOWN)
         # ISO 8601 UTC text (sorts chronologically, reads back from CSV/Parquet as it was written)
-        df["created"] = [pd.Timestamp(v).tz_localize("UTC").isoformat() if pd.Timestamp(v).tzinfo is None
-                         else pd.Timestamp(v).tz_convert("UTC").isoformat() for v in df["created"]]
+        df["created"] = [t.isoformat() for t in pd.to_datetime(df["created"], utc=True)]
         df = _typed(df)
         if mrows:
             m = _frame(mrows, ["id", "name", "value"])

@@ -215,13 +215,15 @@ def test_invalid_scorer_options_are_refused_before_anything_runs(tmp_path, args,
 
 
 def test_limits_no_run_can_live_with_fail_the_scoring_not_the_submission(tmp_path):
-    """A memory cap below what the sandbox's interpreter needs would fail every run as the submission's
-    'memory' failure (and a rerun would keep it): the scorer checks its settings on a canary first."""
+    """A wall time shorter than a sandbox's start (or a memory cap below what its interpreter needs) would fail every
+    run as the submission's 'timeout' ('memory') failure, and a rerun would keep it: the scorer checks its settings
+    on a canary first."""
     from leaderboard.runner import score
 
     st = Store(f"sqlite:///{tmp_path / 'b.db'}")
-    with pytest.raises(RuntimeError, match=r"settings cannot host a run.*--memory-mb 64.*nothing was scored or stored"):
-        score([load_submission("tilt")], TINY_SUITE, store=st, limits=Limits(wall_time=60, memory_mb=64), progress=False)
+    with pytest.raises(RuntimeError, match=r"settings cannot host a run.*--time-limit 0.01 s.*\(timeout: .*"
+                                           r"nothing was scored or stored"):
+        score([load_submission("tilt")], TINY_SUITE, store=st, limits=Limits(wall_time=0.01), progress=False)
     assert st.runs().empty and st.failures().empty
     for bad in (dict(wall_time=0), dict(wall_time=math.inf), dict(memory_mb=-1), dict(memory_mb=0), dict(threads=0)):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
@@ -324,6 +326,9 @@ def test_fit_time_is_measured_for_a_submitted_reward_model():
     res = score_one(sub, spec, Limits(wall_time=120, memory_mb=4096))
     assert res.ok, res.detail
     assert 0.0 < res.fit_time < res.wall_time
+    # a built-in entry: the time to build (train) its proxy, not the time to score it as well
+    builtin = score_one(load_submission("proxy:mlp"), spec)
+    assert builtin.ok and 0.0 < builtin.fit_time < 0.9 * builtin.wall_time
 
 
 # ================================================================== 7. provenance
