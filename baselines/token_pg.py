@@ -181,13 +181,17 @@ class TokenPG:
                 ys, _ = sample_responses(model, rep, L, g)
             k = ys.shape[0] // cfg.batch_size
             proxy = task.reward(rep, ys).reshape(cfg.batch_size, k)
-            with torch.no_grad():
-                old_tok = token_logp(model, rep, ys).reshape(cfg.batch_size, k, L)
-                ref_tok = token_logp(ref, rep, ys).reshape(cfg.batch_size, k, L)
-            weights = (old_tok.sum(-1).exp() if cfg.exact_expectation
-                       else torch.full((cfg.batch_size, k), 1.0 / k, dtype=torch.float64))
+            with torch.no_grad():  # each prompt is read once, its state shared by its k responses
+                ref_tok = token_logp(ref, rep, ys, state=ref.initial_state(prompts).repeat_interleave(k, 0))
+                ref_tok = ref_tok.reshape(cfg.batch_size, k, L)
+            old_tok = None
             for _ in range(cfg.num_iterations):
-                tok_lp = token_logp(model, rep, ys).reshape(cfg.batch_size, k, L)
+                state = model.initial_state(prompts).repeat_interleave(k, 0)
+                tok_lp = token_logp(model, rep, ys, state=state).reshape(cfg.batch_size, k, L)
+                if old_tok is None:  # π_old: the policy the responses were sampled from (this first pass)
+                    old_tok = tok_lp.detach()
+                    weights = (old_tok.sum(-1).exp() if cfg.exact_expectation
+                               else torch.full((cfg.batch_size, k), 1.0 / k, dtype=torch.float64))
                 loss = token_pg_loss(cfg, beta, tok_lp, old_tok, ref_tok, proxy, weights)
                 finite_or_raise(loss, "the token policy-gradient loss")
                 opt.zero_grad()
