@@ -160,3 +160,20 @@ def test_sb3_ppo_raises_the_proxy_on_the_token_env(small):
     # the SB3 adapter is a law over the V^L responses
     lp = world.judge.policy_logp(SB3TokenPolicy(model, world.task))
     assert float((lp.exp().sum(-1) - 1).abs().max()) < 1e-12
+
+
+def test_token_dpo_starts_at_log2_and_raises_the_gold(small):
+    from baselines.token_dpo import TokenDPO, TokenDPOConfig
+
+    world, tp = small, small.task.token_preferences
+    agent = TokenDPO(TokenDPOConfig(learning_rate=0.01, epochs=2, batch_size=64))
+    ref = world.task.ref_model
+    win = tp["label"].bool()[:, None]
+    c, r = torch.where(win, tp["a"], tp["b"]), torch.where(win, tp["b"], tp["a"])
+    lc, lr = world.task.ref_sequence_logp(tp["prompts"], c), world.task.ref_sequence_logp(tp["prompts"], r)
+    assert abs(float(agent.loss(ref, lc, lr, tp["prompts"], c, r, 0.25)) - float(torch.log(torch.tensor(2.0)))) < 1e-6
+    agent.fit(world.task)
+    j = world.judge
+    assert j.evaluate(agent.model)["gold_value"] > j.evaluate(ref)["gold_value"] + 0.1
+    with pytest.raises(ValueError, match=r"loss_type must be one of \['sigmoid', 'ipo'\]"):
+        TokenDPOConfig(loss_type="dpo")
