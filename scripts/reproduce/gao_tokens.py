@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from _common import Output, parse_args, plt  # noqa: E402
+from baselines.token_best_of_n import best_of_n_responses  # noqa: E402
 from baselines.token_pg import TokenPG, TokenPGConfig  # noqa: E402
 from tiltenv import make_world  # noqa: E402
 from tiltenv import metrics as M  # noqa: E402
@@ -41,12 +42,9 @@ from tiltenv.world import torch_generator  # noqa: E402
 def sampled_best_of_n(world, n: int, reps: int, seed: int = 0) -> tuple[float, float]:
     """Mean gold of the proxy-best of n π_ref responses per evaluation prompt (reps draws each), and its SE."""
     j, task = world.judge, world.task
-    prompts = j.eval_prompts.repeat_interleave(reps * n, 0)
-    ys, _ = task.sample_responses(None, prompts, torch_generator(seed))
-    x = task.features(prompts, ys)
-    proxy = task.proxy_reward(x, count=False).reshape(-1, n)
-    best = proxy.argmax(-1)
-    gold = j.gold(x).reshape(-1, n).gather(1, best[:, None]).squeeze(1)
+    prompts = j.eval_prompts.repeat_interleave(reps, 0)
+    ys = best_of_n_responses(task, prompts, n, torch_generator(seed))
+    gold = j.gold(task.features(prompts, ys))
     return float(gold.mean()), float(gold.std() / math.sqrt(gold.numel()))
 
 
