@@ -143,7 +143,7 @@ class TokenPG:
         >>> from tiltenv import make_world
         >>> from tiltenv.tokens import TokenConfig
         >>> world = make_world(TokenConfig(V=4, L=3, n_labels=300, n_eval_contexts=8, n_norm_contexts=8))
-        >>> agent = TokenPG(TokenPGConfig(algorithm="rloo", learning_rate=0.02)).fit(world.task, proxy_queries=2048)
+        >>> agent = TokenPG(TokenPGConfig(algorithm="rloo", learning_rate=0.02)).fit(world.task, proxy_queries=1024)
         >>> res = world.judge.evaluate(agent.model)
         >>> res["proxy_value"] > world.judge.evaluate(world.task.ref_model)["proxy_value"]
         True

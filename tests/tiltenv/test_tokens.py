@@ -247,3 +247,27 @@ def test_vector_env_matches_single_env_and_is_deterministic(world):
 
     (r_a, p_a), (r_b, p_b) = rollout(), rollout()
     assert np.array_equal(r_a, r_b) and np.array_equal(p_a, p_b) and r_a[2].std() > 0
+
+
+@pytest.mark.parametrize("name", ["tiltenv.tokens", "tiltenv.tokens.env", "baselines.token_pg"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_bench_tokens_quick_reports_finite_figures(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_tokens.py"
+    spec = importlib.util.spec_from_file_location("bench_tokens", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--quick"])
+    m, e = res["metrics"], res["env"][0]
+    assert m["K"] == 512 and m["kl"] > 0 and m["tree_logp_s"] > 0 and m["prefix_evals_per_prompt"] == 1 + 8 + 64
+    assert e["vector_steps_per_s"] > 0 and 0 < e["ratio"] < 100
+    assert "token env N=64" in capsys.readouterr().out
