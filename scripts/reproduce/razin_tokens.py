@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     cfg = TokenConfig(V=V, L=3, link="linear", ref_sharpness=3.0, n_labels=200, n_eval_contexts=8 if quick else 64,
                       n_norm_contexts=16, seed=0)
     base = make_world(cfg)
-    updates = 15 if quick else 150
+    updates = 25 if quick else 150
     batch = 2 if quick else 8
     rows, curves = [], []
     for name, proxy in family(base, quick).items():
