@@ -41,7 +41,8 @@ from baselines.reinforce import REINFORCE, REINFORCEConfig
 from baselines.rloo import RLOO, RLOOConfig
 from baselines.sb3_ppo import SB3PPO, SB3PPOConfig
 from baselines.tilt import Tilt, TiltConfig, beta_sweep, chi2_tilt_logp
-from baselines.token_pg import TokenPG, TokenPGConfig  # token-level (tiltenv/Tokens-v0); not a bandit agent
+from baselines.token_dpo import TokenDPO, TokenDPOConfig  # token-level (tiltenv/Tokens-v0): not bandit agents
+from baselines.token_pg import TokenPG, TokenPGConfig
 
 __all__ = [
     "BASELINES",
@@ -78,6 +79,8 @@ __all__ = [
     "LabelCeilingConfig",
     "TokenPG",
     "TokenPGConfig",
+    "TokenDPO",
+    "TokenDPOConfig",
 ]
 
 #: name -> (agent class, config class).

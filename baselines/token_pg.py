@@ -1,4 +1,4 @@
-r"""Token-level policy gradient over sampled responses: REINFORCE, RLOO and GRPO on a token task.
+r"""Token-level policy gradient over sampled responses: REINFORCE, RLOO, GRPO and PPO on a token task.
 
 The policy is an autoregressive network initialized **at** π_ref (``task.make_policy()``: the π_ref GRU's
 architecture and weights, so step 0 is π_ref exactly). Each update draws ``batch_size`` fresh prompts, samples
@@ -18,6 +18,10 @@ Per algorithm (one sample ``y_i`` of a prompt's group; ``log π(y) = Σ_t log π
 
 * ``reinforce`` (Williams 1992): loss ``−(R_i − b) log π(y_i)``, ``b`` the batch mean of ``R``;
 * ``rloo`` (Ahmadian et al. 2024): ``b_i`` the mean ``R`` of the other ``k − 1`` samples of the prompt;
+* ``ppo`` (Schulman et al. 2017; TRL's PPOTrainer): per-token rewards (``−β k1_t`` at every token, the proxy at
+  the last), GAE over tokens (``gamma``, ``lam``) with a critic (π_ref's GRU body and a zero-initialized value
+  head, :class:`TokenCritic`), whitened advantages, the clipped per-token surrogate and ``vf_coef`` × the
+  critic's squared error;
 * ``grpo`` (Shao et al. 2024, eq. 3): ``Â_i = (R_i − mean_g R) / (std_g R + 1e-4)`` (``scale_rewards``), per token
   ``−min(ρ_t Â_i, clip(ρ_t, 1−ε, 1+ε) Â_i)`` with ``ρ_t = π(y_t|·)/π_old(y_t|·)``, averaged over the L tokens
   (TRL's ``loss_type="grpo"``; every response has length L).
@@ -44,9 +48,9 @@ from tiltenv._validation import check_choice, check_float, check_int
 from tiltenv.tokens.tree import all_responses, sample_responses, token_logp
 from tiltenv.world import torch_generator
 
-__all__ = ["TokenPGConfig", "TokenPG", "TOKEN_ALGORITHMS", "token_pg_loss"]
+__all__ = ["TokenPGConfig", "TokenPG", "TOKEN_ALGORITHMS", "token_pg_loss", "gae", "TokenCritic"]
 
-TOKEN_ALGORITHMS = ("reinforce", "rloo", "grpo")
+TOKEN_ALGORITHMS = ("reinforce", "rloo", "grpo", "ppo")
 
 
 @config_dataclass
@@ -65,6 +69,9 @@ class TokenPGConfig:
     epsilon: float = field(default=0.2, metadata={"help": "GRPO clip range ε."})
     scale_rewards: str = field(default="group", metadata={"help": "GRPO: divide by the 'group' std, 'batch' std or 'none'."})
     num_iterations: int = field(default=1, metadata={"help": "Gradient steps per batch (ratios vs π_old)."})
+    gamma: float = field(default=1.0, metadata={"help": "PPO: discount over tokens (TRL's default 1)."})
+    lam: float = field(default=0.95, metadata={"help": "PPO: GAE λ (TRL's default 0.95)."})
+    vf_coef: float = field(default=0.1, metadata={"help": "PPO: weight of the critic's squared error (TRL's default 0.1)."})
     exact_expectation: bool = field(default=False, metadata={"help": "All V^L responses weighted by π_old (exact "
                                                                      "expected gradients; V^L queries a prompt)."})
     seed: int = field(default=0, metadata={"help": "Seeds prompts and sampling."})
@@ -79,6 +86,9 @@ class TokenPGConfig:
         self.num_generations = check_int("num_generations", self.num_generations, low=low)
         if self.kl_penalty is None:
             self.kl_penalty = "loss" if self.algorithm == "grpo" else "reward"
+        self.gamma = check_float("gamma", self.gamma, low=0.0, high=1.0)
+        self.lam = check_float("lam", self.lam, low=0.0, high=1.0)
+        self.vf_coef = check_float("vf_coef", self.vf_coef, low=0.0)
         check_choice("kl_penalty", self.kl_penalty, ("reward", "loss"))
         if self.kl_estimator is None:
             self.kl_estimator = "k3" if self.kl_penalty == "loss" else "k1"
@@ -91,8 +101,44 @@ class TokenPGConfig:
         self.seed = check_int("seed", self.seed, low=0, high=2**63 - 1)
 
 
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """Generalized advantage estimation over tokens (Schulman et al. 2016): ``δ_t = r_t + γ V_{t+1} − V_t``
+    (``V_L = 0``), ``A_t = Σ_k (γλ)^k δ_{t+k}``. rewards, values: (..., L) -> advantages (..., L)."""
+    L = rewards.shape[-1]
+    nxt = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], -1)
+    delta = rewards + gamma * nxt - values
+    adv = torch.zeros_like(delta)
+    running = torch.zeros_like(delta[..., 0])
+    for t in range(L - 1, -1, -1):
+        running = delta[..., t] + gamma * lam * running
+        adv[..., t] = running
+    return adv
+
+
+class TokenCritic(torch.nn.Module):
+    """PPO's value model: π_ref's GRU body (a copy) with a zero-initialized linear value head; ``values(prompts,
+    responses)`` is V(c, y_<t) for t = 0..L-1, (N, L) float64."""
+
+    def __init__(self, ref: Any) -> None:
+        super().__init__()
+        self.body = ref.copy_trainable()
+        self.value = torch.nn.Linear(ref.hidden, 1)
+        with torch.no_grad():
+            self.value.weight.zero_()
+            self.value.bias.zero_()
+
+    def values(self, state: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        out = []
+        for t in range(responses.shape[1]):
+            out.append(self.value(state).squeeze(-1))
+            if t + 1 < responses.shape[1]:
+                state = self.body.advance(state, responses[:, t])
+        return torch.stack(out, 1).to(torch.float64)
+
+
 def token_pg_loss(cfg: TokenPGConfig, beta: float, tok_lp: torch.Tensor, old_tok: torch.Tensor, ref_tok: torch.Tensor,
-                  proxy: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+                  proxy: torch.Tensor, weights: torch.Tensor, values: torch.Tensor | None = None,
+                  old_values: torch.Tensor | None = None) -> torch.Tensor:
     """The loss of one batch, laid out as ``(B prompts, k samples)`` groups.
 
     Args:
@@ -101,6 +147,9 @@ def token_pg_loss(cfg: TokenPGConfig, beta: float, tok_lp: torch.Tensor, old_tok
         (``1/k`` when sampled; ``π_old(y|c)`` under ``exact_expectation``).
     """
     w = weights
+    if cfg.algorithm == "ppo":
+        return _ppo_loss(cfg, beta, tok_lp, old_tok, ref_tok, proxy, w, values,
+                         values.detach() if old_values is None else old_values)
     mean = lambda x: (w * x).sum(-1, keepdim=True)  # noqa: E731 (the group's (weighted) mean)
     R = proxy.to(torch.float64)
     if cfg.kl_penalty == "reward":
@@ -132,6 +181,27 @@ def token_pg_loss(cfg: TokenPGConfig, beta: float, tok_lp: torch.Tensor, old_tok
     return (w * per_sample).sum(-1).mean()
 
 
+def _ppo_loss(cfg: TokenPGConfig, beta: float, tok_lp, old_tok, ref_tok, proxy, w, values, v_old) -> torch.Tensor:
+    """PPO with per-token rewards (TRL's PPOTrainer): ``r_t = −β k(log ρ_t)`` at every token plus the proxy at the
+    last, GAE advantages (whitened over the batch), the clipped surrogate per token and the critic's squared error
+    against the returns ``A_t + V_t`` (``vf_coef``)."""
+    rewards = torch.zeros_like(old_tok)
+    if cfg.kl_penalty == "reward":
+        rewards = rewards - beta * kl_estimate(ref_tok - old_tok, cfg.kl_estimator)
+    rewards[..., -1] += proxy.to(torch.float64)
+    adv = gae(rewards, v_old, cfg.gamma, cfg.lam)
+    returns = adv + v_old
+    m = (w[..., None] * adv).sum((-1, -2), keepdim=True).mean() / adv.shape[-1]  # weighted batch mean, then whiten
+    sd = ((w[..., None] * (adv - m) ** 2).sum((-1, -2)).mean() / adv.shape[-1]).sqrt()
+    A = ((adv - m) / (sd + 1e-8)).detach()
+    ratio = (tok_lp - old_tok).exp()
+    per_token = -torch.minimum(ratio * A, ratio.clamp(1 - cfg.epsilon, 1 + cfg.epsilon) * A)
+    if cfg.kl_penalty == "loss":
+        per_token = per_token + beta * kl_estimate(ref_tok - tok_lp, cfg.kl_estimator)
+    per_token = per_token + cfg.vf_coef * 0.5 * (values - returns) ** 2
+    return (w * per_token.mean(-1)).sum(-1).mean()
+
+
 class TokenPG:
     """REINFORCE / RLOO / GRPO on a :class:`~tiltenv.tokens.TokenTask` (module docstring).
 
@@ -143,7 +213,7 @@ class TokenPG:
         >>> from tiltenv import make_world
         >>> from tiltenv.tokens import TokenConfig
         >>> world = make_world(TokenConfig(V=4, L=3, n_labels=300, n_eval_contexts=8, n_norm_contexts=8))
-        >>> agent = TokenPG(TokenPGConfig(algorithm="rloo", learning_rate=0.02)).fit(world.task, proxy_queries=2048)
+        >>> agent = TokenPG(TokenPGConfig(algorithm="rloo", learning_rate=0.02)).fit(world.task, proxy_queries=1024)
         >>> res = world.judge.evaluate(agent.model)
         >>> res["proxy_value"] > world.judge.evaluate(world.task.ref_model)["proxy_value"]
         True
@@ -163,7 +233,9 @@ class TokenPG:
         beta = task.beta if cfg.beta is None else cfg.beta
         self.model = model = task.make_policy()
         ref = task.ref_model
-        opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.learning_rate)
+        self.critic = critic = TokenCritic(ref) if cfg.algorithm == "ppo" else None
+        params = list(model.parameters()) + (list(critic.parameters()) if critic is not None else [])
+        opt = make_optimizer(params, cfg.optimizer, cfg.learning_rate)
         g = torch_generator(cfg.seed)
         V, L = task.V, task.L
         per_update = cfg.batch_size * (V**L if cfg.exact_expectation else cfg.num_generations)
@@ -181,14 +253,24 @@ class TokenPG:
                 ys, _ = sample_responses(model, rep, L, g)
             k = ys.shape[0] // cfg.batch_size
             proxy = task.reward(rep, ys).reshape(cfg.batch_size, k)
-            with torch.no_grad():
-                old_tok = token_logp(model, rep, ys).reshape(cfg.batch_size, k, L)
-                ref_tok = token_logp(ref, rep, ys).reshape(cfg.batch_size, k, L)
-            weights = (old_tok.sum(-1).exp() if cfg.exact_expectation
-                       else torch.full((cfg.batch_size, k), 1.0 / k, dtype=torch.float64))
+            with torch.no_grad():  # each prompt is read once, its state shared by its k responses
+                ref_tok = token_logp(ref, rep, ys, state=ref.initial_state(prompts).repeat_interleave(k, 0))
+                ref_tok = ref_tok.reshape(cfg.batch_size, k, L)
+            old_tok = old_values = None
             for _ in range(cfg.num_iterations):
-                tok_lp = token_logp(model, rep, ys).reshape(cfg.batch_size, k, L)
-                loss = token_pg_loss(cfg, beta, tok_lp, old_tok, ref_tok, proxy, weights)
+                state = model.initial_state(prompts).repeat_interleave(k, 0)
+                tok_lp = token_logp(model, rep, ys, state=state).reshape(cfg.batch_size, k, L)
+                if old_tok is None:  # π_old: the policy the responses were sampled from (this first pass)
+                    old_tok = tok_lp.detach()
+                    weights = (old_tok.sum(-1).exp() if cfg.exact_expectation
+                               else torch.full((cfg.batch_size, k), 1.0 / k, dtype=torch.float64))
+                values = None
+                if critic is not None:
+                    cstate = critic.body.initial_state(prompts).repeat_interleave(k, 0)
+                    values = critic.values(cstate, ys).reshape(cfg.batch_size, k, L)
+                    if old_values is None:  # advantages and returns from the critic at sampling time (TRL)
+                        old_values = values.detach()
+                loss = token_pg_loss(cfg, beta, tok_lp, old_tok, ref_tok, proxy, weights, values, old_values)
                 finite_or_raise(loss, "the token policy-gradient loss")
                 opt.zero_grad()
                 loss.backward()

@@ -136,7 +136,7 @@ def test_grpo_and_reinforce_train(small):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match=r"algorithm must be one of \['reinforce', 'rloo', 'grpo'\].*Did you mean 'rloo'"):
+    with pytest.raises(ValueError, match=r"algorithm must be one of \['reinforce', 'rloo', 'grpo', 'ppo'\].*Did you mean 'rloo'"):
         TokenPGConfig(algorithm="rlo")
     with pytest.raises(ValueError, match=r"num_generations must be in \[2, inf\)"):
         TokenPGConfig(algorithm="grpo", num_generations=1)
@@ -160,3 +160,42 @@ def test_sb3_ppo_raises_the_proxy_on_the_token_env(small):
     # the SB3 adapter is a law over the V^L responses
     lp = world.judge.policy_logp(SB3TokenPolicy(model, world.task))
     assert float((lp.exp().sum(-1) - 1).abs().max()) < 1e-12
+
+
+def test_token_dpo_starts_at_log2_and_raises_the_gold(small):
+    from baselines.token_dpo import TokenDPO, TokenDPOConfig
+
+    world, tp = small, small.task.token_preferences
+    agent = TokenDPO(TokenDPOConfig(learning_rate=0.01, epochs=2, batch_size=64))
+    ref = world.task.ref_model
+    win = tp["label"].bool()[:, None]
+    c, r = torch.where(win, tp["a"], tp["b"]), torch.where(win, tp["b"], tp["a"])
+    lc, lr = world.task.ref_sequence_logp(tp["prompts"], c), world.task.ref_sequence_logp(tp["prompts"], r)
+    assert abs(float(agent.loss(ref, lc, lr, tp["prompts"], c, r, 0.25)) - float(torch.log(torch.tensor(2.0)))) < 1e-6
+    agent.fit(world.task)
+    j = world.judge
+    assert j.evaluate(agent.model)["gold_value"] > j.evaluate(ref)["gold_value"] + 0.1
+    with pytest.raises(ValueError, match=r"loss_type must be one of \['sigmoid', 'ipo'\]"):
+        TokenDPOConfig(loss_type="dpo")
+
+
+def test_gae_is_the_discounted_sum_of_td_errors():
+    from baselines.token_pg import gae
+
+    g = torch.Generator().manual_seed(0)
+    r, v = torch.randn((5, 4), generator=g, dtype=torch.float64), torch.randn((5, 4), generator=g, dtype=torch.float64)
+    gamma, lam = 0.9, 0.8
+    nxt = torch.cat([v[:, 1:], torch.zeros(5, 1, dtype=torch.float64)], 1)
+    delta = r + gamma * nxt - v
+    expect = torch.stack([sum((gamma * lam) ** (k - t) * delta[:, k] for k in range(t, 4)) for t in range(4)], 1)
+    assert torch.allclose(gae(r, v, gamma, lam), expect, atol=1e-12)
+    # λ = γ = 1 and a zero critic: the advantage of every token is the reward-to-go
+    assert torch.allclose(gae(r, torch.zeros_like(v), 1.0, 1.0), r.flip(1).cumsum(1).flip(1), atol=1e-12)
+
+
+def test_token_ppo_with_gae_trains(small):
+    world = small
+    base = world.judge.evaluate(world.task.ref_model)["proxy_value"]
+    agent = TokenPG(algorithm="ppo", learning_rate=0.01, batch_size=16, num_iterations=2).fit(world.task, proxy_queries=1024)
+    assert world.judge.evaluate(agent.model)["proxy_value"] > base + 0.3
+    assert agent.critic is not None and agent.critic.value.weight.abs().sum() > 0  # the critic learned

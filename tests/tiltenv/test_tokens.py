@@ -247,3 +247,46 @@ def test_vector_env_matches_single_env_and_is_deterministic(world):
 
     (r_a, p_a), (r_b, p_b) = rollout(), rollout()
     assert np.array_equal(r_a, r_b) and np.array_equal(p_a, p_b) and r_a[2].std() > 0
+
+
+@pytest.mark.parametrize("name", ["tiltenv.tokens", "tiltenv.tokens.env", "baselines.token_pg"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_bench_tokens_quick_reports_finite_figures(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_tokens.py"
+    spec = importlib.util.spec_from_file_location("bench_tokens", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--quick"])
+    m, e = res["metrics"], res["env"][0]
+    assert m["K"] == 512 and m["kl"] > 0 and m["tree_logp_s"] > 0 and m["prefix_evals_per_prompt"] == 1 + 8 + 64
+    assert e["vector_steps_per_s"] > 0 and 0 < e["ratio"] < 100
+    assert "token env N=64" in capsys.readouterr().out
+
+
+def test_vector_env_bad_actions_and_kl_shaping(world):
+    venv = TokenVectorEnv.from_task(world.task, num_envs=3, kl_coef=0.5, output="torch")
+    obs, _ = venv.reset(seed=2)
+    with pytest.raises(ValueError, match=r"action must be a token in \[0, 3\] \(V=4\); got \[7\]"):
+        venv.step(np.array([0, 7, 1]))
+    with pytest.raises(ValueError, match=r"actions must have shape \(3,\)"):
+        venv.step(np.array([0, 1]))
+    ys = torch.tensor([[0, 1, 2], [3, 3, 3], [1, 0, 1]])
+    total = torch.zeros(3)
+    for t in range(3):
+        _, r, term, _, info = venv.step(ys[:, t])
+        total += r
+    expect = 0.5 * world.task.ref_sequence_logp(obs["prompt"], ys) + world.task.reward(obs["prompt"], ys, count=False)
+    assert torch.allclose(total, expect.to(torch.float32), atol=1e-5) and bool(term.all())
+    assert info["final_obs"][1]["tokens"].tolist() == [3, 3, 3]
+    with pytest.raises(TypeError, match="from_task takes the task's parameters"):
+        TokenVectorEnv.from_task(world.task, num_envs=2, V=5)

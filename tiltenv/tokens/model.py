@@ -111,11 +111,12 @@ class Featurizer(torch.nn.Module):
 
     * ``e(c) = Σ_j (tok[c_j] + pos[j]) / √(2P)`` — the prompt's mean token-plus-position embedding (P tokens);
     * ``s(y) = Σ_t tanh(M [h_t; h_{t-1}]) / √L / rms`` with ``h_t = (tok[y_t] + pos[P+t]) / √2`` (``h_{-1} = 0``):
-      position-aware token and bigram terms through a fixed random mixing ``M``, scaled to unit RMS per
-      coordinate over all V^L responses.
+      position-aware token and bigram terms through a fixed random mixing ``M``, centred and whitened over all
+      V^L responses (uniformly weighted; directions the responses do not span are dropped).
 
     ``tok`` (V, d), ``pos`` (P+L, d) ~ N(0, I), ``M`` (d, 2d) ~ N(0, 1/(2d)). With θ* a unit vector, <θ*, φ> has
-    about unit variance, the scale every link is normalized for.
+    about unit variance over prompts and responses (√(1-ρ) of it within a prompt), the scale every link is
+    normalized for.
     """
 
     def __init__(self, V: int, L: int, prompt_len: int, d: int, prompt_weight: float, seed: int) -> None:
@@ -127,7 +128,14 @@ class Featurizer(torch.nn.Module):
         self.register_buffer("pos", torch.randn((prompt_len + L, d), generator=g, dtype=torch.float64))
         self.register_buffer("mix", torch.randn((d, 2 * d), generator=g, dtype=torch.float64) / math.sqrt(2 * d))
         raw = self._response_raw(all_responses(V, L))
-        self.register_buffer("s_rms", raw.pow(2).mean().sqrt())
+        # whiten s over the V^L responses (uniform): mean 0, identity covariance on its span, so that with
+        # e(c) ~ N(0, I) the index <θ*, φ> spreads about as N(0, 1), the scale the links are normalized for
+        mean = raw.mean(0)
+        evals, evecs = torch.linalg.eigh((raw - mean).T @ (raw - mean) / raw.shape[0])
+        keep = evals > 1e-9 * evals.max()
+        scale = torch.where(keep, evals.clamp_min(1e-300).rsqrt(), torch.zeros_like(evals))
+        self.register_buffer("s_mean", mean)
+        self.register_buffer("s_whiten", evecs @ torch.diag(scale) @ evecs.T)
         self._table: torch.Tensor | None = None
 
     def _response_raw(self, responses: torch.Tensor) -> torch.Tensor:
@@ -141,7 +149,7 @@ class Featurizer(torch.nn.Module):
 
     def response_embedding(self, responses: torch.Tensor) -> torch.Tensor:
         """(N, L) int64 -> (N, d) float64 s(y)."""
-        return self._response_raw(responses) / self.s_rms
+        return (self._response_raw(responses) - self.s_mean) @ self.s_whiten
 
     def response_table(self) -> torch.Tensor:
         """s(y) of all V^L responses in enumeration order, (K, d) float64 (cached)."""

@@ -73,10 +73,14 @@ def tree_logp(policy: Any, prompts: torch.Tensor, L: int, *, chunk: int | None =
     return out
 
 
-def token_logp(policy: Any, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-    """Per-token log π(y_t | c, y_<t): (N, P), (N, L) -> (N, L) float64, differentiable in the policy."""
+def token_logp(policy: Any, prompts: torch.Tensor, responses: torch.Tensor, *, state: Any = None) -> torch.Tensor:
+    """Per-token log π(y_t | c, y_<t): (N, P), (N, L) -> (N, L) float64, differentiable in the policy.
+
+    ``state``: the policy's state after each row's prompt, when the caller has it (e.g. one prompt's state
+    repeated for its k responses: the prompt is read once instead of k times); ``prompts`` is then unused."""
     check_sequence_policy(policy, int(policy.V))
-    state = policy.initial_state(prompts)
+    if state is None:
+        state = policy.initial_state(prompts)
     out = []
     for t in range(responses.shape[1]):
         lp = torch.log_softmax(policy.next_logits(state).to(torch.float64), -1)
