@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from baselines.base import Agent, TrainBudget, as_tensor, check_device, config_dataclass, output_device, resolve_device
+from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_device, config_dataclass, output_device, resolve_device
 from tiltenv import metrics as M
 from tiltenv._validation import check_float, check_int
 
@@ -43,6 +43,12 @@ __all__ = ["LabelCeilingConfig", "LabelCeiling"]
 
 
 @config_dataclass
+def _reference_policy(candidates: Any, ref_logp: Any) -> torch.Tensor:
+    """pi_ref itself (the label ceiling's initial checkpoint, before its first proxy query)."""
+    ref = as_tensor(ref_logp, "cpu", torch.float64)
+    return torch.log_softmax(ref, dim=-1).to(output_device(candidates))
+
+
 class LabelCeilingConfig:
     """Maximum-likelihood fit of θ and the gold family's parameters on the public labels, then the tilt."""
 
@@ -86,10 +92,17 @@ class LabelCeiling(Agent):
         cfg = task.config
         self.estimate_ = None  # None: fall back to the proxy's tilt
         data = task.preferences if task.preferences is not None else task.pointwise
-        if isinstance(cfg, TaskConfig) and data is not None:
-            with torch.enable_grad():
-                self.estimate_ = self._fit(task, cfg, budget)
-        self._checkpoint_once(checkpoint)
+        if not (isinstance(cfg, TaskConfig) and data is not None):
+            self._checkpoint_once(checkpoint)  # no labels to fit: the proxy's tilt, no query in training
+            return self
+        # the scorer's schedule: the initial policy (pi_ref) before the first proxy query, the fitted tilt after
+        ckpt = Checkpointer(checkpoint, [])
+        ckpt.start(lambda: _reference_policy)
+        queries_before = int(getattr(task.budget, "proxy_queries", 0) or 0)
+        with torch.enable_grad():
+            self.estimate_ = self._fit(task, cfg, budget)
+        ckpt.finish(max(1, int(getattr(task.budget, "proxy_queries", 0) or 0) - queries_before), self.snapshot)
+        self.checkpoint_steps = ckpt.steps
         return self
 
     # ------------------------------------------------------------------ the fit

@@ -35,6 +35,8 @@ class InProcessChild(sandbox._Child):
 
     def __init__(self, sub: Any, limits: Any, device: str, spawn: str = "thread") -> None:  # noqa: D107
         self.limits, self.sub = limits, sub
+        self.sandbox = "trusted"  # the submission runs in a thread of this process: no jail, no cgroup
+        self.jail = self.cg = None
         self.pgid = None
         self.killed_by_us = False
         self.spawn_mode = "thread"

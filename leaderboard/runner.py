@@ -125,7 +125,8 @@ def failure_of(sub: Any, spec: RunSpec, exc: BaseException, *, wall_time: float 
         head = f"{type(exc).__name__}: {str(exc)[:2000]}"
         reason, detail = "scoring", f"{head}\n{tb[-6000:]}"
     return RunResult(submission=str(getattr(sub, "name", "?")), code_hash=str(getattr(sub, "code_hash", "?")),
-                     spec=spec, status="failed", reason=reason, detail=detail, wall_time=float(wall_time))
+                     spec=spec, status="failed", reason=reason, detail=detail, wall_time=float(wall_time),
+                     output=getattr(exc, "output", None))
 
 
 def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict, started: float) -> RunResult:

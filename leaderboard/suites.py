@@ -347,7 +347,7 @@ TASK_SHAPES: dict[str, tuple[int | None, int | None]] = {
     "tiltenv/HighExponent-v0": (16, 64), "tiltenv/NoisyLabels-v0": (16, 16), "tiltenv/Spurious-v0": (64, 16),
     "tiltenv/Ensemble-v0": (256, 16), "tiltenv/AIFeedback-v0": (16, 16), "tiltenv/Shift-v0": (64, 16),
     "tiltenv/ActiveLabels-v0": (64, 16), "tiltenv/Tabular-v0": (None, None), "tiltenv/HelpfulHarmless-v0": (64, 16),
-    "tiltenv/MultiObjective-v0": (16, 16),
+    "tiltenv/MultiObjective-v0": (16, 16), "tiltenv/Tokens-v0": (None, 16),  # Tokens: K = V**L responses
 }
 
 

@@ -216,7 +216,7 @@ class TaskConfig(IndexConfigMethods):
             return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
         if self.seed is None:
             raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
-        from tiltenv.world import seed_streams
+        from tiltenv._streams import seed_streams
 
         return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
                            seed=seed_streams(self.seed)["family"])

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tiltenv._streams import STREAMS, seed_streams
 from tiltenv._validation import check_footprint, check_int
 from tiltenv.config import TabularConfig, TaskConfig
 from tiltenv.feedback import compress_along, fit_ai_labeler, make_ai_preferences
@@ -52,18 +53,6 @@ __all__ = [
     "register_world",
     "is_task_config",
 ]
-
-#: Names of the independent random streams spawned from the task seed, in spawn order (append only:
-#: reordering changes every task and needs a version bump of every env id).
-STREAMS = ("theta", "directions", "labels", "label_contexts", "proxy_init", "norm_contexts", "eval_contexts",
-           "ai_labeler", "monitor_labels", "channel_labels", "family")
-
-
-def seed_streams(seed: int) -> dict[str, int]:
-    """One 63-bit integer seed per named stream, from ``SeedSequence(seed).spawn``."""
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: int(child.generate_state(2, np.uint64)[0] >> np.uint64(1)) for name, child in zip(STREAMS, children)}
-
 
 def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)

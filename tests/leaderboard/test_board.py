@@ -51,7 +51,8 @@ def _frame(scores: dict[tuple[str, str], np.ndarray], failed=()) -> pd.DataFrame
 
 
 def _save_smoke(store: Store, sub: Submission, scores: dict[str, float], *, failed: tuple[str, ...] = ()) -> None:
-    """Synthetic results of ``sub`` on the smoke suite's dev runs (task key -> normalized score)."""
+    """Synthetic results of ``sub`` on the smoke suite's dev runs (task key -> normalized score); the board
+    commands below ask for ``--split dev`` (the default board is the test split)."""
     store.add_submission(sub)
     for spec in get_suite("smoke").runs("dev"):
         if spec.task_key not in scores:
@@ -99,12 +100,12 @@ def test_compare_takes_name_at_hash_on_the_command_line(tmp_path):
     _save_smoke(st, _sub("my_agent", H1), {"hump": 0.9, "linear": 0.9})
     _save_smoke(st, _sub("my_agent", H2), {"hump": 0.1, "linear": 0.1})
     _save_smoke(st, load_submission("tilt"), {"hump": 0.5, "linear": 0.5})
-    out = cli("board", "--compare", f"my_agent@{H1[:8]},tilt", db=db)
+    out = cli("board", "--split", "dev", "--compare", f"my_agent@{H1[:8]},tilt", db=db)
     assert out.returncode == 0, out.stderr
     assert f"P(my_agent@{H1[:8]} > tilt) = 1.000" in out.stdout
     assert f"my_agent@{H1[:8]}" in out.stdout and f"my_agent@{H2[:8]}" in out.stdout  # both versions, by hash
     assert "'my_agent' has 2 versions" in out.stdout
-    amb = cli("board", "--compare", "my_agent,tilt", db=db)
+    amb = cli("board", "--split", "dev", "--compare", "my_agent,tilt", db=db)
     assert amb.returncode == 2 and "Traceback" not in amb.stderr
     assert f"my_agent@{H1[:8]}, my_agent@{H2[:8]}" in amb.stderr and "name@hash" in amb.stderr
 
@@ -172,7 +173,7 @@ def test_board_command_marks_incomplete_submissions_and_says_what_compare_left_o
     _save_smoke(st, _sub("linear_only", H1), {"linear": 0.996})
     _save_smoke(st, load_submission("tilt"), {"hump": 0.41, "linear": 0.99})
     _save_smoke(st, load_submission("best_of_n"), {"hump": 0.2, "linear": 0.8}, failed=("hump",))
-    out = cli("board", "--by-task", db=db)
+    out = cli("board", "--split", "dev", "--by-task", db=db)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     row = {name: next(i for i, line in enumerate(lines) if f"│ {name} " in line) for name in ("tilt", "linear_only")}
@@ -186,9 +187,9 @@ def test_board_command_marks_incomplete_submissions_and_says_what_compare_left_o
     import tiltenv
 
     assert f"scored with tiltenv {tiltenv.__version__}, torch " in out.stdout and " on cpu, 20" in out.stdout
-    refused = cli("board", "--compare", "linear_only,tilt", db=db)
+    refused = cli("board", "--split", "dev", "--compare", "linear_only,tilt", db=db)
     assert refused.returncode == 2 and "--common-tasks" in refused.stderr
-    common = cli("board", "--compare", "linear_only,tilt", "--common-tasks", db=db)
+    common = cli("board", "--split", "dev", "--compare", "linear_only,tilt", "--common-tasks", db=db)
     assert common.returncode == 0, common.stderr
     assert "P(linear_only > tilt) = 1.000 CI n/a" in common.stdout
     assert "on the 1 runs (1 of 2 tasks) both submissions have" in common.stdout
@@ -204,7 +205,7 @@ def test_board_command_marks_incomplete_submissions_and_says_what_compare_left_o
     (("--device", "tpu"), "--device must be 'cpu', 'cuda' or 'cuda:N' (got 'tpu')"),
     (("--workers", "0", "--backend", "pool"), "--workers must be an integer >= 1 (got 0)"),
     (("--seeds", "0"), "--seeds must be an integer >= 1 (got 0)"),
-    (("--seeds", "2"), "--seeds must be in [1, 1] for the dev split of smoke (got 2)"),
+    (("--seeds", "2"), "--seeds must be in [1, 1] for the test split of smoke (got 2)"),
 ])
 def test_invalid_scorer_options_are_refused_before_anything_runs(tmp_path, args, words):
     db = f"sqlite:///{tmp_path / 'b.db'}"

@@ -165,6 +165,8 @@ def test_suite_shapes_match_the_registered_presets():
 BROKEN = '''
 class Broken:
     def fit(self, task, budget, checkpoint):
+        print("starting to train")
+        print("step 1 loss 0.3", flush=True)
         raise RuntimeError("the optimizer diverged at step 3")
 
     def policy(self, candidates, ref_logp):
@@ -210,7 +212,7 @@ def test_score_on_a_fresh_board_whose_first_submission_failed_says_why(failed_bo
     # one plain line per run (stdout is a pipe), each failure's reason, the empty board explained, --strict's reason
     assert "broken_agent linear#0: FAILED (error)" in out.stdout
     assert "FAILED broken_agent linear#0: error — [fit] RuntimeError: the optimizer diverged at step 3" in out.stdout
-    assert "no successful run on smoke v1" in out.stdout
+    assert "no successful run on smoke v2" in out.stdout
     assert "--strict: 1 of 1 runs failed" in out.stderr
 
 
@@ -220,7 +222,7 @@ def test_board_and_report_on_an_all_failed_board(failed_board):
     assert b.returncode == 0 and "no successful run" in b.stdout and "diverged at step 3" in b.stdout, b.stdout + b.stderr
     r = cli("report", db=db, cwd=tmp)
     assert r.returncode == 0, r.stderr
-    page = (tmp / "reports" / "smoke-dev.html").read_text()
+    page = (tmp / "reports" / "smoke-test.html").read_text()
     assert "No successful run yet" in page and "diverged at step 3" in page
 
 
@@ -229,7 +231,7 @@ def test_failures_lists_reasons_and_tracebacks(failed_board):
     out = cli("failures", db=db, cwd=tmp)
     assert out.returncode == 0, out.stderr
     assert "1 failed runs (1 error)" in out.stdout
-    assert "broken_agent linear#0 (dev): error — [fit] RuntimeError: the optimizer diverged at step 3" in out.stdout
+    assert "broken_agent linear#0 (test): error — [fit] RuntimeError: the optimizer diverged at step 3" in out.stdout
     assert "Traceback (most recent call last)" in out.stdout and 'in fit' in out.stdout
     short = cli("failures", "--no-tracebacks", "--reason", "error", db=db, cwd=tmp)
     assert short.returncode == 0 and "Traceback" not in short.stdout and "diverged" in short.stdout
@@ -239,23 +241,13 @@ def test_failures_lists_reasons_and_tracebacks(failed_board):
     assert typo.returncode == 2 and "Did you mean 'timeout'" in typo.stderr
 
 
-def test_failures_shows_the_runs_captured_output_when_the_board_stores_it(failed_board, monkeypatch, capsys):
-    """The `output` column comes with the jail (issue 18); where a board has it, `failures` prints it."""
-    import pandas as pd
-
-    from leaderboard import cli as C
-
+def test_failures_shows_the_runs_captured_output(failed_board):
+    """The run's own prints (stored with it by the jail, issue 18) are what `failures` shows under the traceback."""
     tmp, db, _ = failed_board
-    real = Store.runs
-
-    def runs_with_output(self, **kw):
-        df = real(self, **kw)
-        return df.assign(output=["starting to train\nstep 1 loss 0.3"] * len(df))
-
-    monkeypatch.setattr(Store, "runs", runs_with_output)
-    assert C.main(["failures", "--db", db]) == 0
-    text = capsys.readouterr().out
-    assert "captured output:" in text and "| step 1 loss 0.3" in text
+    assert "starting to train" in Store(db).failures()["output"].iloc[0]
+    out = cli("failures", db=db, cwd=tmp)
+    assert out.returncode == 0, out.stderr
+    assert "captured output:" in out.stdout and "| step 1 loss 0.3" in out.stdout, out.stdout
 
 
 def test_remove_needs_confirmation_off_a_terminal_and_removes_everything(failed_board, tmp_path):
@@ -290,13 +282,13 @@ def test_board_json_and_csv(tmp_path):
         st.add_submission(Sub(name))
         st.save(RunResult(submission=name, code_hash=name * 8, spec=spec, status="ok",
                           metrics={"normalized_score": score, "kl": 1.0 / 3.0}))
-    j = cli("board", "--json", db=db)
+    j = cli("board", "--json", "--split", "dev", db=db)
     assert j.returncode == 0, j.stderr
     import json
 
     rows = json.loads(j.stdout)
     assert [r["submission"] for r in rows] == ["aa", "bb"] and rows[0]["kl"] == 1.0 / 3.0  # every digit
-    c = cli("board", "--csv", db=db)
+    c = cli("board", "--csv", "--split", "dev", db=db)
     assert c.returncode == 0 and c.stdout.splitlines()[0].startswith("rank,submission,code_hash")
     assert len(c.stdout.splitlines()) == 3
 
@@ -366,4 +358,4 @@ def test_report_and_export_check_they_can_write_before_working(failed_board, tmp
 def test_report_default_path_is_per_suite_and_split(tmp_path):
     out = cli("report", "--suite", "quick", db=f"sqlite:///{tmp_path / 'b.db'}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "reports" / "quick-dev.html").exists() and not (tmp_path / "reports" / "smoke.html").exists()
+    assert (tmp_path / "reports" / "quick-test.html").exists() and not (tmp_path / "reports" / "smoke.html").exists()
