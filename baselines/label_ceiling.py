@@ -42,13 +42,13 @@ from tiltenv._validation import check_float, check_int
 __all__ = ["LabelCeilingConfig", "LabelCeiling"]
 
 
-@config_dataclass
 def _reference_policy(candidates: Any, ref_logp: Any) -> torch.Tensor:
     """pi_ref itself (the label ceiling's initial checkpoint, before its first proxy query)."""
     ref = as_tensor(ref_logp, "cpu", torch.float64)
     return torch.log_softmax(ref, dim=-1).to(output_device(candidates))
 
 
+@config_dataclass
 class LabelCeilingConfig:
     """Maximum-likelihood fit of θ and the gold family's parameters on the public labels, then the tilt."""
 
