@@ -3,7 +3,7 @@
 The scorer's code does the work — :func:`leaderboard.runner.score_one`, so the same loader, channel, budget
 enforcement, output checks and failure messages (:func:`leaderboard.sandbox.run_agent` /
 :class:`leaderboard.sandbox.RemoteRewardModel`) — with one difference: the submission's side of the channel
-(:func:`leaderboard._child.serve`) runs in a thread of this process instead of a jailed child process. Nothing of
+(:func:`leaderboard.sandbox.child.serve`) runs in a thread of this process instead of a jailed child process. Nothing of
 the scorer's validation is duplicated here; only *where* the submission runs changes. That saves the jail's
 start (a fresh interpreter importing torch: seconds) and lets the submitter see its prints and debug it, at the
 cost of the jail's protections — which a submitter checking their own code does not need. ``tiltenv check
@@ -25,13 +25,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from leaderboard import _child, sandbox
+from leaderboard.sandbox import agent, child, process, reward_model
+from leaderboard.sandbox.channel import Channel
 
 __all__ = ["InProcessChild", "in_process"]
 
 
-class InProcessChild(sandbox._Child):
-    """:class:`leaderboard.sandbox._Child`'s interface with the submission served by a thread of this process."""
+class InProcessChild(process._Child):
+    """:class:`leaderboard.sandbox.process._Child`'s interface with the submission served by a thread of this process."""
 
     def __init__(self, sub: Any, limits: Any, device: str, spawn: str = "thread") -> None:  # noqa: D107
         self.limits, self.sub = limits, sub
@@ -52,7 +53,7 @@ class InProcessChild(sandbox._Child):
 
         def serve() -> None:
             try:
-                self._rc = _child.serve(_child.Channel(p2c_r, c2p_w))
+                self._rc = child.serve(Channel(p2c_r, c2p_w))
             except BaseException:  # noqa: BLE001 - serve reports the submission's errors itself; this is the channel
                 self._rc = 5
             finally:
@@ -70,13 +71,13 @@ class InProcessChild(sandbox._Child):
         for fd in self._fds:
             os.set_blocking(fd, False)
         self._last_poll = 0.0
-        self.chan = _child.Channel(c2p_r, p2c_w, wait=self._wait)
+        self.chan = Channel(c2p_r, p2c_w, wait=self._wait)
 
     def _wait(self, fd: int, for_write: bool) -> None:
         now = time.monotonic()
         if now >= self.deadline:
             self.fail("timeout", f"the run exceeded its wall-time limit of {self.limits.wall_time:g} s and was killed")
-        timeout = max(0.0, min(self.deadline - now, sandbox.MEMORY_POLL_S))
+        timeout = max(0.0, min(self.deadline - now, process.MEMORY_POLL_S))
         if for_write:
             select.select([], [fd], [], timeout)
         else:
@@ -108,9 +109,9 @@ class InProcessChild(sandbox._Child):
 @contextlib.contextmanager
 def in_process() -> Iterator[None]:
     """Within this block, the scorer's runs serve the submission from a thread of this process."""
-    saved = sandbox._Child
-    sandbox._Child = InProcessChild
+    saved = agent._Child, reward_model._Child  # each module that starts runs
+    agent._Child = reward_model._Child = InProcessChild
     try:
         yield
     finally:
-        sandbox._Child = saved
+        agent._Child, reward_model._Child = saved

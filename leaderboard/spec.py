@@ -115,7 +115,7 @@ class Limits:
             loopback that is down) where the kernel allows it (root, or unprivileged user namespaces),
             else a warning and no isolation; ``"require"``: refuse to score where runs cannot be isolated;
             ``"allow"``: the runs share the scorer's network.
-        sandbox: ``"jail"`` (default): every run in its own bubblewrap jail (:mod:`leaderboard._jail`), cgroup
+        sandbox: ``"jail"`` (default): every run in its own bubblewrap jail (:mod:`leaderboard.sandbox.jail`), cgroup
             and seccomp filter; the scorer refuses to run where jails are unavailable. ``"trusted"``: no jail
             (the previous process sandbox only), for one's own code and the built-in baselines; such runs are
             stored with ``sandbox = "trusted"``.

@@ -26,6 +26,7 @@ import torch
 import tiltenv  # noqa: F401  (registers the envs)
 from baselines import TrainBudget, make_agent
 from leaderboard import sandbox
+from leaderboard.sandbox import zygote
 from leaderboard.spec import Limits
 from leaderboard.submission import load_submission
 from tiltenv.evaluation import policy_logp, resolve_judge
@@ -67,7 +68,7 @@ def main() -> None:
 
     started = time.perf_counter()
     if args.spawn == "zygote":
-        sandbox._zygote()
+        zygote._zygote()
     startup = time.perf_counter() - started
     print(f"Hump-v0 {kwargs or '(default kwargs)'}, budget {budget.proxy_queries} proxy queries, "
           f"C={judge.eval_candidates.shape[0]}, K={task.K}, spawn={args.spawn} (zygote start-up {startup:.2f} s, once)")

@@ -27,7 +27,7 @@ fi
 echo "[setup] installing tiltenv[$EXTRAS] (editable)"
 python -m pip install -q -e ".[$EXTRAS]"
 python -c "import torch, tiltenv; print(f'[setup] tiltenv {tiltenv.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
-# The leaderboard runs every submission in a bubblewrap jail (leaderboard/_jail.py): install bwrap where we can.
+# The leaderboard runs every submission in a bubblewrap jail (leaderboard/sandbox/jail.py): install bwrap where we can.
 if ! command -v bwrap >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing bubblewrap (the leaderboard's jail)"

@@ -300,7 +300,7 @@ def test_check_passes_a_good_submission_and_fails_a_bad_one_with_the_scorers_mes
     (tmp_path / "probs.py").write_text(PROBABILITIES)
     bad = cli("check", str(tmp_path / "probs.py"), "--queries", "64", db="sqlite://")
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    # the scorer's own message (leaderboard.sandbox._validate_logp), word for word
+    # the scorer's own message (leaderboard.sandbox.outputs._validate_logp), word for word
     assert re.search(r"FAILED \(invalid_output\): checkpoint 0 \(step \d+\) returned rows that are not normalized "
                      r"log-probabilities: 512 of 512 rows", bad.stdout.replace("\n", " ")), bad.stdout
     assert "probabilities or logits instead of log-probabilities?" in bad.stdout

@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 
 from baselines import TrainBudget
-from leaderboard import sandbox
-from leaderboard.sandbox import run_agent
+from leaderboard.sandbox import isolation, run_agent
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import load_submission
 from tiltenv import TaskConfig, make_world
@@ -193,8 +192,8 @@ def test_a_lurker_cannot_wait_for_a_later_run_of_the_same_uid(world, tmp_path, h
     token = hygiene
     lurker = HOPPER.format(token=token, action="time.time() > end - 28 and os.kill(-1, 9)")  # from 2 s on
     run(world, write_agent(tmp_path, lurker, "attacker.py"))
-    n = next(sandbox._run_counter)
-    monkeypatch.setattr(sandbox, "_run_counter", itertools.count(n + 999))  # the next run: 1,000 runs later
+    n = next(isolation._run_counter)
+    monkeypatch.setattr(isolation, "_run_counter", itertools.count(n + 999))  # the next run: 1,000 runs later
     victim = write_agent(tmp_path, "time.sleep(3.0)\ncheckpoint(0, self)", "victim.py")
     out = run(world, victim)  # before the jail: killed by a SIGKILL the scorer did not send (memory)
     assert out.steps == [0]
@@ -207,8 +206,8 @@ def test_uids_do_not_repeat_within_a_scorer(monkeypatch):
         pytest.skip("per-run uids are taken only by a root scorer")
     uids = []
     for start in (5, 1005, 2005):  # 1,000 runs apart
-        monkeypatch.setattr(sandbox, "_run_counter", itertools.count(start))
-        uids.append(sandbox._run_ids()[0])
+        monkeypatch.setattr(isolation, "_run_counter", itertools.count(start))
+        uids.append(isolation._run_ids()[0])
     assert len(set(uids)) == 3, uids
 
 
@@ -457,12 +456,12 @@ def test_seccomp_denies_ptrace_unshare_mount_and_sets_no_new_privs(world, tmp_pa
 
 # ----------------------------------------------------------------------------------------------- scorers and backends
 def test_without_a_jail_the_scorer_refuses_and_trusted_runs_are_marked(world, tmp_path, monkeypatch):
-    from leaderboard import _jail
+    from leaderboard.sandbox import jail
 
-    monkeypatch.setattr(_jail, "available", lambda: (False, "bwrap (bubblewrap) is not installed: install bubblewrap"))
+    monkeypatch.setattr(jail, "available", lambda: (False, "bwrap (bubblewrap) is not installed: install bubblewrap"))
     with pytest.raises(RuntimeError, match=r"refusing to run submissions.*bubblewrap.*sandbox='trusted'"):
         run(world, "tilt")
-    monkeypatch.setattr(sandbox, "_warned_trusted", False)
+    monkeypatch.setattr(isolation, "_warned_trusted", False)
     with pytest.warns(UserWarning, match="NOT jailed"):
         out = run(world, "tilt", dataclasses.replace(LIMITS, sandbox="trusted"))
     assert out.steps

@@ -19,7 +19,7 @@ import torch
 
 from baselines import BASELINES, TrainBudget
 from leaderboard import sandbox
-from leaderboard.sandbox import AgentOutcome, RemoteRewardModel, run_agent
+from leaderboard.sandbox import AgentOutcome, RemoteRewardModel, isolation, run_agent
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import EXAMPLES_DIR, load_submission
 from tiltenv import TaskConfig, make_world
@@ -266,7 +266,7 @@ SPY = """
     found['proxy'] = type(task.proxy).__name__
     found['uid'] = os.getuid()
     found['cwd'] = os.getcwd()
-    found['modules'] = [m for m in sys.modules if m.startswith('leaderboard.') and m != 'leaderboard._child']
+    found['modules'] = [m for m in sys.modules if m.startswith('leaderboard.') and m != 'leaderboard.sandbox.child']
     raise RuntimeError('FOUND' + json.dumps(found) + 'END')
 """
 
@@ -331,8 +331,8 @@ def test_channel_attacks(world, tmp_path, attack):
     canary = tmp_path / "canary"
     body = f"""
         import pickle, struct
-        from leaderboard import _child
-        ch = _child.CHANNEL
+        from leaderboard.sandbox import child
+        ch = child.CHANNEL
         class Boom:
             def __reduce__(self):
                 return (os.system, ('touch {canary}',))
@@ -350,8 +350,9 @@ def test_channel_attacks(world, tmp_path, attack):
 
 
 def test_scorer_never_unpickles():
-    src = (ROOT / "leaderboard" / "sandbox.py").read_text()
-    assert "pickle.load" not in src and "torch.load" not in src
+    for path in (ROOT / "leaderboard" / "sandbox").glob("*.py"):  # the run's side (child.py) unpickles the scorer's task
+        src = path.read_text()
+        assert path.name == "child.py" or ("pickle.load" not in src and "torch.load" not in src), path.name
 
 
 def test_no_process_left_behind(world, tmp_path):
@@ -429,10 +430,10 @@ def test_a_reward_model_declaring_a_huge_score_array_is_refused_before_the_score
     """The declared shape is checked before the payload is read: a 1 TiB declaration used to make the scorer
     allocate it (MemoryError in the scorer, aborting the whole scoring) instead of failing the run."""
     score = (
-        "from leaderboard import _child\n"
+        "from leaderboard.sandbox import child\n"
         "        import os, json, struct\n"
         "        h = json.dumps({'op': 'scores', 'arrays': [{'dtype': '<f8', 'shape': [2**37]}]}).encode()\n"
-        "        os.write(_child.CHANNEL.wfd, struct.pack('<4sIQ', b'TLT1', len(h), 2**40) + h)\n"
+        "        os.write(child.CHANNEL.wfd, struct.pack('<4sIQ', b'TLT1', len(h), 2**40) + h)\n"
         "        time.sleep(30)"
     )
     path = tmp_path / "rm.py"
@@ -565,8 +566,8 @@ def test_where_isolation_is_unavailable_isolate_warns_and_require_refuses(world,
     from leaderboard.suites import get_suite
 
     # (a jailed run always has its own network namespace: this is the trusted sandbox's own netns fallback)
-    monkeypatch.setattr(sandbox, "network_isolation", lambda: (False, "unshare: Operation not permitted (probe)"))
-    monkeypatch.setattr(sandbox, "_warned_network", False)
+    monkeypatch.setattr(isolation, "network_isolation", lambda: (False, "unshare: Operation not permitted (probe)"))
+    monkeypatch.setattr(isolation, "_warned_network", False)
     trusted = dataclasses.replace(LIMITS, sandbox="trusted")
     with pytest.warns(UserWarning, match=r"NOT isolated from the network here \(unshare: Operation not permitted \(probe\)\)"):
         seen = net_probe(world, tmp_path, listener, trusted)
@@ -694,8 +695,8 @@ PROTOCOL_ATTACKS = {
 @pytest.mark.parametrize("attack", sorted(PROTOCOL_ATTACKS))
 def test_protocol_violations_fail_the_run(world, tmp_path, attack):
     body = f"""
-        from leaderboard import _child
-        ch = _child.CHANNEL
+        from leaderboard.sandbox import child
+        ch = child.CHANNEL
         {textwrap.indent(textwrap.dedent(PROTOCOL_ATTACKS[attack]), ' ' * 8).strip()}
         time.sleep(30)
     """
@@ -705,7 +706,7 @@ def test_protocol_violations_fail_the_run(world, tmp_path, attack):
 
 # ----------------------------------------------------------------------------------------------- framing
 def test_array_specs_must_add_up_to_the_payload_exactly():
-    from leaderboard._child import MAX_ARRAYS, MAX_NDIM, ProtocolError, check_array_specs
+    from leaderboard.sandbox.channel import MAX_ARRAYS, MAX_NDIM, ProtocolError, check_array_specs
 
     def spec(shape, dtype="<f4"):
         return {"dtype": dtype, "shape": shape}
@@ -731,7 +732,7 @@ def test_array_specs_must_add_up_to_the_payload_exactly():
 def test_channel_checks_magic_and_header_size():
     import struct
 
-    from leaderboard._child import Channel, ProtocolError
+    from leaderboard.sandbox.channel import Channel, ProtocolError
 
     def frame(header: bytes, magic: bytes = b"TLT1") -> bytes:
         return struct.pack("<4sIQ", magic, len(header), 0) + header
@@ -764,17 +765,17 @@ def test_a_sigkill_the_scorer_did_not_send_is_memory(world, tmp_path):
 def test_a_child_cannot_choose_its_failure_reason(world, tmp_path, kind):
     """Only load / memory / invalid_output may come from the child's own report; anything else it claims is an error."""
     body = f"""
-        from leaderboard import _child
-        _child.CHANNEL.send({{'op': 'error', 'stage': 'fit', 'kind': {kind!r}, 'type': 'X', 'message': 'claimed'}})
+        from leaderboard.sandbox import child
+        child.CHANNEL.send({{'op': 'error', 'stage': 'fit', 'kind': {kind!r}, 'type': 'X', 'message': 'claimed'}})
         time.sleep(30)
     """
     assert "claimed" in fails(world, tmp_path, body, "error", limits=Limits(wall_time=20, memory_mb=2048))
 
 
 def test_the_network_probe_fails_only_when_the_kernel_refuses():
-    """``python leaderboard/_netns.py`` exits 0 (isolated), or 1 because unshare was refused; an unshare that
+    """``python leaderboard/sandbox/netns.py`` exits 0 (isolated), or 1 because unshare was refused; an unshare that
     'succeeds' but leaves interfaces would silently turn isolation off (every network test would skip)."""
-    from leaderboard import _netns
+    from leaderboard.sandbox import netns as _netns
 
     probe = subprocess.run([sys.executable, "-I", _netns.__file__], env={}, cwd="/", capture_output=True, text=True,
                            timeout=60)

@@ -241,9 +241,9 @@ MALFORMED = {  # name: (source, expected status, expected reason)
                 checkpoint(10**30, self)
     """), "ok", None),
     "deep_json_header": (_AGENT.format(body="""
-            from leaderboard import _child
+            from leaderboard.sandbox import child
             hb = b"[" * 200_000 + b"]" * 200_000
-            os.write(_child.CHANNEL.wfd, struct.pack("<4sIQ", b"TLT1", len(hb), 0) + hb)
+            os.write(child.CHANNEL.wfd, struct.pack("<4sIQ", b"TLT1", len(hb), 0) + hb)
             time.sleep(30)
     """), "failed", "protocol"),
     "deep_directory": (_AGENT.format(body="""
@@ -344,7 +344,7 @@ def test_the_deployment_cache_counts_duplicate_candidates_and_dtypes():
     asked as float32 may not be asked again as float64; the answers are the proxy's on the whole array."""
     import types
 
-    from leaderboard.sandbox import _DeployCache
+    from leaderboard.sandbox.agent import _DeployCache
 
     def fail(reason, detail):
         raise SandboxFailure(reason, detail)

@@ -19,7 +19,7 @@ process of the pid namespace: nothing a run forks, ``setsid``-s or hops to outli
 As **root**, bwrap runs without a user namespace (the namespaces belong to the host's) and the run drops
 to its own unprivileged uid after joining; as another user, the namespaces belong to a user namespace
 owned by that user (which is what lets the run join them), and the run drops every capability it got
-there. Either way :mod:`leaderboard._seccomp` then denies the system calls that could undo this.
+there. Either way :mod:`leaderboard.sandbox.seccomp` then denies the system calls that could undo this.
 
 :func:`available` probes once whether jails work here and, if not, says why.
 """

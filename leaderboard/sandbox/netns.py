@@ -10,7 +10,7 @@
 
 Afterwards ``connect`` to any address fails (``ENETUNREACH``), name resolution fails, and
 ``socket.if_nameindex()`` lists only ``lo``; already-open descriptors (the run's pipes to the scorer) are
-unaffected. The module imports only the standard library: ``python leaderboard/_netns.py`` is the
+unaffected. The module imports only the standard library: ``python leaderboard/sandbox/netns.py`` is the
 scorer's probe (exit 0 when isolation works here, else exit 1 with the reason on stderr).
 """
 

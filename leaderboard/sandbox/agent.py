@@ -1,0 +1,312 @@
+"""An agent submission trained in its sandboxed process (:func:`run_agent`): the scorer serves its proxy
+queries under the budget and the checkpoint schedule (:func:`_serve_proxy`), then reads its checkpoints'
+log-probabilities on the evaluation contexts, serving their deployment queries from a cache
+(:class:`_DeployCache`). The rules are those of :mod:`leaderboard.sandbox`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from leaderboard.sandbox.channel import FLOAT_DTYPES, ProtocolError, check_array_specs, unpack_arrays
+from leaderboard.sandbox.child import RemoteProxy
+from leaderboard.sandbox.outputs import _check_output_dtype, _validate_logp
+from leaderboard.sandbox.process import _Child, _public_copy, _start_payload
+from leaderboard.spec import Limits, SandboxFailure
+from leaderboard.submission import Submission
+
+__all__ = ["AgentOutcome", "run_agent"]
+
+
+@dataclass
+class AgentOutcome:
+    """What a sandboxed agent run produced (validated by the scorer).
+
+    Attributes:
+        steps: checkpoint steps in order, strictly increasing: the channel's query count when each checkpoint
+            arrived (step 0 = initial policy, last = fitted policy at the final count).
+        logps: ``(n_ckpt, C, K)`` float64 log-probabilities on the evaluation contexts, validated and
+            renormalized in float64 (``log_softmax``, as :func:`tiltenv.evaluation.policy_logp` does in-process,
+            so the same policy gives the same bits; each row was already within 1e-3 of normalized).
+        proxy_queries: candidates the scorer's side of the channel scored during ``fit``.
+        deploy_queries: candidates served from the deployment cache while the checkpoints were evaluated.
+        fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
+        wall_time: seconds of the whole sandboxed run, start of the process to its result.
+        output: the run's own stdout/stderr (last 64 KiB); sandbox: ``"jail"`` or ``"trusted"``.
+    """
+
+    steps: list[int]
+    logps: np.ndarray
+    proxy_queries: int
+    deploy_queries: int
+    fit_time: float
+    wall_time: float
+    output: str | None = None
+    sandbox: str = "jail"
+
+
+def _model_of(task: Any, header: dict[str, Any]) -> Any:
+    """The real model a proxy request asks for: the task's proxy, or (``model: dims``) every dimension's."""
+    model = header.get("model", "proxy")
+    if model == "dims" and hasattr(task, "dim_proxies"):
+        return task._stack.dim_rewards
+    if model == "proxy":
+        return task.proxy
+    return None
+
+
+def _serve_proxy(child: _Child, task: Any, d: int, header: dict[str, Any], plen: int, left: int, what: str,
+                 allow: Any = None, cache: "_DeployCache | None" = None) -> int:
+    """Score one ``proxy`` request (the task's proxy, or ``model: dims``: a multi-objective task's per-dimension
+    models) if it fits in ``left`` candidates and ``allow(n)`` does not fail the run (the checkpoint schedule);
+    with ``cache`` (deployment) the answers come from the scorer's cache of the evaluation candidates. Returns the
+    number scored."""
+    proxy = _model_of(task, header)
+    if proxy is None:
+        child.fail("protocol", f"a proxy request names an unknown model {str(header.get('model'))[:40]!r}")
+    try:
+        specs = check_array_specs(header, plen, FLOAT_DTYPES)
+    except ProtocolError as e:
+        child.fail("protocol", f"bad proxy request: {e}")
+    if len(specs) != 1 or len(specs[0][1]) < 1 or specs[0][1][-1] != d:
+        child.fail("protocol", f"a proxy request must be one (..., d={d}) array (got {[list(s) for _, s in specs]})")
+    n = int(np.prod(specs[0][1][:-1], dtype=np.int64))
+    if n > left:
+        child.fail("budget", f"asked to score {n} candidates with {left} left of the {what}")
+    if allow is not None:
+        allow(n)
+    (x,) = unpack_arrays(specs, child.chan.recv_payload(plen))
+    if cache is not None:
+        y = cache.serve(str(header.get("model", "proxy")), proxy, x)
+    else:
+        with torch.no_grad():
+            y = proxy(torch.from_numpy(x)).detach().cpu().numpy()
+    child.send({"op": "proxy_ok"}, [y])
+    return n
+
+
+class _DeployCache:
+    """Deployment: while checkpoint ``i`` is evaluated its policy may score exactly the candidates it is evaluated
+    on, each at most once (per model), answered from values the scorer computes once on the whole ``(C, K, d)``
+    array (the same bits as scoring that array in one call); anything else fails the run (``budget``).
+
+    Requests are matched to the evaluation candidates by their bytes, vectorized (``np.unique`` over rows; all of
+    them in order is matched at once): a candidate that appears m times among the evaluation candidates may be
+    asked m times per checkpoint.
+    """
+
+    def __init__(self, child: _Child, task: Any, cand: torch.Tensor) -> None:
+        self.child, self.task, self.cand = child, task, cand
+        self.d = int(cand.shape[-1])
+        self.n = int(np.prod(cand.shape[:-1]))
+        self.rows: dict[str, np.ndarray] = {}  # dtype -> the (C·K, d) evaluation candidates
+        self.index: dict[str, tuple[np.ndarray, ...]] = {}  # dtype -> (unique row keys, counts, members, starts)
+        self.values: dict[tuple[str, str], np.ndarray] = {}  # (model, dtype) -> (C·K, ...) answers
+        self.checkpoint = 0
+        self.served = 0
+        self.start(0)
+
+    def start(self, i: int) -> None:
+        self.checkpoint = i
+        self.used: dict[tuple[str, str], np.ndarray] = {}  # (model, dtype) -> times each unique row was served
+        self.taken: dict[str, np.ndarray] = {}  # model -> which evaluation candidates were served (any dtype)
+
+    def _rows(self, dt: str) -> np.ndarray:
+        if dt not in self.rows:
+            self.rows[dt] = np.ascontiguousarray(self.cand.to(torch.float64 if dt == "<f8" else torch.float32)
+                                                 .reshape(-1, self.d).numpy())
+        return self.rows[dt]
+
+    @staticmethod
+    def _keys(rows: np.ndarray) -> np.ndarray:
+        """Each row as one opaque value (its bytes): exact matching, sorted as bytes."""
+        return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+
+    def _index_of(self, dt: str) -> tuple[np.ndarray, ...]:
+        if dt not in self.index:
+            uniq, inv, cnt = np.unique(self._keys(self._rows(dt)), return_inverse=True, return_counts=True)
+            members = np.argsort(inv.reshape(-1), kind="stable")
+            starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+            self.index[dt] = (uniq, cnt, members, starts)
+        return self.index[dt]
+
+    def _refuse(self, j: int, why: str) -> None:
+        self.child.fail("budget", f"while checkpoint {self.checkpoint} was evaluated, its policy asked the proxy to "
+                                  f"score {why} (row {j} of the request): at deployment a policy may score only the "
+                                  "candidates it is evaluated on, each once per checkpoint")
+
+    def serve(self, model: str, proxy: Any, x: np.ndarray) -> np.ndarray:
+        dt = x.dtype.str
+        rows = self._rows(dt)
+        flat = np.ascontiguousarray(x).reshape(-1, self.d)
+        m = flat.shape[0]
+        taken = self.taken.setdefault(model, np.zeros(self.n, dtype=bool))
+        if flat.shape == rows.shape and np.array_equal(flat, rows):  # all of them, in order (Tilt, BestOfN)
+            if taken.any():
+                self._refuse(int(np.argmax(taken)), "one of its evaluation candidates a second time")
+            taken[:] = True
+            take = np.arange(m)
+        else:
+            take = self._match(model, dt, flat, taken)
+        if (model, dt) not in self.values:
+            with torch.no_grad():
+                y = proxy(torch.from_numpy(rows.reshape(self.cand.shape)))
+            y = y.detach().cpu().numpy()
+            self.values[(model, dt)] = y.reshape(rows.shape[0], *y.shape[len(self.cand.shape) - 1:])
+        self.served += m
+        vals = self.values[(model, dt)]
+        return vals[take].reshape(*x.shape[:-1], *vals.shape[1:])
+
+    def _match(self, model: str, dt: str, flat: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """The evaluation candidate each requested row is (the k-th request of one value takes its k-th copy)."""
+        uniq, cnt, members, starts = self._index_of(dt)
+        m = flat.shape[0]
+        _, inv = np.unique(np.concatenate([uniq, self._keys(flat)]), return_inverse=True)
+        inv = inv.reshape(-1)
+        lut = np.full(int(inv.max()) + 1, -1, dtype=np.int64)
+        lut[inv[:len(uniq)]] = np.arange(len(uniq))
+        u = lut[inv[len(uniq):]]  # the unique evaluation row of each requested row, -1: none
+        if (u < 0).any():
+            self._refuse(int(np.argmax(u < 0)), "a candidate it is not evaluated on")
+        order = np.argsort(u, kind="stable")  # the k-th request of one row takes its k-th copy
+        su = u[order]
+        first = np.r_[True, su[1:] != su[:-1]]
+        rank = np.empty(m, dtype=np.int64)
+        rank[order] = np.arange(m) - np.maximum.accumulate(np.where(first, np.arange(m), 0))
+        used = self.used.setdefault((model, dt), np.zeros(len(uniq), dtype=np.int64))
+        occ = used[u] + rank
+        over = occ >= cnt[u]
+        if over.any():
+            self._refuse(int(np.argmax(over)), "one of its evaluation candidates a second time")
+        take = members[starts[u] + occ]
+        if taken[take].any():  # asked before in the other dtype, or after all of them at once
+            self._refuse(int(np.argmax(taken[take])), "one of its evaluation candidates a second time")
+        taken[take] = True
+        np.add.at(used, u, 1)
+        return take
+
+
+def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Tensor, eval_ref_logp: torch.Tensor,
+              limits: Limits, *, device: str = "cpu", spawn: str = "zygote") -> AgentOutcome:
+    """Train an agent submission on ``task`` in a sandboxed child and get its checkpoints' log-probabilities.
+
+    Args:
+        sub: a :class:`~leaderboard.submission.Submission` of the ``agent`` track.
+        task: the :class:`tiltenv.PublicTask` (its proxy stays here; the child gets a counting stub).
+        budget: the :class:`baselines.TrainBudget` (``proxy_queries`` is enforced here).
+        eval_candidates: ``(C, K, d)`` contexts the checkpoints are evaluated on (the judge's).
+        eval_ref_logp: ``(C, K)`` log π_ref on them.
+        limits: :class:`~leaderboard.spec.Limits` (wall time, memory, threads).
+        device: the agent's device (``"cpu"``, ``"cuda"``): a baseline's ``device`` field unless its config
+            sets one; a factory with a ``device`` parameter receives it. Arrays cross the channel on the CPU.
+        spawn: ``"zygote"`` (fork from a clean pre-imported interpreter) or ``"popen"`` (fresh interpreter).
+    Returns:
+        :class:`AgentOutcome`.
+    Raises:
+        SandboxFailure: ``error``, ``timeout``, ``memory``, ``budget``, ``checkpoint``, ``invalid_output``,
+            ``protocol`` or ``load`` (see :data:`leaderboard.spec.FAILURE_REASONS`).
+        TypeError, ValueError: bad arguments (not a failure of the submission).
+    """
+    from baselines.base import TrainBudget
+
+    if not isinstance(sub, Submission) or sub.track != "agent":
+        raise TypeError(f"run_agent needs an agent-track Submission (got {sub!r}).")
+    if not isinstance(budget, TrainBudget):
+        raise TypeError(f"budget must be a baselines.TrainBudget (got {type(budget).__name__}).")
+    cand = torch.as_tensor(eval_candidates).detach().cpu()
+    ref = torch.as_tensor(eval_ref_logp).detach().cpu()
+    if cand.ndim != 3 or ref.shape != cand.shape[:2]:
+        raise ValueError(f"eval_candidates must be (C, K, d) and eval_ref_logp (C, K) (got {tuple(cand.shape)}, {tuple(ref.shape)}).")
+    C, K, d = cand.shape
+    public = _public_copy(task, RemoteProxy(getattr(task.proxy, "kind", "proxy"), task.d))
+    child = _Child(sub, limits, device, spawn)
+    try:
+        child.send({"op": "start", "payload": "pickle"}, raw=_start_payload(sub, "agent", public, budget, device, child.file))
+        child.expect("ready")
+        fit_started = time.monotonic()
+        used = 0
+        marks = [0, *budget.checkpoint_marks()]  # mark 0: the initial policy, before the first mark of the budget
+        kept: list[int] = []  # the channel's count at each kept checkpoint (slot i = kept[i]); strictly increasing
+        covered = 0  # marks[:covered] have their checkpoint
+        last_count = None  # the count at the last checkpoint delivered
+
+        def allow(n: int) -> None:
+            """Refuse a query that would reach the next mark while a mark is still owed."""
+            if covered < len(marks) and marks[covered] <= used and covered + 1 < len(marks) \
+                    and marks[covered + 1] <= used + n:
+                what = "the initial policy, before any query" if covered == 0 else f"{marks[covered]} proxy queries"
+                child.fail("checkpoint", f"the run passed checkpoint mark {covered} of {len(marks) - 1} ({what}) "
+                                         f"without delivering a checkpoint: a query of {n} candidates at {used} "
+                                         f"queries would reach mark {covered + 1} ({marks[covered + 1]}). The "
+                                         f"scorer's marks are budget.checkpoint_marks() = {marks[1:][:20]}; call "
+                                         "checkpoint() once the query count reaches each of them.")
+
+        while True:
+            header, plen = child.recv_header("a proxy query, a checkpoint or the end of fit")
+            if header["op"] == "proxy":
+                used += _serve_proxy(child, task, d, header, plen, budget.proxy_queries - used,
+                                     f"budget of {budget.proxy_queries} proxy queries ({used} used)", allow=allow)
+            elif header["op"] == "checkpoint" and not plen:
+                new = False
+                while covered < len(marks) and marks[covered] <= used:
+                    covered, new = covered + 1, True
+                if kept and kept[-1] == used:  # a later snapshot at the same count replaces the kept one
+                    slot = len(kept) - 1
+                elif new:  # the first checkpoint once a mark is reached is that mark's
+                    kept.append(used)
+                    slot = len(kept) - 1
+                else:  # between marks: not kept (only the last one delivered is, as the possible final policy)
+                    slot = None
+                last_count = used
+                child.send({"op": "checkpoint_ok", "slot": slot, "step": used})
+            elif header["op"] == "fit_done" and not plen:
+                break
+            else:
+                child.fail("protocol", f"unexpected {str(header['op'])[:40]!r} frame during fit")
+        fit_time = time.monotonic() - fit_started
+        # the final policy (step = the final count): the last checkpoint if delivered at the final count, else the
+        # agent itself; the kept checkpoints before it, each at the channel's count when it arrived
+        which: list[Any] = [i for i, c in enumerate(kept) if c < used] + ["last" if last_count == used else "agent"]
+        steps = [kept[i] for i in which[:-1]] + [used]
+        child.send({"op": "eval", "checkpoints": which}, [cand.numpy(), ref.numpy()])
+        cache = _DeployCache(child, task, cand)
+        logps = np.empty((len(steps), C, K), dtype=np.float64)
+        for i, step in enumerate(steps):
+            cache.start(i)
+            while True:
+                header, plen = child.recv_header(f"checkpoint {i}'s log-probabilities")
+                if header["op"] != "proxy":
+                    break
+                _serve_proxy(child, task, d, header, plen, C * K,
+                             f"deployment allowance of checkpoint {i}: its C·K = {C * K} evaluation candidates",
+                             cache=cache)
+            if header["op"] != "logp" or header.get("index") != i:
+                child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")
+            what = f"checkpoint {i} (step {step})"
+            _check_output_dtype(child, header, what)
+            try:
+                ((dt, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
+            except ProtocolError as e:
+                child.fail("protocol", f"bad {what} frame: {e}")
+            if shape != (C, K):
+                child.fail("invalid_output", f"{what} returned shape {shape}, expected (C, K) = ({C}, {K})")
+            if dt == np.float64:  # read straight into the result: no copy, no extra pages
+                child.read_into(memoryview(logps[i]).cast("B"), what)
+                arr = logps[i]
+            else:
+                (arr,) = child.recv_arrays(header, plen)
+            try:
+                _validate_logp(arr, C, K, what, logps[i])
+            except SandboxFailure:
+                child.kill()
+                raise
+        deploy = cache.served
+        child.expect("done")
+        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started,
+                            child.output_tail(), child.sandbox)
+    finally:
+        child.close()
