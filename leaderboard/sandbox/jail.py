@@ -115,7 +115,13 @@ def _args(*, binds: Sequence[str], work: str, disk_mb: int, ro_dirs: Sequence[tu
             a += ["--ro-bind", p, p]
     for p in _ETC:
         a += ["--ro-bind-try", p, p]
-    made: set[str] = set()
+    # the private tmpfs first, then the binds: an installation under /tmp (a clone there) is bound on top of the
+    # jail's /tmp instead of being hidden by it
+    size = str(int(disk_mb) << 20)
+    a += ["--proc", "/proc", "--dev", "/dev"]
+    a += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp", "--perms", "1777", "--size", size,
+          "--tmpfs", "/dev/shm", "--symlink", "/tmp", "/var/tmp"]
+    made: set[str] = {"/tmp", "/dev", "/dev/shm", "/var"}
     for p in binds:  # bwrap would copy the modes of the host's parents (/root is 0700): make them 0755
         parts = p.strip("/").split("/")[:-1]
         for i in range(1, len(parts) + 1):
@@ -126,12 +132,9 @@ def _args(*, binds: Sequence[str], work: str, disk_mb: int, ro_dirs: Sequence[tu
         a += ["--ro-bind", p, p]
     for p in ("/sys/devices/system/cpu", "/sys/devices/system/node"):  # CPU count / NUMA layout (torch, OpenMP)
         a += ["--ro-bind-try", p, p]
-    a += ["--proc", "/proc", "--dev", "/dev"]
     for dev in devices:
         a += ["--dev-bind", dev, dev]
-    size = str(int(disk_mb) << 20)
-    a += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp", "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
-          "--symlink", "/tmp", "/var/tmp", "--perms", "0700", "--dir", work]
+    a += ["--perms", "0700", "--dir", work]
     for src, dst in ro_dirs:
         a += ["--ro-bind", src, dst]
     a += ["--remount-ro", "/"]
