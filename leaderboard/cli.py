@@ -498,9 +498,13 @@ def _by_task_view(bt, b):
     return pd.DataFrame(rows, columns=["rank", "submission", *tasks])
 
 
-def _print_board_data(st, suite: str, version: int, split: str, track: str, fmt: str, both: bool = False) -> None:
-    """``board --json`` / ``--csv``: scoring.board's frame, every column, for scripts (no table, no legend)."""
+def _print_board_data(st, suite: str, version: int, split: str, track: str, fmt: str, both: bool = False,
+                      by_task: bool = False) -> None:
+    """``board --json`` / ``--csv``: scoring.board's frame, every column, for scripts (no table, no legend). With
+    ``--by-task``: JSON is ``{"board": [...], "by_task": [...]}`` (scoring.board_by_task's rows); CSV is the per-task
+    table alone (one table a CSV stream)."""
     from leaderboard import scoring
+    from leaderboard.suites import get_suite
 
     if both:
         raise UserError("--json and --csv are exclusive: choose one.")
@@ -510,17 +514,28 @@ def _print_board_data(st, suite: str, version: int, split: str, track: str, fmt:
     if "status" in runs.columns and not (runs["status"] == "ok").any():
         raise UserError(f"no successful run on {suite!r} v{version} ({split}, {track}): all {len(runs)} stored runs failed "
                         "(tiltenv failures lists why).")
-    b = scoring.board(runs)
+    b = scoring.board(runs, expected=_expected(get_suite(suite), version, split, track))  # as the table ranks
+    per_task = scoring.board_by_task(runs) if by_task else None
     if fmt == "json":
         import math
 
-        def clean(v):  # numpy scalars to Python, NaN / inf to null (strict JSON), floats with every digit
-            v = v.item() if hasattr(v, "item") else v
-            return None if isinstance(v, float) and not math.isfinite(v) else v
+        import pandas as pd
 
-        print(json.dumps([{k: clean(v) for k, v in r.items()} for r in b.to_dict("records")], indent=2))
+        def clean(v):  # numpy scalars to Python, NaN / inf / NA to null (strict JSON), floats with every digit
+            v = v.item() if hasattr(v, "item") and not isinstance(v, pd.Timestamp) else v
+            if v is None or isinstance(v, (str, bool, int)):
+                return v
+            if isinstance(v, float):
+                return v if math.isfinite(v) else None
+            return None if pd.isna(v) else str(v)  # pd.NA (an unranked row's rank), timestamps as text
+
+        def records(df):
+            return [{k: clean(v) for k, v in r.items()} for r in df.to_dict("records")]
+
+        out = records(b) if per_task is None else {"board": records(b), "by_task": records(per_task)}
+        print(json.dumps(out, indent=2))
     else:
-        print(b.to_csv(index=False), end="")
+        print((b if per_task is None else per_task).to_csv(index=False), end="")
 
 
 def _no_successful_runs(st, suite: str, version: int, split: str, track: str, n: int) -> None:
@@ -671,7 +686,8 @@ def board(
         raise UserError(f"--track must be one of agent, reward_model (got {track!r}).")
     names = None
     if as_json or as_csv:
-        _print_board_data(_store(db), s.name, version, split, track, "json" if as_json else "csv", both=as_json and as_csv)
+        _print_board_data(_store(db), s.name, version, split, track, "json" if as_json else "csv", both=as_json and as_csv,
+                          by_task=by_task)
         return
     if compare:
         names = [c.strip() for c in compare.split(",")]

@@ -268,8 +268,20 @@ def _board_html(brd: pd.DataFrame, labels: Sequence[tuple[str, str]], score_name
                      _ci_cell(d["iqm"], d["iqm_lo"], d["iqm_hi"]), _ci_cell(d["mean"], d["mean_lo"], d["mean_hi"]),
                      f"{d['failed']} / {d['runs']}" if complete else
                      f"{d['failed']} / {d['runs']} (incomplete: {d['runs']}/{d['expected_runs']} runs)",
-                     str(d["tasks"])] + [_fmt(d.get(c)) for c, _ in labels])
+                     str(d["tasks"])] + [_overopt_cell(d) if c == "overoptimization_rate" else _fmt(d.get(c))
+                                         for c, _ in labels])
     return _table(rows, header, left=(1, 2), cls="board")
+
+
+def _overopt_cell(d: Mapping[str, Any]) -> str:
+    """The agent board's overoptimization share over the runs with a trajectory ("x% of n"), "n/a — no trajectory"
+    where none has one (never "0%" for a run nobody could judge); the reward-model track's plain rate."""
+    n = d.get("overoptimization_runs")
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return _fmt(d.get("overoptimization_rate"))
+    if int(n) == 0:
+        return "n/a — no trajectory"
+    return f"{100 * float(d['overoptimization_rate']):.0f}% of {int(n)}"
 
 
 def _bars(brd: pd.DataFrame, colors: Mapping[str, Any], score_name: str) -> str:

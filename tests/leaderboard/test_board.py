@@ -365,3 +365,24 @@ def test_a_board_whose_every_run_failed_is_a_board_not_an_unknown_metric_error()
     row = S.board(runs, n_boot=10).iloc[0]
     assert (row["submission"], row["iqm"], row["failed"], row["runs"]) == ("x", S.FAILED_SCORE, 2, 2)
     assert S.board_by_task(runs, n_boot=10)["failed"].tolist() == [1, 1]
+
+
+def test_board_by_task_json_and_csv(tmp_path):
+    """`board --by-task --json` carries the ranked board and the per-task table (every digit); `--csv` the per-task
+    table; both rank as the printed board does (an incomplete submission is unranked: rank null)."""
+    import json
+
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    st = Store(db)
+    _save_smoke(st, _sub("full_agent", H1), {"hump": 0.25, "linear": 0.75})
+    _save_smoke(st, _sub("linear_only", H2), {"linear": 1.0})
+    out = cli("board", "--split", "dev", "--by-task", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    board = {r["submission"]: r for r in data["board"]}
+    assert board["full_agent"]["rank"] == 1 and board["linear_only"]["rank"] is None  # incomplete: unranked
+    cells = {(r["submission"], r["task_key"]): r for r in data["by_task"]}
+    assert cells[("full_agent", "hump")]["mean"] == 0.25 and cells[("linear_only", "linear")]["mean"] == 1.0
+    assert ("linear_only", "hump") not in cells
+    csv = cli("board", "--split", "dev", "--by-task", "--csv", db=db)
+    assert csv.returncode == 0 and "task_key" in csv.stdout.splitlines()[0] and "hump" in csv.stdout

@@ -325,3 +325,13 @@ def test_header_names_the_date_versions_device_and_suite_digest(tmp_path):
     head = path.read_text()[: path.read_text().index("</table>")]
     assert s.digest() in head and torch.__version__ in head and tiltenv.__version__ in head
     assert "device" in head and re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", path.read_text())
+
+
+def test_board_html_says_no_trajectory_instead_of_zero_percent():
+    """A run the scorer could not judge along a trajectory (no proxy queries in training, no scorer path) reads
+    "n/a — no trajectory" in the report's board, never "0%"; a judged share reads "x% of n"."""
+    from leaderboard.report import _overopt_cell
+
+    assert _overopt_cell({"overoptimization_rate": float("nan"), "overoptimization_runs": 0}) == "n/a — no trajectory"
+    assert _overopt_cell({"overoptimization_rate": 0.5, "overoptimization_runs": 4}) == "50% of 4"
+    assert _overopt_cell({"overoptimization_rate": 0.25}) == "0.250"  # the reward-model track's best-of-n rate
