@@ -660,18 +660,8 @@ def board(
         ValueError: a frame mixing suite versions, splits or tracks; a missing column; an unknown metric;
             NaN metric in a successful run.
     """
-    _require_columns(runs, ("submission", "task_key"), "runs")
-    n_boot, confidence = _check_boot(n_boot, confidence)
-    _single_board(runs)
-    track = _track_of(runs)
-    if metric is None:
-        metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
-        runs = _with_default_metric(runs, metric)
-    metric = _check_metric(runs, metric)
-    failed_score = _failed_score(failed_score, metric)
-    ok = _ok_mask(runs)
-    keys = _submission_keys(runs)
-    labels = submission_labels(runs)
+    runs, track, metric, failed_score, n_boot, confidence, ok, keys, labels = _board_inputs(
+        runs, metric, failed_score, n_boot, confidence)
     want = _check_expected(expected)
     if want is None:
         want = _coverage(runs)
@@ -730,6 +720,21 @@ def board(
     return out
 
 
+def _board_inputs(runs: pd.DataFrame, metric: str | None, failed_score: Any, n_boot: int, confidence: float):
+    """The checked inputs :func:`board` and :func:`board_by_task` share: ``(runs, track, metric, failed_score, n_boot,
+    confidence, ok mask, submission keys, board labels)`` (the track's default metric when ``metric`` is None)."""
+    _require_columns(runs, ("submission", "task_key"), "runs")
+    n_boot, confidence = _check_boot(n_boot, confidence)
+    _single_board(runs)
+    track = _track_of(runs)
+    if metric is None:
+        metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
+        runs = _with_default_metric(runs, metric)
+    metric = _check_metric(runs, metric)
+    failed_score = _failed_score(failed_score, metric)
+    return runs, track, metric, failed_score, n_boot, confidence, _ok_mask(runs), _submission_keys(runs), submission_labels(runs)
+
+
 def board_by_task(
     runs: pd.DataFrame,
     *,
@@ -748,17 +753,8 @@ def board_by_task(
         ``metric``, ``runs``, ``failed``, ``mean``, ``mean_lo``, ``mean_hi`` (the CI resamples the task's runs;
         NaN with fewer than two: "n/a (1 seed)"), sorted by submission then task.
     """
-    _require_columns(runs, ("submission", "task_key"), "runs")
-    n_boot, confidence = _check_boot(n_boot, confidence)
-    _single_board(runs)
-    track = _track_of(runs)
-    if metric is None:
-        metric = "tilt_normalized_score" if track == "reward_model" else "normalized_score"
-        runs = _with_default_metric(runs, metric)
-    metric = _check_metric(runs, metric)
-    failed_score = _failed_score(failed_score, metric)
-    ok = _ok_mask(runs)
-    keys, labels = _submission_keys(runs), submission_labels(runs)
+    runs, track, metric, failed_score, n_boot, confidence, ok, keys, labels = _board_inputs(
+        runs, metric, failed_score, n_boot, confidence)
     rows = []
     for key in sorted(keys.unique()):
         m = keys == key

@@ -51,6 +51,19 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def frozen_proxy_kwargs(proxy: Any, proxy_kwargs: Any) -> Any:
+    """A config's ``proxy`` checked to be a name and its ``proxy_kwargs`` (None: none) as a frozen mapping; the one
+    check of these two fields for every config kind."""
+    if not isinstance(proxy, str):
+        raise ParameterTypeError(f"proxy must be a proxy name (got {proxy!r}).")
+    pk = () if proxy_kwargs is None else proxy_kwargs
+    try:
+        pk = dict(pk)
+    except (TypeError, ValueError):
+        raise ParameterTypeError(f"proxy_kwargs must be a mapping of option names to values (got {pk!r}).") from None
+    return _freeze(pk)
+
+
 class ConfigMethods:
     """What every task config shares: ``replace`` and the stable ``digest`` that keys caches and results (one
     formula for single-index, tabular and multi-objective configs)."""
@@ -156,16 +169,7 @@ class TaskConfig(IndexConfigMethods):
         set_("label_bias", check_float("label_bias", self.label_bias))
         set_("pointwise_noise", check_float("pointwise_noise", self.pointwise_noise, low=0.0))
         _check_lifecycle(self, set_)
-        if not isinstance(self.proxy, str):
-            raise ParameterTypeError(f"proxy must be a proxy name (got {self.proxy!r}).")
-        pk = self.proxy_kwargs
-        if pk is None:
-            pk = ()
-        try:
-            pk = dict(pk)
-        except (TypeError, ValueError):
-            raise ParameterTypeError(f"proxy_kwargs must be a mapping of option names to values (got {pk!r}).") from None
-        set_("proxy_kwargs", _freeze(pk))
+        set_("proxy_kwargs", frozen_proxy_kwargs(self.proxy, self.proxy_kwargs))
         set_("beta", check_float("beta", self.beta, low=0.0, low_open=True))
         set_("n_eval_contexts", check_int("n_eval_contexts", self.n_eval_contexts, low=1))
         set_("n_norm_contexts", check_int("n_norm_contexts", self.n_norm_contexts, low=2))

@@ -52,7 +52,7 @@ import torch
 
 from tiltenv import metrics as M
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, check_footprint
-from tiltenv.config import IndexConfigMethods, _freeze
+from tiltenv.config import IndexConfigMethods, frozen_proxy_kwargs
 from tiltenv.labels import PreferenceData, make_preferences
 from tiltenv.links import LINKS, get_link
 from tiltenv.proxies import PROXIES, Proxy, ProxyContext, check_proxy, fit_linear_bt, parse_options
@@ -205,14 +205,7 @@ class MultiObjectiveConfig(IndexConfigMethods):
         set_("n_labels", _per_dim("n_labels", self.n_labels, m, lambda n, v: check_int(n, v, low=1)))
         set_("label_temp", check_float("label_temp", self.label_temp, low=0.0))
         set_("flip_rate", check_float("flip_rate", self.flip_rate, low=0.0, high=0.5, high_open=True))
-        if not isinstance(self.proxy, str):
-            raise ParameterTypeError(f"proxy must be a proxy name (got {self.proxy!r}).")
-        pk = () if self.proxy_kwargs is None else self.proxy_kwargs
-        try:
-            pk = dict(pk)
-        except (TypeError, ValueError):
-            raise ParameterTypeError(f"proxy_kwargs must be a mapping of option names to values (got {pk!r}).") from None
-        set_("proxy_kwargs", _freeze(pk))
+        set_("proxy_kwargs", frozen_proxy_kwargs(self.proxy, self.proxy_kwargs))
         check_proxy(self.proxy, dict(self.proxy_kwargs))
         check_choice("aggregate", self.aggregate, AGGREGATES)
         if self.aggregate == "conflated" and not PROXIES[self.proxy].needs_labels:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiltenv._cost import check_proxy_cost
-from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int
-from tiltenv.config import ConfigMethods, _freeze
+from tiltenv._validation import check_choice, check_float, check_int
+from tiltenv.config import ConfigMethods, frozen_proxy_kwargs
 from tiltenv.links import LINKS
 from tiltenv.proxies import check_proxy, parse_options
 
@@ -67,14 +67,7 @@ class TokenConfig(ConfigMethods):
         set_("n_labels", check_int("n_labels", self.n_labels, low=1))
         set_("label_temp", check_float("label_temp", self.label_temp, low=0.0))
         set_("flip_rate", check_float("flip_rate", self.flip_rate, low=0.0, high=0.5, high_open=True))
-        if not isinstance(self.proxy, str):
-            raise ParameterTypeError(f"proxy must be a proxy name (got {self.proxy!r}).")
-        pk = () if self.proxy_kwargs is None else self.proxy_kwargs
-        try:
-            pk = dict(pk)
-        except (TypeError, ValueError):
-            raise ParameterTypeError(f"proxy_kwargs must be a mapping of option names to values (got {pk!r}).") from None
-        set_("proxy_kwargs", _freeze(pk))
+        set_("proxy_kwargs", frozen_proxy_kwargs(self.proxy, self.proxy_kwargs))
         set_("beta", check_float("beta", self.beta, low=0.0, low_open=True))
         set_("n_eval_contexts", check_int("n_eval_contexts", self.n_eval_contexts, low=1))
         set_("n_norm_contexts", check_int("n_norm_contexts", self.n_norm_contexts, low=2))
