@@ -26,6 +26,11 @@ the aggregate gold it reports ``gold_value_dim{i}``, ``gold_gain_dim{i}`` (vs π
 (``J*_{β,i} − J_{β,i}``), ``min_dim_gain`` and ``dims_at_or_above_ref``; ``judge.dim_gold`` ``(m, C, K)`` feeds
 the exact Pareto metrics of :mod:`tiltenv.metrics.pareto`.
 
+On the leaderboard's test split (``gold_family=True``) each world draws, per dimension, its gold **member** from
+the family of that dimension's link (:mod:`tiltenv.families`: the link's shape, the gold scale and the labeler's
+τ and ε, from the ``family`` stream of the seed); the trade-off pairs use the first dimension's labeler. The
+public config names the families and their centres, never a member; ``judge.extras["members"]`` holds them.
+
 Example:
     >>> from tiltenv.multiobjective import MultiObjectiveConfig
     >>> from tiltenv import make_world
@@ -54,7 +59,7 @@ from tiltenv import metrics as M
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, check_footprint
 from tiltenv.config import IndexConfigMethods, frozen_proxy_kwargs
 from tiltenv.labels import PreferenceData, make_preferences
-from tiltenv.links import LINKS, get_link
+from tiltenv.links import LINKS
 from tiltenv.proxies import PROXIES, Proxy, ProxyContext, check_proxy, fit_linear_bt, parse_options
 from tiltenv.proxy_cache import build_proxy
 from tiltenv.world import (
@@ -87,7 +92,7 @@ AGGREGATES = ("weighted", "conflated")
 
 #: Independent random streams of a multi-objective task (append only).
 MO_STREAMS = ("theta", "directions", "labels", "label_contexts", "proxy_init", "norm_contexts", "eval_contexts",
-              "tradeoff_contexts", "tradeoff_labels", "mix")
+              "tradeoff_contexts", "tradeoff_labels", "mix", "family")
 
 
 def mo_seed_streams(seed: int) -> dict[str, int]:
@@ -162,6 +167,11 @@ class MultiObjectiveConfig(IndexConfigMethods):
     n_eval_contexts: int = field(default=4096, metadata={"help": "Held-out contexts the judge scores on."})
     n_norm_contexts: int = field(default=4096, metadata={"help": "Contexts used to normalize the proxies under π_ref."})
     seed: int | None = field(default=0, metadata={"help": "Task seed; None in a public view (hidden)."})
+    gold_family: bool = field(default=False, metadata={
+        "help": "True (the leaderboard's test split): per dimension, the link's shape, the gold scale and the "
+                "labeler's label_temp and flip_rate are drawn per world from the family of that dimension's link "
+                "(tiltenv.families states the ranges; the fields are its centre), so the members are hidden with the "
+                "seed. False: exactly these values."})
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -221,6 +231,14 @@ class MultiObjectiveConfig(IndexConfigMethods):
                         "lower n_labels, n_norm_contexts, n_eval_contexts, K or d", against_available=False)
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
+        if not isinstance(self.gold_family, (bool, np.bool_)):
+            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
+        set_("gold_family", bool(self.gold_family))
+        if self.gold_family:
+            from tiltenv.families import family_of_link
+
+            for link in self.links:
+                family_of_link(link)  # a link without a family: a clear error naming the links that have one
 
     def _check_weights(self, m: int) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -270,11 +288,37 @@ class MultiObjectiveConfig(IndexConfigMethods):
         return np.atleast_2d(np.asarray(self.weights, dtype=np.float64))
 
     def public(self) -> "MultiObjectiveConfig":
-        """What an agent may know: no seed; with hidden weights, no weights."""
+        """What an agent may know: no seed; with hidden weights, no weights.
+
+        With ``gold_family`` every dimension's member (link shape, gold scale, labeler τ and ε) is drawn from the
+        seed, so the public view names only the families (:meth:`families`) and their centres: every member has the
+        same public view."""
         changes: dict[str, Any] = {"seed": None}
         if self.weight_mode == "hidden":
             changes["weights"] = None
         return dataclasses.replace(self, **changes)
+
+    def families(self) -> tuple | None:
+        """The :class:`tiltenv.families.GoldFamily` of each dimension's link (their ranges are public), or None for
+        fixed members."""
+        from tiltenv.families import family_of_link
+
+        return tuple(family_of_link(link) for link in self.links) if self.gold_family else None
+
+    def members(self) -> tuple:
+        """Each dimension's gold member (:class:`tiltenv.families.Member`): the fields, or with ``gold_family`` the
+        seed's draw of that dimension's family (the ``family`` stream, one sub-seed per dimension); needs the seed
+        when ``gold_family``."""
+        from tiltenv.families import draw_member, fixed_member
+
+        if not self.gold_family:
+            return tuple(fixed_member(link, a, self.label_temp, self.flip_rate)
+                         for link, a in zip(self.links, self.gold_scales))
+        if self.seed is None:
+            raise ValueError("this public config hides its gold members (gold_family=True and no seed).")
+        seeds = _sub_seeds(mo_seed_streams(self.seed)["family"], self.n_objectives)
+        return tuple(draw_member(link, a, self.label_temp, self.flip_rate, seed=s)
+                     for link, a, s in zip(self.links, self.gold_scales, seeds))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -282,6 +326,8 @@ class MultiObjectiveConfig(IndexConfigMethods):
         for k, v in out.items():
             if isinstance(v, tuple):
                 out[k] = json.loads(json.dumps(v))
+        if not self.gold_family:  # absent when False: the digests (cache and result keys) of dev configs stay as they were
+            out.pop("gold_family")
         return out
 
 
@@ -542,10 +588,12 @@ def _build(config: MultiObjectiveConfig) -> World:
     else:
         sampler = ContextSampler(d, K, config.prompt_corr, config.ref_eta, u_public)
     typer = sampler if isinstance(sampler, TypedContextSampler) else _Untyped()
-    links = [get_link(n) for n in config.links]
+    members = config.members()  # the fields, or (gold_family) each dimension's draw of its link's family
+    links = [mb.link for mb in members]
+    scales = [mb.gold_scale for mb in members]
 
     def dim_gold(i: int):
-        th, link, a = theta[i], links[i], config.gold_scales[i]
+        th, link, a = theta[i], links[i], scales[i]
 
         def gold(x: torch.Tensor) -> torch.Tensor:
             return a * link(x.to(torch.float64) @ th.to(x.device))
@@ -569,11 +617,11 @@ def _build(config: MultiObjectiveConfig) -> World:
     dim_prefs, dim_proxies = [], []
     for i in range(m):
         lx, lref = sampler.sample(config.n_labels[i], torch_generator(ctx_seeds[i]))
-        prefs = make_preferences(lx, lref, golds[i], temperature=config.label_temp, flip_rate=config.flip_rate,
-                                 generator=torch_generator(label_seeds[i]))
+        prefs = make_preferences(lx, lref, golds[i], temperature=members[i].label_temp,
+                                 flip_rate=members[i].flip_rate, generator=torch_generator(label_seeds[i]))
         del lx, lref
         dim_prefs.append(prefs)
-        ctx = ProxyContext(d=d, theta=theta[i], gold=golds[i], link=links[i], gold_scale=config.gold_scales[i],
+        ctx = ProxyContext(d=d, theta=theta[i], gold=golds[i], link=links[i], gold_scale=scales[i],
                            preferences=prefs, pointwise=None, seed=init_seeds[i], device=torch.device("cpu"),
                            sample_ref=lambda n, g: sampler.sample(n, g))
         proxy = build_proxy(spec, options, ctx, _ProxyKey(config, f"dim{i}", config.n_labels[i]))
@@ -584,7 +632,7 @@ def _build(config: MultiObjectiveConfig) -> World:
     def build_conflated() -> Proxy:
         if not spec.needs_labels:
             raise ValueError(f"a conflated model needs a learned proxy kind (got {config.proxy!r}).")
-        ctx = ProxyContext(d=d, theta=theta[0], gold=golds[0], link=links[0], gold_scale=config.gold_scales[0],
+        ctx = ProxyContext(d=d, theta=theta[0], gold=golds[0], link=links[0], gold_scale=scales[0],
                            preferences=mixed, pointwise=None, seed=init_seeds[m], device=torch.device("cpu"),
                            sample_ref=lambda n, g: sampler.sample(n, g))
         proxy = build_proxy(spec, options, ctx, _ProxyKey(config, "conflated", len(mixed)))
@@ -594,8 +642,9 @@ def _build(config: MultiObjectiveConfig) -> World:
     tradeoff = None
     if config.n_tradeoff_labels > 0:
         tx, tref = sampler.sample(config.n_tradeoff_labels, torch_generator(seeds["tradeoff_contexts"]))
-        tradeoff = make_preferences(tx, tref, aggregate_gold, temperature=config.label_temp, flip_rate=config.flip_rate,
-                                    generator=torch_generator(seeds["tradeoff_labels"]))
+        # the trade-off labeler is the first dimension's (τ, ε): the config's own without gold_family
+        tradeoff = make_preferences(tx, tref, aggregate_gold, temperature=members[0].label_temp,
+                                    flip_rate=members[0].flip_rate, generator=torch_generator(seeds["tradeoff_labels"]))
         del tx, tref
     if config.weight_mode == "hidden":
         public_w, learned = fit_tradeoff_weights(tradeoff, dim_proxies)[None, :], True
@@ -611,7 +660,8 @@ def _build(config: MultiObjectiveConfig) -> World:
     task = MultiObjectiveTask(config, sampler, task_proxy, mixed, dim_proxies, dim_prefs, tradeoff, public_w, learned)
     judge = MultiObjectiveJudge(config, aggregate_gold, golds, theta, eval_x, eval_ref, task_proxy, W, typer,
                                 {"theta_perp": torch.from_numpy(basis["theta_perp"]),
-                                 "type_direction": torch.from_numpy(basis["type_direction"])}, build_conflated)
+                                 "type_direction": torch.from_numpy(basis["type_direction"]),
+                                 "members": members}, build_conflated)
     judge._conflated_cache = conflated_cache
     return World(task, judge)
 
