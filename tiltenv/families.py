@@ -24,7 +24,8 @@ family         serves links                member ``raw(z)``                    
 Per member, besides the shape: ``gold_scale`` log-uniform in ``[0.7, 1.4] × centre``; ``label_temp`` uniform in
 ``[0, 0.3]``; ``flip_rate`` uniform in ``[max(0, ε − 0.05), min(0.45, ε + 0.05)]`` (ε the config's).
 
-One implementation, used by the world builder (:mod:`tiltenv.world`), the analysis tools, the label-ceiling
+One implementation, used by the world builders (:mod:`tiltenv.world`; :mod:`tiltenv.multiobjective` draws one member per
+dimension, from its own ``family`` stream), the analysis tools, the label-ceiling
 baseline (which knows the family, not the member) and the tests.
 
 Example:
