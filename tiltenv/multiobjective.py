@@ -326,7 +326,7 @@ class MultiObjectiveConfig(IndexConfigMethods):
         for k, v in out.items():
             if isinstance(v, tuple):
                 out[k] = json.loads(json.dumps(v))
-        if not self.gold_family:  # absent when False: the digests (cache and result keys) of dev configs stay as they were
+        if not self.gold_family:  # absent when False: dev configs keep their digests (cache and result keys)
             out.pop("gold_family")
         return out
 

@@ -262,7 +262,7 @@ def test_every_registered_tasks_test_family_sampled_200_times_gives_valid_member
         if multi:
             cfg = config_from_kwargs({**kwargs, "seed": seed}, MultiObjectiveConfig)
         else:
-            cfg = config_from_kwargs({**kwargs, "seed": seed}, cls) if cls else config_from_kwargs({**kwargs, "seed": seed})
+            cfg = config_from_kwargs({**kwargs, "seed": seed}, *([cls] if cls else []))
         publics.add(cfg.public())
         if cls is not None:
             gold, proxy, ref = cfg.arms()
