@@ -20,7 +20,8 @@ Examples::
 The board lives in a database: ``--db`` takes any SQLAlchemy URL (default: the SQLite file
 ``tiltenv-board.db`` in the current directory, or ``$TILTENV_DB``). Every user error prints one line and exits
 with status 2; a scoring run with failed runs exits 0 (failures are results, listed on the board and in the
-report) unless ``--strict``.
+report) unless ``--strict``; runs the scorer's own environment could not host (no folder, cgroup, jail, zygote or
+GPU for them) are not stored and make ``score`` exit 3, naming the first reason (score again once it is fixed).
 """
 
 from __future__ import annotations
@@ -362,6 +363,15 @@ def score(
         _show_board(st, s.name, s.version, split, track)
     if report is not None:
         _write_report(st, s, split, report)
+    if summ.unscored:
+        for res in summ.unscored:
+            console.print(f"  UNSCORED {res.submission} {res.spec.task_key}#{res.spec.seed_index}: {res.reason} — "
+                          f"{_first_line(res.detail)}", highlight=False, markup=False, soft_wrap=True)
+        first = summ.unscored[0]
+        err.print(f"the scorer's environment failed on {len(summ.unscored)} run(s), not stored (first: {first.reason} "
+                  f"— {_first_line(first.detail)}); fix it and score again; exit status 3.",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3)
     if strict and summ.failed:
         err.print(f"--strict: {summ.failed} of {summ.scored} runs failed (listed above); exit status 1.",
                   highlight=False, markup=False)
