@@ -348,9 +348,17 @@ def score(
         n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)
         console.print(f"retrying {n} failed runs", highlight=False)
     plain = not console.is_terminal  # a pipe or a log file: one plain line per run instead of a progress bar
-    summ = run_score(subs, s, store=st, split=split, tasks=task_keys, n_seeds=seeds,
-                     backend=backend, workers=workers, limits=limits, device=device, progress=progress and not plain,
-                     on_result=_print_run_line if plain and progress else None)
+    from leaderboard.spec import ScorerEnvironmentError
+
+    try:
+        summ = run_score(subs, s, store=st, split=split, tasks=task_keys, n_seeds=seeds,
+                         backend=backend, workers=workers, limits=limits, device=device,
+                         progress=progress and not plain, on_result=_print_run_line if plain and progress else None)
+    except ScorerEnvironmentError as e:  # the canary (before any run) found no folder, jail, zygote ... for a run
+        err.print(f"the scorer's environment failed before any run ({e.reason} — {_first_line(e.detail)}); nothing "
+                  f"was scored or stored; fix it and score again; exit status 3.",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3) from None
     console.print(f"scored {summ.scored} runs ({summ.failed} failed), {summ.skipped} already stored, "
                   f"{summ.wall_time:.1f} s", highlight=False)
     for res in summ.results:

@@ -38,12 +38,22 @@ def _preflight_done():
     preflight(LIMITS)
 
 
-def _one_shot(tmp_path: Path):
-    """A fault that fires for the first run that asks, in whichever process (os.unlink succeeds once)."""
+def _one_shot(tmp_path: Path, skip: int = 0):
+    """A fault that fires for the first run that asks (after ``skip`` starts), in whichever process (os.unlink
+    succeeds once)."""
     marker = tmp_path / "fault-armed"
     marker.touch()
+    skips = [tmp_path / f"fault-skip-{i}" for i in range(skip)]
+    for p in skips:
+        p.touch()
 
     def fire() -> bool:
+        for p in skips:
+            try:
+                os.unlink(p)
+                return False
+            except FileNotFoundError:
+                pass
         try:
             os.unlink(marker)
             return True
@@ -53,9 +63,9 @@ def _one_shot(tmp_path: Path):
     return fire
 
 
-def _tmp_full(monkeypatch, tmp_path):
+def _tmp_full(monkeypatch, tmp_path, skip: int = 0):
     """The run's folder cannot be made: /tmp is full (ENOSPC from tempfile.mkdtemp), for one run."""
-    fire, init = _one_shot(tmp_path), _process._Child.__init__
+    fire, init = _one_shot(tmp_path, skip), _process._Child.__init__
 
     def broken_init(self, sub, *a, **k):
         if fire():
@@ -151,17 +161,29 @@ def test_the_environment_error_crosses_processes_and_is_never_stored(tmp_path):
         Store(f"sqlite:///{tmp_path / 'b.db'}").save(res)
 
 
-def test_the_cli_lists_unscored_runs_and_exits_3(tmp_path, monkeypatch, capsys):
+def _cli(tmp_path, monkeypatch, capsys, time_limit: str):
     from leaderboard.cli import main
 
-    _tmp_full(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("leaderboard.suites.get_suite", lambda name: SUITE)
     db = f"sqlite:///{tmp_path / 'b.db'}"
-    with pytest.raises(SystemExit) as ex:
-        main(["score", "tilt", "--db", db, "--no-board", "--no-progress"])
+    code = main(["score", "tilt", "--db", db, "--no-board", "--no-progress", "--split", "dev", "--time-limit", time_limit])  # own settings: own canary
     out = capsys.readouterr()
-    assert ex.value.code == 3, (out.out, out.err)
-    assert "UNSCORED tilt hump#" in out.out and "FAILED" not in out.out, out.out
-    assert "the scorer's environment failed on 1 run(s), not stored (first: tmp" in out.err, out.err
-    assert len(Store(db).runs(suite="tiny", version=1, split="dev")) == 1
+    return code, out.out, out.err, Store(db).runs(suite="tiny", version=1, split="dev")
+
+
+def test_the_cli_lists_unscored_runs_and_exits_3(tmp_path, monkeypatch, capsys):
+    _tmp_full(monkeypatch, tmp_path, skip=1)  # the CLI's settings run their own canary first: the fault skips it
+    code, out, err, runs = _cli(tmp_path, monkeypatch, capsys, "100")
+    assert code == 3, (out, err)
+    assert "UNSCORED tilt hump#" in out and "FAILED" not in out, out
+    assert "the scorer's environment failed on 1 run(s), not stored (first: tmp — cannot make the run's folder" in err
+    assert len(runs) == 1 and (runs["status"] == "ok").all()
+
+
+def test_the_cli_exits_3_when_the_canary_finds_no_environment(tmp_path, monkeypatch, capsys):
+    _tmp_full(monkeypatch, tmp_path)
+    code, out, err, runs = _cli(tmp_path, monkeypatch, capsys, "101")
+    assert code == 3, (out, err)
+    assert "the scorer's environment failed before any run (tmp — cannot make the run's folder" in err, err
+    assert runs.empty
