@@ -902,6 +902,10 @@ def check(
     with contextlib.nullcontext() if sandbox else in_process():
         res = score_one(sub, spec, Limits(wall_time=time_limit, memory_mb=memory_mb, threads=1), device)
     took = time.perf_counter() - t0
+    if res.status == "unscored":  # not the submission's failure: the scorer would not record it
+        err.print(f"check could not run: the scorer's environment failed ({res.reason} — {res.detail}); exit status 3.",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3)
     if not res.ok:
         console.print(f"FAILED ({res.reason}): {res.detail}", highlight=False, markup=False, soft_wrap=True)
         err.print(f"check failed after {took:.1f} s: the scorer would record this run as '{res.reason}'.",
