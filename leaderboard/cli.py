@@ -20,7 +20,8 @@ Examples::
 The board lives in a database: ``--db`` takes any SQLAlchemy URL (default: the SQLite file
 ``tiltenv-board.db`` in the current directory, or ``$TILTENV_DB``). Every user error prints one line and exits
 with status 2; a scoring run with failed runs exits 0 (failures are results, listed on the board and in the
-report) unless ``--strict``.
+report) unless ``--strict``; runs the scorer's own environment could not host (no folder, cgroup, jail, zygote or
+GPU for them) are not stored and make ``score`` exit 3, naming the first reason (score again once it is fixed).
 """
 
 from __future__ import annotations
@@ -347,9 +348,17 @@ def score(
         n = sum(st.forget_failed(suite=s.name, version=s.version, split=split, code_hash=sub.code_hash) for sub in subs)
         console.print(f"retrying {n} failed runs", highlight=False)
     plain = not console.is_terminal  # a pipe or a log file: one plain line per run instead of a progress bar
-    summ = run_score(subs, s, store=st, split=split, tasks=task_keys, n_seeds=seeds,
-                     backend=backend, workers=workers, limits=limits, device=device, progress=progress and not plain,
-                     on_result=_print_run_line if plain and progress else None)
+    from leaderboard.spec import ScorerEnvironmentError
+
+    try:
+        summ = run_score(subs, s, store=st, split=split, tasks=task_keys, n_seeds=seeds,
+                         backend=backend, workers=workers, limits=limits, device=device,
+                         progress=progress and not plain, on_result=_print_run_line if plain and progress else None)
+    except ScorerEnvironmentError as e:  # the canary (before any run) found no folder, jail, zygote ... for a run
+        err.print(f"the scorer's environment failed before any run ({e.reason} — {_first_line(e.detail)}); nothing "
+                  f"was scored or stored; fix it and score again; exit status 3.",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3) from None
     console.print(f"scored {summ.scored} runs ({summ.failed} failed), {summ.skipped} already stored, "
                   f"{summ.wall_time:.1f} s", highlight=False)
     for res in summ.results:
@@ -362,6 +371,15 @@ def score(
         _show_board(st, s.name, s.version, split, track)
     if report is not None:
         _write_report(st, s, split, report)
+    if summ.unscored:
+        for res in summ.unscored:
+            console.print(f"  UNSCORED {res.submission} {res.spec.task_key}#{res.spec.seed_index}: {res.reason} — "
+                          f"{_first_line(res.detail)}", highlight=False, markup=False, soft_wrap=True)
+        first = summ.unscored[0]
+        err.print(f"the scorer's environment failed on {len(summ.unscored)} run(s), not stored (first: {first.reason} "
+                  f"— {_first_line(first.detail)}); fix it and score again; exit status 3.",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3)
     if strict and summ.failed:
         err.print(f"--strict: {summ.failed} of {summ.scored} runs failed (listed above); exit status 1.",
                   highlight=False, markup=False)
@@ -884,6 +902,10 @@ def check(
     with contextlib.nullcontext() if sandbox else in_process():
         res = score_one(sub, spec, Limits(wall_time=time_limit, memory_mb=memory_mb, threads=1), device)
     took = time.perf_counter() - t0
+    if res.status == "unscored":  # not the submission's failure: the scorer would not record it
+        err.print(f"check could not run: the scorer's environment failed ({res.reason} — {res.detail}); exit status 3.",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(3)
     if not res.ok:
         console.print(f"FAILED ({res.reason}): {res.detail}", highlight=False, markup=False, soft_wrap=True)
         err.print(f"check failed after {took:.1f} s: the scorer would record this run as '{res.reason}'.",

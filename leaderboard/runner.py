@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from typing import Any
 
-from leaderboard.spec import Limits, RunResult, RunSpec, SandboxFailure
+from leaderboard.spec import Limits, RunResult, RunSpec, SandboxFailure, ScorerEnvironmentError
 from tiltenv._validation import suggest
 
 __all__ = ["BACKENDS", "ScoreSummary", "ScorerSettingsError", "world_of", "judge_on", "score_one", "plan", "score",
@@ -42,12 +42,17 @@ BACKENDS = ("serial", "pool", "ray")
 
 @dataclass
 class ScoreSummary:
-    """What :func:`score` did: runs scored now, skipped (already stored), failed, and the wall time."""
+    """What :func:`score` did: runs scored now, skipped (already stored), failed, and the wall time.
+
+    ``unscored``: the runs the scorer's environment could not host (status ``"unscored"``, reason a key of
+    :data:`leaderboard.spec.ENVIRONMENT_FAILURES`): not stored, so the next scoring runs them again.
+    """
 
     scored: int = 0
     skipped: int = 0
     failed: int = 0
     wall_time: float = 0.0
+    unscored: list[RunResult] = field(default_factory=list)
     results: list[RunResult] = field(default_factory=list, repr=False)
 
 
@@ -99,11 +104,18 @@ def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = 
     (:class:`~leaderboard.spec.SandboxFailure`), ``invalid_output`` for outputs the scorer cannot score
     (:class:`leaderboard.scoring.UnscorableOutput`, e.g. a constant reward model), or ``scoring`` with the
     traceback for any other exception of the scorer's own code on this run (building its world, reading,
-    validating or scoring its output), so one run never stops a scoring.
+    validating or scoring its output), so one run never stops a scoring. A failure of the scorer's environment
+    (:class:`~leaderboard.spec.ScorerEnvironmentError`: no folder, cgroup, jail, zygote or GPU for the run) is a
+    result with ``status="unscored"``, which :func:`score` never stores.
     """
     started = time.perf_counter()
     base = dict(submission=sub.name, code_hash=sub.code_hash, spec=spec, device=describe_device(device))
     try:
+        if str(device).startswith("cuda"):  # the GPU checked before the scoring may be gone by now
+            try:
+                check_device(device)
+            except ScorerSettingsError as e:
+                raise ScorerEnvironmentError("gpu", str(e)) from None
         return _score_one(sub, spec, limits, device, base, started)
     except Exception as exc:  # noqa: BLE001 - every exception becomes this run's failure
         return failure_of(sub, spec, exc, wall_time=time.perf_counter() - started)
@@ -111,11 +123,16 @@ def score_one(sub: Any, spec: RunSpec, limits: Limits = Limits(), device: str = 
 
 def failure_of(sub: Any, spec: RunSpec, exc: BaseException, *, wall_time: float = 0.0) -> RunResult:
     """The failed :class:`RunResult` of ``(sub, spec)`` for an exception of the scorer's code (reason ``scoring``,
-    the detail ends with the traceback; :class:`~leaderboard.scoring.UnscorableOutput`: ``invalid_output``)."""
+    the detail ends with the traceback; :class:`~leaderboard.scoring.UnscorableOutput`: ``invalid_output``;
+    :class:`~leaderboard.spec.ScorerEnvironmentError`: not a failure but an ``unscored`` result, never stored)."""
     import traceback
 
     from leaderboard.scoring import UnscorableOutput
 
+    if isinstance(exc, ScorerEnvironmentError):
+        return RunResult(submission=str(getattr(sub, "name", "?")), code_hash=str(getattr(sub, "code_hash", "?")),
+                         spec=spec, status="unscored", reason=exc.reason, detail=exc.detail,
+                         wall_time=float(wall_time))
     if isinstance(exc, SandboxFailure):
         reason, detail = exc.reason, exc.detail
     elif isinstance(exc, UnscorableOutput):
@@ -386,7 +403,8 @@ def score(
         device: ``"cpu"`` or ``"cuda"`` for the submissions' training.
         progress: show a rich progress bar.
         ray_address: an existing Ray cluster (default: start a local one).
-        on_result: called with each result after it is stored.
+        on_result: called with each result after it is stored (not with ``unscored`` runs: see
+            :attr:`ScoreSummary.unscored`).
 
     Returns:
         :class:`ScoreSummary`.
@@ -425,6 +443,11 @@ def score(
     prog, bar = _progress(progress and bool(todo), len(todo), f"scoring {suite.name} v{suite.version} ({split})")
 
     def handle(res: RunResult) -> None:
+        if res.status == "unscored":  # the scorer's environment failed: not this submission's result, not stored
+            summary.unscored.append(res)
+            prog.update(bar, advance=1, last=f"{res.submission} {res.spec.task_key}#{res.spec.seed_index}: "
+                                             f"UNSCORED ({res.reason})")
+            return
         try:
             store.save(res)
         except Exception as exc:  # noqa: BLE001 - a result the store refuses is this run's failure, stored instead

@@ -23,6 +23,8 @@ __all__ = [
     "SPLITS",
     "TRACKS",
     "FAILURE_REASONS",
+    "ENVIRONMENT_FAILURES",
+    "ScorerEnvironmentError",
     "RunSpec",
     "RunResult",
     "CheckpointRow",
@@ -60,6 +62,18 @@ FAILURE_REASONS = {
     "checkpoint": "the run passed a mark of the scorer's checkpoint schedule without delivering the checkpoint due there",
     "scoring": "the scorer's own code failed on this run's output (reading, validating, scoring or storing it); "
                "the detail holds the traceback",
+}
+
+#: Why the scorer's *environment* could not host a run (:class:`ScorerEnvironmentError`). Such a run is not
+#: the submission's failure: it is never stored (status ``"unscored"``), reported at the end of the scoring,
+#: and scored again by the next scoring.
+ENVIRONMENT_FAILURES = {
+    "tmp": "the scorer could not make the run's folder (its temporary directory is full or unwritable)",
+    "cgroup": "the run's cgroup could not be created or written",
+    "jail": "the run's jail did not start (bubblewrap missing or failing)",
+    "zygote": "the sandbox zygote did not start or died",
+    "spawn": "the run's process could not be started (fork/exec, pipes or file descriptors)",
+    "gpu": "a GPU the scorer asked for is not available",
 }
 
 
@@ -181,7 +195,8 @@ class RunResult:
     Attributes:
         submission: the submission's display name; code_hash: hash of its code (the key).
         spec: the run.
-        status: ``"ok"`` or ``"failed"``.
+        status: ``"ok"`` or ``"failed"``; ``"unscored"``: the scorer's environment could not host the run
+            (reason: a key of :data:`ENVIRONMENT_FAILURES`), never stored.
         reason, detail: for failed runs, a key of :data:`FAILURE_REASONS` and the message.
         metrics: final metrics (the last checkpoint; :func:`tiltenv.evaluation.metrics_of_logp`'s names plus
             the overoptimization summary ``peak_gold``, ``gold_drop``, ``kl_at_peak``, ``overoptimized``,
@@ -264,3 +279,18 @@ class SandboxFailure(Exception):
         self.reason = reason
         self.detail = detail
         self.output: str | None = None
+
+
+class ScorerEnvironmentError(RuntimeError):
+    """The scorer's environment could not host a run (``reason``: a key of :data:`ENVIRONMENT_FAILURES`,
+    ``detail``: the message): not the submission's fault, so the run is never stored as its failure."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in ENVIRONMENT_FAILURES:
+            raise ValueError(f"reason must be one of {sorted(ENVIRONMENT_FAILURES)} (got {reason!r}).")
+        super().__init__(f"the scorer's environment failed ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self):  # crosses process boundaries (pool, Ray) as itself
+        return (type(self), (self.reason, self.detail))

@@ -28,7 +28,7 @@ from leaderboard.sandbox.child import RemoteDimProxy, RemoteDimStack
 from leaderboard.sandbox.isolation import (_NOBODY, _child_env, _private_paths, _run_ids, _warn_if_cache_reachable,
                                            network_mode, sandbox_mode)
 from leaderboard.sandbox.zygote import _zygote
-from leaderboard.spec import Limits, SandboxFailure
+from leaderboard.spec import Limits, SandboxFailure, ScorerEnvironmentError
 from leaderboard.submission import Submission
 
 __all__ = ["SPAWN_MODES"]
@@ -119,21 +119,41 @@ class _Child:
         self.spawn_mode = spawn
         self.popen: subprocess.Popen | None = None
         self._fds: list[int] = []
-        self.tmp = tempfile.mkdtemp(prefix="tiltenv-run-")
+        try:  # the run's folder: a full or unwritable /tmp is the scorer's failure, not the submission's
+            self.tmp = tempfile.mkdtemp(prefix="tiltenv-run-")
+        except OSError as e:
+            raise ScorerEnvironmentError("tmp", f"cannot make the run's folder in {tempfile.gettempdir()}: {e}") from e
         self.uid, self.gid = _run_ids()
-        _warn_if_cache_reachable(self.uid, self.gid)
         self.file = None
-        if sub.kind == "file":  # a private copy, readable by the run's uid
-            os.makedirs(os.path.join(self.tmp, "submission"))
-            self.file = os.path.join(self.tmp, "submission", os.path.basename(sub.target))
-            shutil.copyfile(sub.target, self.file)
-        self.log = open(os.path.join(self.tmp, "stderr.log"), "w+b")  # read back through this fd only
-        if self.uid is not None:
-            for root, dirs, files in os.walk(self.tmp):
-                for p in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                    os.lchown(p, self.uid, self.gid)
-        p2c_r, p2c_w = os.pipe()
-        c2p_r, c2p_w = os.pipe()
+        self.log = None
+        pipes: list[int] = []
+        try:
+            _warn_if_cache_reachable(self.uid, self.gid)
+            try:
+                if sub.kind == "file":  # a private copy, readable by the run's uid
+                    os.makedirs(os.path.join(self.tmp, "submission"))
+                    self.file = os.path.join(self.tmp, "submission", os.path.basename(sub.target))
+                    shutil.copyfile(sub.target, self.file)
+                self.log = open(os.path.join(self.tmp, "stderr.log"), "w+b")  # read back through this fd only
+                if self.uid is not None:
+                    for root, dirs, files in os.walk(self.tmp):
+                        for p in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                            os.lchown(p, self.uid, self.gid)
+            except OSError as e:
+                raise ScorerEnvironmentError("tmp", f"cannot fill the run's folder {self.tmp}: {e}") from e
+            try:
+                pipes += os.pipe()
+                pipes += os.pipe()
+            except OSError as e:
+                raise ScorerEnvironmentError("spawn", f"cannot make the run's pipes: {e}") from e
+        except BaseException:
+            for fd in pipes:
+                os.close(fd)
+            if self.log is not None:
+                self.log.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        p2c_r, p2c_w, c2p_r, c2p_w = pipes
         for fd in (p2c_w, c2p_w):
             set_pipe_size(fd)
         extra = (sub.root,) if sub.kind == "module" and sub.root else ()
@@ -142,39 +162,55 @@ class _Child:
             "threads": int(limits.threads), "uid": self.uid, "gid": self.gid, "private": _private_paths(),
             "network": network,
         }
-        self.zygote = _zygote() if spawn == "zygote" else None  # started once per scorer process, not charged
+        self.zygote = None
         self.started = time.monotonic()
-        if self.sandbox == "jail":
-            try:
+        try:
+            if spawn == "zygote":
+                try:
+                    self.zygote = _zygote()  # started once per scorer process, not charged
+                except (OSError, RuntimeError, ValueError) as e:
+                    raise ScorerEnvironmentError("zygote", f"the sandbox zygote did not start: {e}") from e
+            if self.sandbox == "jail":
                 self._start_jail(sub, limits, device, cfg, network)
-            except BaseException:
-                for fd in (p2c_r, c2p_w, p2c_w, c2p_r):
-                    os.close(fd)
-                self._end_jail()
-                if self.cg is not None:
-                    self.cg.close()
-                self.log.close()
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                raise
+        except BaseException:
+            for fd in (p2c_r, c2p_w, p2c_w, c2p_r):
+                os.close(fd)
+            self._end_jail()
+            if self.cg is not None:
+                self.cg.close()
+            self.log.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         self.deadline = self.started + float(limits.wall_time)
         self._left = float(limits.wall_time)
         try:
             if self.zygote is not None:
                 zyg = self.zygote
-                reply = zyg.request({"op": "fork", "config": cfg}, [p2c_r, c2p_w, self.log.fileno()])
-                self.pid = int(reply["pid"])
+                try:
+                    reply = zyg.request({"op": "fork", "config": cfg}, [p2c_r, c2p_w, self.log.fileno()])
+                    self.pid = int(reply["pid"])
+                except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+                    raise ScorerEnvironmentError("zygote", f"the sandbox zygote could not start the run: {e}") from e
             else:
                 cfg.update(rfd=p2c_r, wfd=c2p_w)
-                self.popen = subprocess.Popen(
-                    [sys.executable, "-m", "leaderboard.sandbox.child", "--run", json.dumps(cfg)],
-                    pass_fds=(p2c_r, c2p_w), env=cfg["env"], cwd=self.tmp, start_new_session=True,
-                    stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
-                )
+                try:
+                    self.popen = subprocess.Popen(
+                        [sys.executable, "-m", "leaderboard.sandbox.child", "--run", json.dumps(cfg)],
+                        pass_fds=(p2c_r, c2p_w), env=cfg["env"], cwd=self.tmp, start_new_session=True,
+                        stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                    )
+                except OSError as e:
+                    raise ScorerEnvironmentError("spawn", f"cannot start the run's process: {e}") from e
                 self.pid = self.popen.pid
-        except BaseException:
+        except BaseException as exc:
             self._end_jail()
             if self.cg is not None:
                 self.cg.close()
+            if isinstance(exc, ScorerEnvironmentError):  # nothing runs: the run's fds and folder go now
+                for fd in (p2c_w, c2p_r):
+                    os.close(fd)
+                self.log.close()
+                shutil.rmtree(self.tmp, ignore_errors=True)
             raise
         finally:
             os.close(p2c_r)
@@ -188,15 +224,23 @@ class _Child:
 
     def _start_jail(self, sub: Submission, limits: Limits, device: str, cfg: dict[str, Any], network: str) -> None:
         """The run's cgroup and jail; ``cfg`` gets what the child needs to join them."""
-        self.cg = _cgroup.RunCgroup.create(limits.memory_mb, limits.max_processes)
+        try:
+            self.cg = _cgroup.RunCgroup.create(limits.memory_mb, limits.max_processes)
+        except OSError as e:
+            raise ScorerEnvironmentError("cgroup", f"cannot create the run's cgroup: {e}") from e
         ro = []
         if self.file is not None:
             ro.append((os.path.dirname(self.file),) * 2)
         if sub.kind == "module" and sub.root:
             ro.append((os.path.realpath(sub.root),) * 2)
         devices = _jail.gpu_devices() if str(device).startswith("cuda") else ()
-        self.jail = _jail.Jail(binds=_jail_binds(), work=self.tmp, disk_mb=limits.disk_mb, ro_dirs=ro,
-                               network=network == "allow", devices=devices)
+        if str(device).startswith("cuda") and not devices:
+            raise ScorerEnvironmentError("gpu", f"device {device!r}: no GPU device node (/dev/nvidia*) to give the run")
+        try:
+            self.jail = _jail.Jail(binds=_jail_binds(), work=self.tmp, disk_mb=limits.disk_mb, ro_dirs=ro,
+                                   network=network == "allow", devices=devices)
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
+            raise ScorerEnvironmentError("jail", f"the run's jail did not start: {e}") from e
         self.pidns = self.jail.pid_namespace()
         cfg.update(jail=self.jail.config(), cgroup_procs=self.cg.procs_files if self.cg else [],
                    max_processes=int(limits.max_processes), cpu_time=int(limits.cpu_seconds) + 1)
