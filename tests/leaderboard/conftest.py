@@ -45,8 +45,20 @@ def postgresql_url():
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        import time
+
+        # A backend still authenticating (e.g. a forked child's connection the test left opening) has no role yet,
+        # and PostgreSQL lets only a superuser terminate such a backend: DROP ... WITH (FORCE) then fails with
+        # InsufficientPrivilege for a while. Retry for a few seconds instead of failing the test's teardown.
+        for attempt in range(50):
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                break
+            except sa.exc.ProgrammingError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
         admin.dispose()
 
 

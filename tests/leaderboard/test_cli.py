@@ -289,7 +289,7 @@ def test_board_json_and_csv(tmp_path):
     rows = json.loads(j.stdout)
     assert [r["submission"] for r in rows] == ["aa", "bb"] and rows[0]["kl"] == 1.0 / 3.0  # every digit
     c = cli("board", "--csv", "--split", "dev", db=db)
-    assert c.returncode == 0 and c.stdout.splitlines()[0].startswith("rank,submission,code_hash")
+    assert c.returncode == 0 and c.stdout.splitlines()[0].startswith("rank,submission,name,code_hash")
     assert len(c.stdout.splitlines()) == 3
 
 
