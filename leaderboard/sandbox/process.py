@@ -128,7 +128,8 @@ class _Child:
         self.log = None
         pipes: list[int] = []
         try:
-            _warn_if_cache_reachable(self.uid, self.gid)
+            if self.sandbox == "trusted":  # a jail binds no cache: only an unjailed run could read it
+                _warn_if_cache_reachable(self.uid, self.gid)
             try:
                 if sub.kind == "file":  # a private copy, readable by the run's uid
                     os.makedirs(os.path.join(self.tmp, "submission"))
