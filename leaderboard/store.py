@@ -53,6 +53,8 @@ import importlib.util
 import json
 import math
 import os
+import sqlite3
+import time
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping
@@ -700,7 +702,16 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA journal_mode = WAL")
+        # Switching a new, empty board to WAL while other scorers open it can fail "database is locked" at once
+        # (SQLite does not wait on the busy timeout for this lock): retry for up to the busy timeout.
+        for attempt in range(int(SQLITE_BUSY_TIMEOUT_S / 0.05) + 1):
+            try:
+                cur.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt >= int(SQLITE_BUSY_TIMEOUT_S / 0.05):
+                    raise
+                time.sleep(0.05)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
 
