@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,3 +17,23 @@ torch.set_num_threads(1)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Every test gets a private on-disk proxy cache (never the user's ~/.cache)."""
     monkeypatch.setenv("TILTENV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tiltenv-cache"))
+
+
+@pytest.fixture(scope="session")
+def run_reproduction(tmp_path_factory):
+    """``run_reproduction(name)`` runs ``scripts/reproduce/<name>.py --quick`` in-process, checks it wrote its
+    csv/png/md, and returns what its ``main`` returned."""
+    root = Path(__file__).resolve().parents[1]
+
+    def run(name: str) -> dict:
+        spec = importlib.util.spec_from_file_location(f"repro_{name}", root / "scripts" / "reproduce" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out = tmp_path_factory.mktemp(name)
+        res = mod.main(["--quick", "--out", str(out)])
+        for ext in ("csv", "png", "md"):
+            path = out / f"{name}.{ext}"
+            assert path.exists() and path.stat().st_size > 0, path
+        return res
+
+    return run

@@ -6,51 +6,35 @@ a proxy that teaches at the wrong speed).
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _run(name: str, tmp_path_factory) -> dict:
-    spec = importlib.util.spec_from_file_location(f"repro_{name}", ROOT / "scripts" / "reproduce" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = tmp_path_factory.mktemp(name)
-    res = mod.main(["--quick", "--out", str(out)])
-    for ext in ("csv", "png", "md"):
-        path = out / f"{name}.{ext}"
-        assert path.exists() and path.stat().st_size > 0, path
-    return res
+@pytest.fixture(scope="module")
+def gao(run_reproduction):
+    return run_reproduction("gao_overoptimization")
 
 
 @pytest.fixture(scope="module")
-def gao(tmp_path_factory):
-    return _run("gao_overoptimization", tmp_path_factory)
+def razin(run_reproduction):
+    return run_reproduction("razin_variance")
 
 
 @pytest.fixture(scope="module")
-def razin(tmp_path_factory):
-    return _run("razin_variance", tmp_path_factory)
+def shang(run_reproduction):
+    return run_reproduction("shang_beneficial_errors")
 
 
 @pytest.fixture(scope="module")
-def shang(tmp_path_factory):
-    return _run("shang_beneficial_errors", tmp_path_factory)
+def coste(run_reproduction):
+    return run_reproduction("coste_ensembles")
 
 
 @pytest.fixture(scope="module")
-def coste(tmp_path_factory):
-    return _run("coste_ensembles", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def wachi(tmp_path_factory):
-    return _run("wachi_temperatures", tmp_path_factory)
+def wachi(run_reproduction):
+    return run_reproduction("wachi_temperatures")
 
 
 def test_gao_drop_on_the_hump_none_on_the_linear_control(gao):

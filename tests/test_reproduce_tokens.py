@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(name: str, tmp_path_factory) -> dict:
-    spec = importlib.util.spec_from_file_location(f"repro_{name}", ROOT / "scripts" / "reproduce" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = tmp_path_factory.mktemp(name)
-    res = mod.main(["--quick", "--out", str(out)])
-    for ext in ("csv", "png", "md"):
-        path = out / f"{name}.{ext}"
-        assert path.exists() and path.stat().st_size > 0, path
-    return res
-
 
 @pytest.fixture(scope="module")
-def razin(tmp_path_factory):
-    return _run("razin_tokens", tmp_path_factory)
+def razin(run_reproduction):
+    return run_reproduction("razin_tokens")
 
 
 def test_razin_token_level_less_accurate_higher_variance_teaches_faster(razin):
@@ -39,8 +22,8 @@ def test_razin_token_level_less_accurate_higher_variance_teaches_faster(razin):
 
 
 @pytest.fixture(scope="module")
-def gao(tmp_path_factory):
-    return _run("gao_tokens", tmp_path_factory)
+def gao(run_reproduction):
+    return run_reproduction("gao_tokens")
 
 
 def test_gao_token_world_best_of_n_overoptimizes_the_hump_and_the_forms_fit(gao):
