@@ -60,7 +60,7 @@ class TransformerOptions:
     n_layers: int = _opt(1, "Causal self-attention blocks.")
     n_heads: int = _opt(2, "Attention heads (divides d_model).")
     d_ff: int = _opt(64, "Width of each block's feed-forward layer.")
-    epochs: int = _opt(40, "Passes over the preference pairs.")
+    epochs: int = _opt(20, "Passes over the preference pairs.")
     batch_size: int = _opt(256, "Pairs per AdamW step; 0 = full batch.")
     lr: float = _opt(5e-3, "AdamW learning rate.")
     weight_decay: float = _opt(1e-2, "AdamW decoupled weight decay.")
