@@ -212,6 +212,8 @@ class TransformerProxy(Proxy):
         L = self.L if L is None else int(L)
         V, H, dh, D = self.V, self.H, self.dh, self.D
         C = prompts.shape[0]
+        check_footprint("scoring every response with the transformer proxy", 8 * C * V**L + self.tree_bytes(L),
+                        f"C {C} prompts × V^L = {V}^{L} responses float64 + one prompt's tree", "score fewer prompts")
         chunk = max(1, SCORE_CHUNK_BYTES // self.tree_bytes(L))
         out = torch.empty((C, V**L), dtype=torch.float64)
         scale = 1.0 / math.sqrt(dh)
