@@ -56,6 +56,20 @@ def measure(cfg: TokenConfig) -> dict:
             "reward_var": float(M.reward_variance(j.eval_ref_logp, j.eval_proxy))}
 
 
+def figure(summary: pd.DataFrame) -> plt.Figure:
+    """Gold correlation, accuracy and reward variance under π_ref, per link and proxy."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, col in zip(axes, ("gold_corr", "accuracy", "reward_var")):
+        piv = summary.pivot(index="link", columns="proxy", values=col)[list(PROXIES)]
+        piv.plot.bar(ax=ax, rot=0, legend=col == "gold_corr")
+        ax.set_title(col + (" under π_ref" if col != "gold_corr" else " (π_ref-weighted)"), fontsize=9)
+        if col == "accuracy":
+            ax.set_ylim(0.5, 1.0)
+    fig.suptitle("token world: a transformer over tokens vs proxies over φ (same pairs)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> dict:
     args = parse_args(__doc__, argv)
     quick = args.quick
@@ -88,15 +102,7 @@ def main(argv=None) -> dict:
                                "build_s": time.perf_counter() - t})
         out.section("World build time (wall s, cold cache, one torch thread)")
         out.table(pd.DataFrame(timing))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, col in zip(axes, ("gold_corr", "accuracy", "reward_var")):
-        piv = summary.pivot(index="link", columns="proxy", values=col)[list(PROXIES)]
-        piv.plot.bar(ax=ax, rot=0, legend=col == "gold_corr")
-        ax.set_title(col + (" under π_ref" if col != "gold_corr" else ""))
-        if col == "accuracy":
-            ax.set_ylim(0.5, 1.0)
-    fig.suptitle("token world: a transformer over tokens vs proxies over φ (same pairs)")
-    out.figure(fig)
+    out.figure(figure(summary))
     tf = summary[summary.proxy == "transformer"]
     best = summary[summary.proxy != "transformer"].groupby("link").accuracy.max()
     gap = float(np.mean([best[r.link] - r.accuracy for r in tf.itertuples()]))
