@@ -173,16 +173,21 @@ class TransformerProxy(Proxy):
         raise ValueError("the 'transformer' proxy scores token sequences, not φ features: use task.reward(prompts, "
                          "responses) (the bandit view over φ is not available with a sequence-native proxy).")
 
-    def raw_tokens(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        """Raw score of each (prompt, response): (N, P), (N, L) -> (N,) float64."""
-        seq = torch.cat([prompts, responses], 1).to(torch.int64).cpu()
+    def _raw_cpu(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        seq = torch.cat([prompts.cpu(), responses.cpu()], 1).to(torch.int64)
         with torch.no_grad():
             out = [self.sequence_raw(seq[i:i + _ROWS]) for i in range(0, seq.shape[0], _ROWS)]
-        return (torch.cat(out) if out else torch.empty(0)).to(torch.float64).to(prompts.device)
+        return (torch.cat(out) if out else torch.empty(0)).to(torch.float64)
+
+    def raw_tokens(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        """Raw score of each (prompt, response): (N, P), (N, L) -> (N,) float64 on the prompts' device (the
+        model runs on the CPU)."""
+        return self._raw_cpu(prompts, responses).to(prompts.device)
 
     def score_tokens(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
-        """The normalized proxy reward of each (prompt, response): (N, P), (N, L) -> (N,) float64."""
-        return (self.raw_tokens(prompts, responses) - self.shift) / self.scale
+        """The normalized proxy reward of each (prompt, response): (N, P), (N, L) -> (N,) float64 on the prompts'
+        device."""
+        return ((self._raw_cpu(prompts, responses) - self.shift.cpu()) / self.scale.cpu()).to(prompts.device)
 
     def _prompt_pass(self, prompts: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys and values (c, H, P, dh) of every block over the prompt tokens."""
@@ -244,7 +249,7 @@ class TransformerProxy(Proxy):
 
     def score_all(self, prompts: torch.Tensor, L: int | None = None) -> torch.Tensor:
         """The normalized proxy reward of all V^L responses of each prompt: (C, P) -> (C, V^L) float64."""
-        return (self.raw_all(prompts, L) - self.shift) / self.scale
+        return ((self.raw_all(prompts, L) - self.shift.cpu()) / self.scale.cpu()).to(prompts.device)
 
 
 def train_transformer(model: TransformerProxy, token_prefs: dict[str, torch.Tensor], opts: TransformerOptions,
