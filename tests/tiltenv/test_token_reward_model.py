@@ -230,3 +230,16 @@ def test_gym_spec_of_tokens_has_a_gold_family():
                    seed=3)
     assert env.unwrapped.config.gold_family and env.unwrapped.config.member().params
     env.close()
+
+
+def test_transformer_training_batch_is_memory_checked_before_it_is_built():
+    from tiltenv.tokens.reward_model import train_transformer
+
+    n = 3_000_000  # a full batch of 3M pairs: ~70 GB of activations; the views below allocate nothing
+    prefs = {"prompts": torch.zeros(1, 4, dtype=torch.int64).expand(n, 4),
+             "a": torch.zeros(1, 3, dtype=torch.int64).expand(n, 3),
+             "b": torch.zeros(1, 3, dtype=torch.int64).expand(n, 3), "label": torch.zeros(1).expand(n)}
+    opts = TransformerOptions(batch_size=0, epochs=1)
+    with pytest.raises(ValueError, match=r"training the transformer proxy would need about .* GiB .*batch_size "
+                                         r"3000000 .*lower proxy_kwargs\['batch_size'\]"):
+        train_transformer(TransformerProxy(opts, 4, 4, 3), prefs, opts, seed=0)

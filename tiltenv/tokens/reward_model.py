@@ -256,18 +256,19 @@ def train_transformer(model: TransformerProxy, token_prefs: dict[str, torch.Tens
                       seed: int) -> TransformerProxy:
     """Bradley–Terry training on the token pairs (AdamW, one CPU thread); initialization and minibatch order
     from ``seed``. Returns the model with ``requires_grad`` off."""
+    n = token_prefs["label"].shape[0]
+    T = token_prefs["prompts"].shape[1] + token_prefs["a"].shape[1]
+    bs = n if opts.batch_size == 0 or opts.batch_size >= n else opts.batch_size
+    check_footprint("training the transformer proxy", 2 * bs * T * 4 * (8 * model.D + 2 * model.H * T
+                    + 2 * model.blocks[0]["ff1"].out_features) * len(model.blocks),
+                    f"2 × batch_size {bs} × (P + L) {T} sequences' float32 activations (autograd keeps them)",
+                    "lower proxy_kwargs['batch_size'] (0 is the full batch of n_labels pairs)")
     init_seed, order_seed = _child_seeds(seed, 2)
     model.init_parameters(_generator(init_seed))
     prompts = token_prefs["prompts"].to(torch.int64)
     a = torch.cat([prompts, token_prefs["a"].to(torch.int64)], 1)
     b = torch.cat([prompts, token_prefs["b"].to(torch.int64)], 1)
     y = token_prefs["label"].to(torch.float32)
-    n = a.shape[0]
-    bs = n if opts.batch_size == 0 or opts.batch_size >= n else opts.batch_size
-    T = a.shape[1]
-    check_footprint("training the transformer proxy", 2 * bs * T * 4 * (8 * model.D + 2 * model.H * T
-                    + 2 * model.blocks[0]["ff1"].out_features) * len(model.blocks),
-                    f"2 × batch_size {bs} × (P + L) {T} sequences' float32 activations", "lower batch_size")
     g = _generator(order_seed)
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     model.train()
