@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiltenv._cost import check_proxy_cost
 import numpy as np
 
+from tiltenv._cost import check_proxy_cost
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int
 from tiltenv.config import ConfigMethods, frozen_proxy_kwargs
 from tiltenv.links import LINKS

@@ -30,7 +30,6 @@ import torch
 from tiltenv import metrics as M
 from tiltenv._validation import check_footprint, check_int
 from tiltenv.labels import make_preferences
-from tiltenv.links import get_link
 from tiltenv.proxies import PROXIES, Proxy, ProxyContext
 from tiltenv.proxy_cache import build_proxy
 from tiltenv.scoring import EvalResult, evaluate_on_judge, metrics_of_logp
