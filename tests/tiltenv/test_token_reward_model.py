@@ -68,11 +68,16 @@ def test_streams_are_appended_only():
 
 
 def test_transformer_learns_the_gold_from_token_pairs(tf_world):
-    """Held-out π_ref pairs (all responses of unseen prompts, weighted by π_ref): far above chance, and above the
-    10% label noise it was trained with would allow a copy of the labels to reach on the same pairs (0.9)."""
-    j = tf_world.judge
+    """Held-out π_ref pairs (all responses of unseen prompts, weighted by π_ref): far above chance, and within a few
+    points of the labels' own accuracy (10% flips: ≈ 0.90 on the training pairs; 0.87 here, 0.89 and 0.93 at
+    seeds 4 and 5)."""
+    j, t = tf_world.judge, tf_world.task
     acc = M.ranking_accuracy(j.eval_proxy, j.eval_gold, j.eval_ref_logp)
-    assert acc > 0.8, acc
+    tp = t.token_preferences
+    ga, gb = (j.gold(t.features(tp["prompts"], tp[k])) for k in ("a", "b"))
+    labels_acc = float(((ga > gb).float() == tp["label"])[ga != gb].float().mean())
+    assert 0.85 < labels_acc < 0.95
+    assert acc > 0.8 and acc > labels_acc - 0.06, (acc, labels_acc)
     corr = float(np.corrcoef(j.eval_proxy.flatten().numpy(), j.eval_gold.flatten().numpy())[0, 1])
     assert corr > 0.6, corr
     # normalized under π_ref like every proxy: mean 0, variance 1 over the (different) normalization prompts
