@@ -32,3 +32,11 @@ def test_gao_token_world_best_of_n_overoptimizes_the_hump_and_the_forms_fit(gao)
     assert fits.loc["rl", "r2"] > 0.9 and fits.loc["rl", "max_kl"] > 1.0  # token RL moved far from π_ref
     mc, se, exact = gao["bon_check"]
     assert abs(mc - exact) < 4 * se  # sampled best-of-n agrees with its exact law
+
+
+def test_token_reward_models_quick_the_transformer_learns_from_tokens(tmp_path_factory):
+    res = _run("token_reward_models", tmp_path_factory)
+    s = res["summary"].set_index("proxy")
+    assert set(s.index) == {"linear", "two_stage", "mlp", "transformer"}
+    assert np.isfinite(res["table"][["gold_corr", "accuracy", "reward_var", "build_s"]].to_numpy()).all()
+    assert s.loc["transformer", "accuracy"] > 0.8 and s.loc["transformer", "gold_corr"] > 0.6

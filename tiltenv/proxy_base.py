@@ -154,6 +154,9 @@ class ProxySpec:
 
 
 PROXIES: dict[str, ProxySpec] = {}
+#: Proxy kinds that score token sequences (:mod:`tiltenv.tokens.reward_model`): valid on token tasks only, so not in
+#: :data:`PROXIES` (whose kinds score feature vectors).
+SEQUENCE_PROXY_KINDS = ("transformer",)
 
 
 def register_proxy(spec: ProxySpec) -> ProxySpec:
@@ -163,6 +166,9 @@ def register_proxy(spec: ProxySpec) -> ProxySpec:
 
 def parse_options(name: str, kwargs: dict[str, Any]):
     """Validate a proxy kind and its keyword arguments; returns the options dataclass instance."""
+    if name in SEQUENCE_PROXY_KINDS and name not in PROXIES:
+        raise ValueError(f"proxy {name!r} scores token sequences and exists only on token tasks (tiltenv/Tokens-v0, "
+                         f"TokenConfig); this task's proxy must be one of {sorted(PROXIES)}.")
     if name not in PROXIES:
         raise ValueError(f"proxy must be one of {sorted(PROXIES)} (got {name!r})." + suggest(name, PROXIES))
     spec = PROXIES[name]

@@ -185,7 +185,8 @@ def _train(spec: ProxySpec, options: Any, ctx: ProxyContext, config: Any) -> Pro
 
     try:
         est = proxy_seconds(spec.name, options, d=ctx.d, n_labels=getattr(config, "n_labels", 0),
-                            label_kind=getattr(config, "label_kind", "pairwise"))
+                            label_kind=getattr(config, "label_kind", "pairwise"),
+                            seq_len=max(1, getattr(config, "prompt_len", 0) + getattr(config, "L", 0)))
     except Exception:  # an estimate must never stop a build
         est = 0.0
     if est < ANNOUNCE_SECONDS:

@@ -186,6 +186,56 @@ def test_shang_bandit_gold_from_public_source_is_not_the_test_gold(board):
         assert world.task.config == world_of(SUITE.runs("test", salt=SALT, tasks=["shang"], code_hash="x" * 64)[0]).task.config
 
 
+#: A token entry (a small world: 64 responses a prompt) in a suite of its own; the suites' test-split mechanism
+#: (``gold_family=True`` on every task that has it) applies to it as to every other entry.
+TOKENS = dict(V=4, L=3, prompt_len=3, link="hump", n_labels=300, n_eval_contexts=32, n_norm_contexts=32)
+TOKEN_SUITE = Suite("integrity-tokens", 1, (SuiteEntry("tokens", "tiltenv/Tokens-v0", TOKENS, 1024, 2),),
+                    n_dev_seeds=3, n_test_seeds=2)
+
+
+def _token_gold(world, prompts, responses):
+    """The world's gold of given token sequences (through its own public featurizer)."""
+    return world.judge.gold(world.task.features(prompts, responses)).to(torch.float64)
+
+
+def test_token_test_worlds_gold_is_not_rebuildable_from_the_dev_seed_formula_or_the_public_source():
+    """Row 1 and row 2 for the token world: every dev world rebuilt from the public seed formula (with the public
+    config's link and scale, or a family member drawn from the dev seed) has another gold than the test world on
+    the same token sequences; and even the test world's own seed (θ*, π_ref, φ) with the public source's link and
+    gold scale misses its gold, because the member is drawn per world and shown nowhere."""
+    from leaderboard.seeds import dev_seed
+    from tiltenv.tokens import TokenConfig, all_responses
+    from tiltenv.world import make_world
+
+    dev = TOKEN_SUITE.runs("dev")
+    test = TOKEN_SUITE.runs("test", salt=SALT, code_hash="t" * 64)
+    assert all("gold_family" not in r.task_kwargs for r in dev)
+    assert all(r.task_kwargs["gold_family"] is True for r in test)
+    other = TOKEN_SUITE.runs("test", salt=SALT, code_hash="u" * 64)
+    ys = all_responses(TOKENS["V"], TOKENS["L"])
+    for spec, spec_other in zip(test, other):
+        world = world_of(spec)
+        public = world.task.config.public()
+        assert isinstance(public, TokenConfig) and public.seed is None and public.gold_family
+        assert public == world_of(spec_other).task.config.public()  # no member in any public view
+        with pytest.raises(ValueError, match="hides its gold member"):
+            public.member()
+        member = world.judge.extras["member"]
+        assert member.params and member.spec() != public.replace(gold_family=False).member().spec()
+        prompts = world.judge.eval_prompts[:8].repeat_interleave(ys.shape[0], 0)
+        responses = ys.repeat(8, 1)
+        gold = _token_gold(world, prompts, responses)
+        assert torch.allclose(gold, world.judge.eval_gold[:8].reshape(-1))
+        rebuilt = [public.replace(seed=dev_seed("integrity-tokens", "tokens", i), gold_family=fam)
+                   for i in range(TOKEN_SUITE.n_dev_seeds) for fam in (False, True)]
+        rebuilt.append(public.replace(seed=spec.seed, gold_family=False))  # even the seed, with the public member
+        for cfg in rebuilt:
+            guess = _token_gold(make_world(cfg, fresh=True), prompts, responses)
+            assert not torch.allclose(guess, gold, atol=0.05), cfg
+            if cfg.seed != spec.seed:  # another θ*, other features: unrelated to the test gold
+                assert abs(float(torch.corrcoef(torch.stack([guess, gold]))[0, 1])) < 0.9, cfg
+
+
 def test_two_code_hashes_get_disjoint_test_worlds_probing_earlier_results_gives_nothing(tmp_path):
     """Row 4: a probe submission's results are about its own worlds only; an edited file gets new worlds."""
     a = load_submission(_write(tmp_path, "probe", SHANG_GOLD))
@@ -249,10 +299,11 @@ def _family_tasks():
 
 
 def test_every_registered_task_with_a_family_has_one():
-    """The only task without a hidden gold family is the token world (on no suite's board yet: issue 20)."""
+    """Every registered task has a hidden gold family on the test split, the token world included (issue 20)."""
     import tiltenv
 
-    assert {f"tiltenv/{n}-v0" for n in tiltenv.TASKS} - set(_family_tasks()) == {"tiltenv/Tokens-v0"}
+    assert {f"tiltenv/{n}-v0" for n in tiltenv.TASKS} == set(_family_tasks())
+    assert "tiltenv/Tokens-v0" in _family_tasks()
 
 
 @pytest.mark.parametrize("task_id", _family_tasks())
@@ -266,9 +317,14 @@ def test_every_registered_tasks_test_family_sampled_200_times_gives_valid_member
     from tiltenv.links import gaussian_expectation
     from tiltenv.multiobjective import MultiObjectiveConfig
 
+    import tiltenv
+    from tiltenv.tokens import TokenConfig
+
     kwargs = dict(gym.spec(task_id).kwargs, gold_family=True)
     multi = "n_objectives" in kwargs
     cls = TabularConfig if "ref_probs" in kwargs else None
+    if tiltenv.TASKS[task_id.split("/")[1].rsplit("-v", 1)[0]][0] is TokenConfig:
+        cls = TokenConfig  # a token config: the same member draw (tiltenv.families), from its own `family` stream
     publics, members = set(), set()
     for seed in range(200):
         if multi:
@@ -276,7 +332,7 @@ def test_every_registered_tasks_test_family_sampled_200_times_gives_valid_member
         else:
             cfg = config_from_kwargs({**kwargs, "seed": seed}, *([cls] if cls else []))
         publics.add(cfg.public())
-        if cls is not None:
+        if cls is TabularConfig:
             gold, proxy, ref = cfg.arms()
             assert np.abs(np.sort(gold) - np.sort(cfg.gold)).max() <= 0.1 + 1e-12  # the paper's values up to ±0.1, arms permuted
             assert np.abs(gold - np.asarray(cfg.gold)).max() > 0  # never the source's table

@@ -19,8 +19,9 @@ from tiltenv.tokens.config import MAX_RESPONSES, TokenConfig
 from tiltenv.tokens.model import ARModel, Featurizer, PrefixPolicy, check_sequence_policy
 from tiltenv.tokens.tree import (TablePolicy, all_responses, response_index, sample_responses, sequence_logp, token_logp,
                                  tree_logp)
+from tiltenv.tokens.reward_model import TransformerOptions, TransformerProxy
 from tiltenv.tokens.world import TokenJudge, TokenSampler, TokenTask, build_token_world
 
 __all__ = ["TokenConfig", "MAX_RESPONSES", "ARModel", "Featurizer", "PrefixPolicy", "check_sequence_policy",
            "all_responses", "response_index", "tree_logp", "TablePolicy", "token_logp", "sequence_logp", "sample_responses",
-           "TokenTask", "TokenJudge", "TokenSampler", "build_token_world"]
+           "TokenTask", "TokenJudge", "TokenSampler", "build_token_world", "TransformerProxy", "TransformerOptions"]

@@ -6,11 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tiltenv._cost import check_proxy_cost
-from tiltenv._validation import check_choice, check_float, check_int
+from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int
 from tiltenv.config import ConfigMethods, frozen_proxy_kwargs
 from tiltenv.links import LINKS
-from tiltenv.proxies import check_proxy, parse_options
+from tiltenv.tokens.reward_model import parse_token_proxy
 
 __all__ = ["TokenConfig", "MAX_RESPONSES"]
 
@@ -42,13 +44,21 @@ class TokenConfig(ConfigMethods):
     n_labels: int = field(default=2000, metadata={"help": "Preference pairs (two π_ref responses to one prompt each)."})
     label_temp: float = field(default=0.0, metadata={"help": "τ of the Bradley–Terry labeler; 0 = deterministic."})
     flip_rate: float = field(default=0.0, metadata={"help": "Symmetric label flip probability ε ∈ [0, 0.5)."})
-    proxy: str = field(default="linear", metadata={"help": "Proxy kind over φ (see tiltenv.proxies.PROXIES)."})
+    proxy: str = field(default="linear", metadata={"help": "Proxy kind: one over φ (tiltenv.proxies.PROXIES) or "
+                                                           "'transformer', a reward model over the tokens "
+                                                           "(tiltenv.tokens.reward_model)."})
     proxy_kwargs: Any = field(default=(), metadata={"help": "Keyword arguments of the proxy (a mapping)."})
     beta: float = field(default=0.25, metadata={"help": "KL coefficient β of the scored objective J_β; > 0."})
     n_eval_contexts: int = field(default=128, metadata={"help": "Held-out prompts the judge scores on (exactly)."})
     n_norm_contexts: int = field(default=128, metadata={"help": "Prompts the proxy is normalized on (exactly, "
                                                                "over all V^L responses)."})
     seed: int | None = field(default=0, metadata={"help": "Task seed; None in a public view (hidden)."})
+    gold_family: bool = field(
+        default=False,
+        metadata={"help": "True (the leaderboard's test split): the link's shape, gold_scale, label_temp and flip_rate "
+                          "are drawn per world from the family of `link` (tiltenv.families states the ranges; the "
+                          "fields are its centre), so the member is hidden with the seed. False: exactly these values."},
+    )
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -73,9 +83,15 @@ class TokenConfig(ConfigMethods):
         set_("n_norm_contexts", check_int("n_norm_contexts", self.n_norm_contexts, low=2))
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        check_proxy(self.proxy, dict(self.proxy_kwargs))
-        check_proxy_cost(self.proxy, parse_options(self.proxy, dict(self.proxy_kwargs)), d=self.d,
-                         n_labels=self.n_labels, label_kind="pairwise")
+        if not isinstance(self.gold_family, (bool, np.bool_)):
+            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
+        set_("gold_family", bool(self.gold_family))
+        if self.gold_family:
+            from tiltenv.families import family_of_link
+
+            family_of_link(self.link)  # a link without a family: a clear error naming the links that have one
+        check_proxy_cost(self.proxy, parse_token_proxy(self.proxy, dict(self.proxy_kwargs)), d=self.d,
+                         n_labels=self.n_labels, label_kind="pairwise", seq_len=self.prompt_len + self.L)
 
     @property
     def K(self) -> int:
@@ -87,10 +103,33 @@ class TokenConfig(ConfigMethods):
         return dict(self.proxy_kwargs)
 
     def public(self) -> "TokenConfig":
-        """What an agent may know: everything but the seed."""
+        """What an agent may know: everything but the seed. With ``gold_family`` the member (link shape, gold scale,
+        labeler τ and ε) is drawn from the seed, so every member has the same public view (the family's centre)."""
         return dataclasses.replace(self, seed=None)
+
+    def family(self):
+        """The :class:`tiltenv.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
+        from tiltenv.families import family_of_link
+
+        return family_of_link(self.link) if self.gold_family else None
+
+    def member(self):
+        """The world's gold member (:class:`tiltenv.families.Member`): the config's own link, scale and labeler, or
+        with ``gold_family`` the draw of the link's family from the seed's ``family`` stream (needs the seed)."""
+        from tiltenv.families import draw_member, fixed_member
+
+        if not self.gold_family:
+            return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
+        if self.seed is None:
+            raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
+        from tiltenv.tokens.world import token_seed_streams
+
+        return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
+                           seed=token_seed_streams(self.seed)["family"])
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["proxy_kwargs"] = dict(self.proxy_kwargs)
+        if not self.gold_family:  # absent when False: dev configs keep their digests (cache and result keys)
+            out.pop("gold_family")
         return out

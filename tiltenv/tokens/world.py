@@ -30,12 +30,12 @@ import torch
 from tiltenv import metrics as M
 from tiltenv._validation import check_footprint, check_int
 from tiltenv.labels import make_preferences
-from tiltenv.links import get_link
-from tiltenv.proxies import PROXIES, Proxy, ProxyContext, parse_options
+from tiltenv.proxies import PROXIES, Proxy, ProxyContext
 from tiltenv.proxy_cache import build_proxy
 from tiltenv.scoring import EvalResult, evaluate_on_judge, metrics_of_logp
 from tiltenv.tokens.config import TokenConfig
 from tiltenv.tokens.model import ARModel, Featurizer
+from tiltenv.tokens.reward_model import SEQUENCE_PROXIES, is_sequence_proxy, parse_token_proxy, transformer_spec
 from tiltenv.tokens.tree import CHUNK_BYTES, sample_responses, sequence_logp, tree_logp
 from tiltenv.world import Budget, Judge, PublicTask, World, register_world, torch_generator
 
@@ -43,7 +43,7 @@ __all__ = ["TOKEN_STREAMS", "token_seed_streams", "TokenSampler", "TokenTask", "
 
 #: Named random streams of a token task, in spawn order (append only).
 TOKEN_STREAMS = ("theta", "ref_model", "features", "label_prompts", "labels", "proxy_init", "norm_prompts",
-                 "eval_prompts")
+                 "eval_prompts", "family", "sequence_proxy")
 
 
 def token_seed_streams(seed: int) -> dict[str, int]:
@@ -123,7 +123,13 @@ class TokenTask(PublicTask):
         return self.featurizer(prompts.cpu(), responses.cpu()).to(prompts.device)
 
     def reward(self, prompts: torch.Tensor, responses: torch.Tensor, *, count: bool = True) -> torch.Tensor:
-        """The proxy reward of each full response: (N, P), (N, L) -> (N,) (counted in ``budget.proxy_queries``)."""
+        """The proxy reward of each full response: (N, P), (N, L) -> (N,) (counted in ``budget.proxy_queries``).
+        A sequence-native proxy (``proxy="transformer"``) reads the tokens; the others read φ(c, y)."""
+        if is_sequence_proxy(self.proxy):
+            if count:
+                self.budget.proxy_queries += int(responses.shape[0])
+            with torch.no_grad():
+                return self.proxy.score_tokens(prompts, responses)
         return self.proxy_reward(self.features(prompts, responses), count=count)
 
     def ref_sequence_logp(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -164,6 +170,8 @@ class TokenJudge(Judge):
         self._candidates: torch.Tensor | None = None
 
     def _score(self, fn: Any) -> torch.Tensor:
+        if is_sequence_proxy(fn):
+            return fn.score_all(self.eval_prompts, self.L)
         C, K, d = self.eval_prompts.shape[0], self.config.K, self.config.d
         out = torch.empty((C, K), dtype=torch.float64)
         step = _prompt_chunk(K, d)
@@ -212,11 +220,14 @@ def _exact_normalize(proxy: Proxy, featurizer: Featurizer, ref_model: ARModel, p
     :func:`tiltenv.world._normalize_under_ref`), exactly over all V^L responses, in chunks of prompts."""
     K, d = featurizer.V**L, featurizer.d
     p = tree_logp(ref_model, prompts, L).exp()
-    r = torch.empty_like(p)
-    step = _prompt_chunk(K, d)
-    with torch.no_grad():
-        for s in range(0, prompts.shape[0], step):
-            r[s:s + step] = proxy.raw(featurizer.all_responses(prompts[s:s + step])).to(torch.float64)
+    if is_sequence_proxy(proxy):  # scored over the prefix tree from the tokens
+        r = proxy.raw_all(prompts, L)
+    else:
+        r = torch.empty_like(p)
+        step = _prompt_chunk(K, d)
+        with torch.no_grad():
+            for s in range(0, prompts.shape[0], step):
+                r[s:s + step] = proxy.raw(featurizer.all_responses(prompts[s:s + step])).to(torch.float64)
     mean = float((p * r).sum(-1).mean())
     var = float((p * (r - mean) ** 2).sum(-1).mean())
     proxy.set_normalization(mean, math.sqrt(var))
@@ -227,8 +238,9 @@ def build_token_world(config: TokenConfig) -> World:
     d, L = config.d, config.L
     theta_np = np.random.default_rng(seeds["theta"]).standard_normal(d)
     theta = torch.from_numpy(theta_np / np.linalg.norm(theta_np))
-    link = get_link(config.link)
-    a = config.gold_scale
+    member = config.member()  # the config's own link/scale/labeler, or (gold_family) the seed's draw of its family
+    link = member.link
+    a = member.gold_scale
 
     def gold(x: torch.Tensor) -> torch.Tensor:
         return a * link(x.to(torch.float64) @ theta.to(x.device))
@@ -236,22 +248,24 @@ def build_token_world(config: TokenConfig) -> World:
     ref_model = ARModel.draw(config.V, config.ref_hidden, config.ref_sharpness, seeds["ref_model"])
     featurizer = Featurizer(config.V, L, config.prompt_len, d, config.prompt_weight, seeds["features"])
     sampler = TokenSampler(config, ref_model, featurizer)
-    spec = PROXIES[config.proxy]
-    options = parse_options(config.proxy, config.proxy_options)
+    sequence = config.proxy in SEQUENCE_PROXIES
+    options = parse_token_proxy(config.proxy, config.proxy_options)
     prefs, token_prefs = None, {}
-    if spec.needs_labels:
+    if sequence or PROXIES[config.proxy].needs_labels:
         lp = sampler.prompts(config.n_labels, torch_generator(seeds["label_prompts"]))
         g = torch_generator(seeds["labels"])
         ya, lpa = sample_responses(ref_model, lp, L, g)
         yb, lpb = sample_responses(ref_model, lp, L, g)
         xa, xb = featurizer(lp, ya), featurizer(lp, yb)
         prefs = make_preferences(torch.stack([xa, xb], 1), torch.stack([lpa, lpb], 1).to(torch.float32), gold,
-                                 temperature=config.label_temp, flip_rate=config.flip_rate, generator=g)
+                                 temperature=member.label_temp, flip_rate=member.flip_rate, generator=g)
         swapped = (prefs.x_a != xa).any(-1, keepdim=True)  # make_preferences draws the pair's order at random
         token_prefs = {"prompts": lp, "a": torch.where(swapped, yb, ya), "b": torch.where(swapped, ya, yb),
                        "label": prefs.label}
     ctx = ProxyContext(d=d, theta=theta, gold=gold, link=link, gold_scale=a, preferences=prefs, pointwise=None,
                        seed=seeds["proxy_init"], device=torch.device("cpu"), sample_ref=sampler.sample_ref)
+    spec = (transformer_spec(config.V, config.prompt_len, L, token_prefs, seeds["sequence_proxy"]) if sequence
+            else PROXIES[config.proxy])
     proxy = build_proxy(spec, options, ctx, config)
     norm_prompts = sampler.prompts(config.n_norm_contexts, torch_generator(seeds["norm_prompts"]))
     _exact_normalize(proxy, featurizer, ref_model, norm_prompts, L)
@@ -259,6 +273,7 @@ def build_token_world(config: TokenConfig) -> World:
     eval_prompts = sampler.prompts(config.n_eval_contexts, torch_generator(seeds["eval_prompts"]))
     task = TokenTask(config, sampler, proxy, prefs, token_prefs)
     judge = TokenJudge(config, gold, theta, eval_prompts, ref_model, featurizer, proxy)
+    judge.extras["member"] = member
     return World(task, judge)
 
 
