@@ -34,8 +34,8 @@ def test_gao_token_world_best_of_n_overoptimizes_the_hump_and_the_forms_fit(gao)
     assert abs(mc - exact) < 4 * se  # sampled best-of-n agrees with its exact law
 
 
-def test_token_reward_models_quick_the_transformer_learns_from_tokens(tmp_path_factory):
-    res = _run("token_reward_models", tmp_path_factory)
+def test_token_reward_models_quick_the_transformer_learns_from_tokens(run_reproduction):
+    res = run_reproduction("token_reward_models")
     s = res["summary"].set_index("proxy")
     assert set(s.index) == {"linear", "two_stage", "mlp", "transformer"}
     assert np.isfinite(res["table"][["gold_corr", "accuracy", "reward_var", "build_s"]].to_numpy()).all()
