@@ -54,7 +54,8 @@ def suggest(name: str, choices) -> str:
 
     return _suggest(name, choices)
 
-__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS", "DEV_LABEL",
+__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS", "TOKEN_TASKS",
+           "task_kind", "DEV_LABEL",
            "split_label", "has_gold_family", "entry_shape"]
 
 #: How every board, report and the README label the dev split.
@@ -76,6 +77,15 @@ def has_gold_family(task_id: str) -> bool:
 
 #: Tasks without preference data (explicit arms): left out of the reward-model track.
 NO_PREFERENCE_TASKS = ("tiltenv/Tabular-v0",)
+#: Token-sequence tasks (tiltenv.tokens): a sequence policy's checkpoints are enumerated over the prefix tree by the
+#: scorer; a bandit agent runs on their bandit view (K = V^L responses); token-level baselines apply to these only.
+TOKEN_TASKS = ("tiltenv/Tokens-v0",)
+
+
+def task_kind(task_id: str) -> str:
+    """``"tokens"`` for a token-sequence task, else ``"bandit"`` (K candidate vectors a context)."""
+    return "tokens" if task_id in TOKEN_TASKS else "bandit"
+
 #: Multi-objective tasks (per-dimension preference data, an aggregate gold): left out of the reward-model track,
 #: whose scorer builds single-index reward models.
 MULTI_OBJECTIVE_TASKS = ("tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0")
