@@ -26,6 +26,7 @@ suite      what
 ``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries; version 2 adds the
            multi-objective tasks (HelpfulHarmless, one dimension overoptimizing, context-type weights) and the
            reward model's life cycle (AI feedback, distribution shift, the active-labeling task)
+(both)     quick v3 and full v4 add the token task (``tokens``: V = 8, L = 4, hump gold; issue 20)
 =========  ===================================================================================================
 
 Example:
@@ -320,6 +321,18 @@ def _lifecycle(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     )
 
 
+def _tokens(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
+    """Issue 20's token task: autoregressive policies over V = 8 tokens, responses of L = 4 (4,096 a prompt, all
+    enumerated), the hump gold. A sequence policy's checkpoints are scored exactly over the prefix tree, which the
+    scorer expands on its side (:mod:`leaderboard.sandbox.agent`); the bandit baselines run on the bandit view
+    (K = 4,096 responses as candidate vectors); the token-level baselines apply here only."""
+    return (
+        SuiteEntry("tokens", "tiltenv/Tokens-v0", {"V": 8, "L": 4, "link": "hump", "n_eval_contexts": n_eval,
+                                                  "beta": 0.1}, queries,
+                   what="token-level policies (V=8, L=4: 4,096 responses), hump gold: sequence policies scored exactly"),
+    )
+
+
 #: The registered suites, by name.
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -341,9 +354,12 @@ SUITES: dict[str, Suite] = {
         # test split, 5 seeds per task part the CIs of entries ≥ 0.1 apart in IQM (the label ceiling from every
         # baseline: 2 seeds suffice) but not of the baselines, whose IQMs lie within 0.06 (Kendall τ between two
         # salts 0.47, 0.20 without the ceiling); differences of ≈ 0.04 need ≈ 25 seeds per task, which full has.
-        Suite("quick", 2, _phenomena(1024, 65_536), n_dev_seeds=2, n_test_seeds=5,
+        # quick v3, full v4 (issue 20): + the token task (quick v2 was 9e10db9c7d, full v3 6d5d596be5); its evaluation
+        # prompts are fewer than the bandit tasks' contexts: each holds 4,096 responses (C × V^L float64 a checkpoint)
+        Suite("quick", 3, _phenomena(1024, 65_536) + _tokens(128, 65_536), n_dev_seeds=2, n_test_seeds=5,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
-        Suite("full", 3, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144),
+        Suite("full", 4, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144)
+              + _tokens(512, 262_144),
               n_dev_seeds=5, n_test_seeds=25,
               description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )
@@ -361,11 +377,17 @@ TASK_SHAPES: dict[str, tuple[int | None, int | None]] = {
 }
 
 
+#: V and L of the token task's preset (TokenConfig's defaults; tests/leaderboard/test_cli.py checks them): K = V^L.
+TOKEN_SHAPE = {"V": 8, "L": 4}
+
+
 def entry_shape(entry: SuiteEntry) -> dict[str, int | None]:
     """``{"K": candidates per context, "d": candidate dimension}`` of a suite entry (d is None for a tabular task,
-    whose K is its number of arms)."""
+    whose K is its number of arms; a token task's K is its V^L responses a prompt)."""
     K, d = TASK_SHAPES.get(entry.task_id, (None, None))
     K, d = entry.kwargs.get("K", K), entry.kwargs.get("d", d)
+    if entry.task_id in TOKEN_TASKS:
+        K = entry.kwargs.get("V", TOKEN_SHAPE["V"]) ** entry.kwargs.get("L", TOKEN_SHAPE["L"])
     if entry.task_id in NO_PREFERENCE_TASKS and "gold" in entry.kwargs:
         K, d = len(entry.kwargs["gold"]), None
     return {"K": K, "d": d}
