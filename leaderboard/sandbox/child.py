@@ -223,7 +223,7 @@ def _serve_agent(chan: Channel, agent: Any, start: dict[str, Any], stage: list[s
 
     stage[0] = "fit"
     agent.fit(task, start["budget"], checkpoint)
-    if _is_token_task(task) and _sequence_policy(last[0] if last[0] is not None else agent) is not None:
+    if _is_token_task(task) and any(_sequence_policy(p) is not None for p in (agent, last[0], *slots.values())):
         chan.send({"op": "fit_done", "policy": "sequence"})
         stage[0] = "eval"
         return _serve_sequence(chan, agent, slots, last[0], int(task.V))
