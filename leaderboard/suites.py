@@ -26,7 +26,7 @@ suite      what
 ``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries; version 2 adds the
            multi-objective tasks (HelpfulHarmless, one dimension overoptimizing, context-type weights) and the
            reward model's life cycle (AI feedback, distribution shift, the active-labeling task)
-(both)     quick v3 and full v4 add the token task (``tokens``: V = 8, L = 4, hump gold; issue 20)
+(both)     quick v3 and full v4 add the token task (``tokens``: V = 8, hump gold; L = 3 in quick, 4 in full; issue 20)
 =========  ===================================================================================================
 
 Example:
@@ -321,15 +321,19 @@ def _lifecycle(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     )
 
 
-def _tokens(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
-    """Issue 20's token task: autoregressive policies over V = 8 tokens, responses of L = 4 (4,096 a prompt, all
+def _tokens(L: int, n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
+    """Issue 20's token task: autoregressive policies over V = 8 tokens, responses of L tokens (8^L a prompt, all
     enumerated), the hump gold. A sequence policy's checkpoints are scored exactly over the prefix tree, which the
     scorer expands on its side (:mod:`leaderboard.sandbox.agent`); the bandit baselines run on the bandit view
-    (K = 4,096 responses as candidate vectors); the token-level baselines apply here only."""
+    (K = 8^L responses as candidate vectors); the token-level baselines apply here only.
+
+    Sizes from the cost of the bandit view, where every training context enumerates its 8^L responses: at L = 4
+    (4,096 responses) and 65,536 queries the bandit REINFORCE trains for 140 s, RLOO 47 s (2-core CPU, shared), so
+    quick takes L = 3 (512 responses) and full L = 4 at 65,536 queries (262,144 would pass the 300 s run limit)."""
     return (
-        SuiteEntry("tokens", "tiltenv/Tokens-v0", {"V": 8, "L": 4, "link": "hump", "n_eval_contexts": n_eval,
+        SuiteEntry("tokens", "tiltenv/Tokens-v0", {"V": 8, "L": L, "link": "hump", "n_eval_contexts": n_eval,
                                                   "beta": 0.1}, queries,
-                   what="token-level policies (V=8, L=4: 4,096 responses), hump gold: sequence policies scored exactly"),
+                   what=f"token-level policies (V=8, L={L}: {8**L:,} responses), hump gold: sequence policies scored exactly"),
     )
 
 
@@ -355,11 +359,11 @@ SUITES: dict[str, Suite] = {
         # baseline: 2 seeds suffice) but not of the baselines, whose IQMs lie within 0.06 (Kendall τ between two
         # salts 0.47, 0.20 without the ceiling); differences of ≈ 0.04 need ≈ 25 seeds per task, which full has.
         # quick v3, full v4 (issue 20): + the token task (quick v2 was 9e10db9c7d, full v3 6d5d596be5); its evaluation
-        # prompts are fewer than the bandit tasks' contexts: each holds 4,096 responses (C × V^L float64 a checkpoint)
-        Suite("quick", 3, _phenomena(1024, 65_536) + _tokens(128, 65_536), n_dev_seeds=2, n_test_seeds=5,
+        # prompts are fewer than the bandit tasks' contexts: each holds all 8^L responses (C × V^L float64 a checkpoint)
+        Suite("quick", 3, _phenomena(1024, 65_536) + _tokens(3, 256, 65_536), n_dev_seeds=2, n_test_seeds=5,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
         Suite("full", 4, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144)
-              + _tokens(512, 262_144),
+              + _tokens(4, 512, 65_536),
               n_dev_seeds=5, n_test_seeds=25,
               description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )
