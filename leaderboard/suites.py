@@ -26,7 +26,7 @@ suite      what
 ``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries; version 2 adds the
            multi-objective tasks (HelpfulHarmless, one dimension overoptimizing, context-type weights) and the
            reward model's life cycle (AI feedback, distribution shift, the active-labeling task)
-(both)     quick v3 and full v4 add the token task (``tokens``: V = 8, hump gold; L = 3 in quick, 4 in full; issue 20)
+(both)     quick v3 and full v4 add the token task (``tokens``: V = 8, L = 3, hump gold; issue 20)
 =========  ===================================================================================================
 
 Example:
@@ -328,8 +328,9 @@ def _tokens(L: int, n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     (K = 8^L responses as candidate vectors); the token-level baselines apply here only.
 
     Sizes from the cost of the bandit view, where every training context enumerates its 8^L responses: at L = 4
-    (4,096 responses) and 65,536 queries the bandit REINFORCE trains for 140 s, RLOO 47 s (2-core CPU, shared), so
-    quick takes L = 3 (512 responses) and full L = 4 at 65,536 queries (262,144 would pass the 300 s run limit)."""
+    (4,096 responses) and 65,536 queries the bandit baselines trained for up to 329 s (PPO; REINFORCE 140 s, RLOO
+    47 s; 2 shared CPU cores), past the 300 s run limit, so both suites take L = 3 (512 responses), full with 4x the
+    evaluation prompts and budget as for the other phenomena."""
     return (
         SuiteEntry("tokens", "tiltenv/Tokens-v0", {"V": 8, "L": L, "link": "hump", "n_eval_contexts": n_eval,
                                                   "beta": 0.1}, queries,
@@ -363,7 +364,7 @@ SUITES: dict[str, Suite] = {
         Suite("quick", 3, _phenomena(1024, 65_536) + _tokens(3, 256, 65_536), n_dev_seeds=2, n_test_seeds=5,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
         Suite("full", 4, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144)
-              + _tokens(4, 512, 65_536),
+              + _tokens(3, 1024, 262_144),
               n_dev_seeds=5, n_test_seeds=25,
               description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )

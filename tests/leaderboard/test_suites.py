@@ -21,7 +21,7 @@ PINNED = {
     ("smoke", 2): "258fefc7f1",
     # issue 20: quick v3 and full v4 add the token task (quick v2 was 9e10db9c7d, full v3 6d5d596be5)
     ("quick", 3): "a550b3adeb",
-    ("full", 4): "576298116d",  # v2: issues 12 and 13 add the life-cycle and multi-objective tasks (v1 was b1f290b208)
+    ("full", 4): "e346b0b442",  # v2: issues 12 and 13 add the life-cycle and multi-objective tasks (v1 was b1f290b208)
 }
 
 
