@@ -266,3 +266,22 @@ def test_memory_is_checked_before_the_tree_is_allocated():
         expand_tree(lambda *a: None, prompts, 16, 5, what="the scorer's expansion")
     msg = str(info.value)
     assert "\n" not in msg and "C 4194304" in msg and "16^5" in msg, msg
+
+
+def test_token_registry_names_configs_and_presets():
+    import dataclasses
+
+    from baselines import ALL_BASELINES, BASELINES, TOKEN_BASELINES, get_baseline
+
+    assert set(TOKEN_BASELINES) == {"token_reinforce", "token_rloo", "token_grpo", "token_ppo", "token_dpo",
+                                    "token_best_of_n"}
+    assert not set(TOKEN_BASELINES) & set(BASELINES) and ALL_BASELINES == {**BASELINES, **TOKEN_BASELINES}
+    for name, (agent_cls, config_cls) in TOKEN_BASELINES.items():
+        assert agent_cls.name == name and agent_cls.config_class is config_cls and agent_cls.task_kinds == ("tokens",)
+        assert all(f.metadata.get("help") for f in dataclasses.fields(config_cls)), name
+        cfg = config_cls()
+        if name.removeprefix("token_") in ("reinforce", "rloo", "grpo", "ppo"):
+            assert cfg.algorithm == name.removeprefix("token_")
+    assert get_baseline("token_grpo")[1]().kl_penalty == "loss"
+    with pytest.raises(ValueError, match="Did you mean 'token_rloo'"):
+        get_baseline("token_rlo")
