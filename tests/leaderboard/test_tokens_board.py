@@ -285,3 +285,15 @@ def test_token_registry_names_configs_and_presets():
     assert get_baseline("token_grpo")[1]().kl_penalty == "loss"
     with pytest.raises(ValueError, match="Did you mean 'token_rloo'"):
         get_baseline("token_rlo")
+
+
+def test_the_token_entry_gets_the_hidden_gold_family_like_every_entry():
+    """On the test split the token entry gets gold_family=True exactly when the task's config has the field (the same
+    rule as every entry: leaderboard.suites.has_gold_family), and the dev split keeps the public config."""
+    from leaderboard.suites import has_gold_family
+
+    quick = get_suite("quick")
+    (test,) = [r for r in quick.runs("test", salt=b"s" * 32, code_hash="a" * 64, tasks=["tokens"], n_seeds=1)]
+    (dev,) = quick.runs("dev", tasks=["tokens"], n_seeds=1)
+    assert ("gold_family" in test.task_kwargs) == has_gold_family("tiltenv/Tokens-v0")
+    assert "gold_family" not in dev.task_kwargs and dev.task_kwargs["L"] == 3
