@@ -258,6 +258,8 @@ def test_the_token_entry_is_in_quick_and_full_not_smoke():
         (e,) = [e for e in get_suite(name).entries if e.task_id == "tiltenv/Tokens-v0"]
         assert e.kwargs["V"] ** e.kwargs["L"] == K
     assert all(e.task_id != "tiltenv/Tokens-v0" for e in get_suite("smoke").entries)
+    # the reward-model track leaves the token task out (its scoring over a token world is not built)
+    assert "tokens" not in {r.task_key for r in get_suite("quick").runs("dev", track="reward_model", n_seeds=1)}
 
 
 def test_memory_is_checked_before_the_tree_is_allocated():
