@@ -240,6 +240,11 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eva
         if eval_prompts.ndim != 2 or eval_prompts.shape[0] != C or int(task.V) ** int(task.L) != K:
             raise ValueError(f"eval_prompts must be (C={C}, P) prompts of a token task with V^L = K = {K} "
                              f"(got {tuple(eval_prompts.shape)}).")
+    n_max = len(budget.checkpoint_marks()) + 2  # the most checkpoints a run can have evaluated (marks, 0, final)
+    check_footprint("the checkpoints' log-probabilities", 8 * n_max * C * K,
+                    f"up to {n_max} checkpoints × C {C} × K {K}" + (
+                        f" (V^L = {task.V}^{task.L})" if eval_prompts is not None else "") + " float64",
+                    "score fewer evaluation contexts (n_eval_contexts) or checkpoints")  # before the run starts
     public = _public_copy(task, RemoteProxy(getattr(task.proxy, "kind", "proxy"), task.d))
     child = _Child(sub, limits, device, spawn)
     try:
@@ -295,10 +300,6 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eva
         # agent itself; the kept checkpoints before it, each at the channel's count when it arrived
         which: list[Any] = [i for i, c in enumerate(kept) if c < used] + ["last" if last_count == used else "agent"]
         steps = [kept[i] for i in which[:-1]] + [used]
-        check_footprint("the checkpoints' log-probabilities", 8 * len(steps) * C * K,
-                        f"{len(steps)} checkpoints × C {C} × K {K}" + (
-                            f" (V^L = {task.V}^{task.L})" if eval_prompts is not None else "") + " float64",
-                        "score fewer evaluation contexts (n_eval_contexts) or checkpoints")
         logps = np.empty((len(steps), C, K), dtype=np.float64)
         if kind == "sequence":
             deploy = _eval_sequence(child, task, which, steps, eval_prompts, cand_of, logps)

@@ -299,3 +299,16 @@ def test_the_token_entry_gets_the_hidden_gold_family_like_every_entry():
     (dev,) = quick.runs("dev", tasks=["tokens"], n_seeds=1)
     assert ("gold_family" in test.task_kwargs) == has_gold_family("tiltenv/Tokens-v0")
     assert "gold_family" not in dev.task_kwargs and dev.task_kwargs["L"] == 3
+
+
+def test_the_scorer_checks_the_checkpoints_memory_before_the_run_starts(world, tmp_path, monkeypatch):
+    """(n_checkpoints + 2) × C × V^L float64 is checked before the run starts: a one-line error naming C, K, V and L."""
+    import tiltenv._validation as val
+
+    monkeypatch.setattr(val, "MAX_FOOTPRINT_BYTES", 8 * 6 * 8 * V**L - 1)  # one byte short of 6 checkpoints
+    with pytest.raises(ValueError) as info:
+        run(world, load_submission(agent_file(tmp_path)))
+    msg = str(info.value)
+    assert "\n" not in msg and "up to 6 checkpoints × C 8 × K 27 (V^L = 3^3) float64" in msg, msg
+    monkeypatch.setattr(val, "MAX_FOOTPRINT_BYTES", 8 * 6 * 8 * V**L)
+    assert run(world, load_submission(agent_file(tmp_path))).logps.shape == (1, 8, V**L)
