@@ -162,7 +162,7 @@ ATTACKS = {
 def test_sequence_attacks_fail_the_run_with_their_reason(world, tmp_path, attack):
     body, reason, words = ATTACKS[attack]
     path = agent_file(tmp_path, policy=body) if body.lstrip().startswith("class") else agent_file(tmp_path, body)
-    limits = Limits(wall_time=10, memory_mb=2048, sandbox="trusted") if attack == "too_slow" else TRUSTED
+    limits = Limits(wall_time=5, memory_mb=2048, sandbox="trusted") if attack == "too_slow" else TRUSTED
     with pytest.raises(SandboxFailure) as info:
         run(world, load_submission(path), limits)
     assert info.value.reason == reason and words in info.value.detail, info.value.detail
