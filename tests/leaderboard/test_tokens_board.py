@@ -251,6 +251,14 @@ def test_token_baselines_are_not_applicable_to_bandit_tasks_and_unranked():
     assert b.loc["rloo", "rank"] == 1 and pd.isna(b.loc["token_rloo", "rank"])
     assert b.loc["token_rloo", "not_applicable"] == 1 and b.loc["token_rloo", "failed"] == 0
     assert b.loc["token_rloo", "iqm"] == 0.5  # its token task only, the bandit task neither 0 nor counted
+    from leaderboard.cli import _board_view, _by_task_view
+    from leaderboard.scoring import board_by_task
+
+    view, _ = _board_view(b.reset_index(), "agent")
+    row = view.set_index("submission").loc["token_rloo"]
+    assert row["rank"] == "—" and row["runs"] == "2 (1 not applicable)" and row["failed"] == 0
+    cells = _by_task_view(board_by_task(pd.DataFrame(rows), n_boot=50), b.reset_index()).set_index("submission")
+    assert cells.loc["token_rloo", "hump"] == "not applicable" and cells.loc["rloo", "hump"].startswith("0.200")
 
 
 def test_the_token_entry_is_in_quick_and_full_not_smoke():
