@@ -43,9 +43,12 @@ from baselines.sb3_ppo import SB3PPO, SB3PPOConfig
 from baselines.tilt import Tilt, TiltConfig, beta_sweep, chi2_tilt_logp
 from baselines.token_dpo import TokenDPO, TokenDPOConfig  # token-level (tiltenv/Tokens-v0): not bandit agents
 from baselines.token_pg import TokenPG, TokenPGConfig
+from baselines.token_agents import TOKEN_BASELINES  # noqa: E402  (token-level built-in entries: token tasks only)
 
 __all__ = [
     "BASELINES",
+    "TOKEN_BASELINES",
+    "ALL_BASELINES",
     "PG_BASELINES",
     "get_baseline",
     "make_agent",
@@ -87,6 +90,9 @@ __all__ = [
 BASELINES: dict[str, tuple[type[Agent], type]] = {
     cls.name: (cls, cls.config_class) for cls in (Tilt, BestOfN, REINFORCE, RLOO, GRPO, PPO, DPO, SB3PPO, LabelCeiling)
 }
+#: Every built-in agent: the bandit agents above (which also run on a token task's bandit view, K = V^L) and the
+#: token-level ones (:mod:`baselines.token_agents`: sequence policies, token tasks only).
+ALL_BASELINES: dict[str, tuple[type, type]] = {**BASELINES, **TOKEN_BASELINES}
 #: The torch policy-gradient agents.
 PG_BASELINES = ("reinforce", "rloo", "grpo", "ppo")
 
@@ -96,9 +102,10 @@ def get_baseline(name: str) -> tuple[type[Agent], type]:
     from tiltenv._validation import suggest
 
     try:
-        return BASELINES[name]
+        return ALL_BASELINES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"baseline must be one of {sorted(BASELINES)} (got {name!r})." + suggest(str(name), BASELINES)) from None
+        raise ValueError(f"baseline must be one of {sorted(ALL_BASELINES)} (got {name!r})."
+                         + suggest(str(name), ALL_BASELINES)) from None
 
 
 def make_agent(name: str, **config: object) -> Agent:

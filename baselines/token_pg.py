@@ -205,7 +205,8 @@ def _ppo_loss(cfg: TokenPGConfig, beta: float, tok_lp, old_tok, ref_tok, proxy, 
 class TokenPG:
     """REINFORCE / RLOO / GRPO on a :class:`~tiltenv.tokens.TokenTask` (module docstring).
 
-    ``fit(task, proxy_queries, checkpoint)`` trains ``self.model`` (a GRU initialized at π_ref); ``checkpoint(step,
+    ``fit(task, proxy_queries, checkpoint)`` (``proxy_queries`` an int or a :class:`baselines.TrainBudget`, whose
+    ``checkpoint_marks()`` are then among the checkpoint points: the leaderboard's protocol) trains ``self.model`` (a GRU initialized at π_ref); ``checkpoint(step,
     policy)`` is called at log-spaced query counts (and step 0) with a frozen copy, which
     ``world.judge.evaluate`` scores exactly.
 
@@ -229,6 +230,11 @@ class TokenPG:
     def fit(self, task: Any, proxy_queries: int = 65_536, checkpoint: Callable[[int, Any], None] | None = None,
             n_checkpoints: int = 12, wall_time: float | None = None) -> "TokenPG":
         cfg = self.config
+        marks: list[int] = []
+        if callable(getattr(proxy_queries, "checkpoint_marks", None)):  # a TrainBudget (the leaderboard's protocol)
+            budget = proxy_queries
+            proxy_queries, n_checkpoints, marks = budget.proxy_queries, budget.n_checkpoints, budget.checkpoint_marks()
+            wall_time = budget.wall_time if wall_time is None else wall_time
         proxy_queries = check_int("proxy_queries", proxy_queries, low=1)
         beta = task.beta if cfg.beta is None else cfg.beta
         self.model = model = task.make_policy()
@@ -239,7 +245,8 @@ class TokenPG:
         g = torch_generator(cfg.seed)
         V, L = task.V, task.L
         per_update = cfg.batch_size * (V**L if cfg.exact_expectation else cfg.num_generations)
-        pending = log_spaced_points(proxy_queries, n_checkpoints, first=per_update)  # query counts to checkpoint at
+        # query counts to checkpoint at: log-spaced, plus the scorer's marks (budget.checkpoint_marks()) when given
+        pending = sorted(set(log_spaced_points(proxy_queries, n_checkpoints, first=per_update)) | set(marks))
         if checkpoint is not None:
             checkpoint(0, self.snapshot())
         used, start = 0, time.perf_counter()

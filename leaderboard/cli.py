@@ -329,7 +329,14 @@ def score(
             names = list(builtin_reward_models()) if baselines_ == "all" else [b.strip() for b in baselines_.split(",") if b.strip()]
             refs += [n if n.startswith(PROXY_PREFIX) else PROXY_PREFIX + n for n in names]
         else:
-            refs += sorted(BASELINES) if baselines_ == "all" else [b.strip() for b in baselines_.split(",") if b.strip()]
+            if baselines_ == "all":  # the token-level entries too where the suite has a token task
+                from baselines import TOKEN_BASELINES
+                from leaderboard.suites import task_kind
+
+                tokens = any(task_kind(e.task_id) == "tokens" for e in s.entries)
+                refs += sorted(BASELINES) + (sorted(TOKEN_BASELINES) if tokens else [])
+            else:
+                refs += [b.strip() for b in baselines_.split(",") if b.strip()]
     if not refs:
         raise UserError("nothing to score: name a submission or use --baselines all.")
     if name is not None and len(refs) != 1:
@@ -482,11 +489,18 @@ def _show_board(st, suite: str, version: int, split: str, track: str = "agent", 
         console.print(f"{n_inc} submission(s) without a result for every task × seed of the suite ({int(b['expected_runs'].iloc[0])} "
                       "runs) are listed below the ranking, unranked (score them on the whole suite to rank them).",
                       highlight=False)
+    na = b[b["not_applicable"] > 0] if "not_applicable" in b.columns else b.iloc[:0]
+    if len(na):
+        console.print(f"not applicable, unranked (their scores are over the tasks of their kind only): "
+                      f"{', '.join(na['submission'])} — built-in baselines of another kind of task (token-level "
+                      "agents on bandit tasks; `tiltenv failures --reason not_applicable` says which)", highlight=False)
     for name, g in b.groupby("name", sort=True):
         if len(g) > 1:
             console.print(f"{name!r} has {len(g)} versions (different code) on this board: "
                           f"{', '.join(g['submission'])}", highlight=False)
     fails = st.failures(suite=suite, version=version, split=split, track=track)
+    if len(fails) and "reason" in fails.columns:
+        fails = fails[fails["reason"] != "not_applicable"]  # listed above, not failures of the submission
     if len(fails):
         console.print(f"[yellow]{len(fails)} failed runs[/] (tiltenv report lists them with their reasons)")
     if by_task:
@@ -507,6 +521,8 @@ def _by_task_view(bt, b):
         txt = "" if math.isnan(r.mean) else f"{r.mean:.3f} {ci}"
         if r.failed:
             txt += f" ({r.failed} failed)"
+        if getattr(r, "not_applicable", 0) and r.not_applicable == r.runs:
+            txt = "not applicable"
         cells[(r.submission, r.task_key)] = txt
     tasks = sorted(bt["task_key"].unique())
     rows = []
@@ -648,9 +664,11 @@ def _board_view(b, track: str):
     rows, provs = [], []
     for _, r in b.iterrows():
         complete = bool(r["complete"])
-        row = {"rank": str(int(r["rank"])) if complete else "—", "submission": r["submission"],
+        na = int(r.get("not_applicable", 0) or 0)
+        row = {"rank": str(int(r["rank"])) if complete and not na else "—", "submission": r["submission"],
                "code": short_hash(r["code_hash"]),
-               "runs": str(int(r["runs"])) if complete else f"incomplete: {int(r['runs'])}/{int(r['expected_runs'])} runs",
+               "runs": (f"{int(r['runs'])} ({na} not applicable)" if na else str(int(r["runs"]))) if complete
+               else f"incomplete: {int(r['runs'])}/{int(r['expected_runs'])} runs",
                "failed": int(r["failed"]),
                "IQM [95% CI]": ci(r["iqm"], r["iqm_lo"], r["iqm_hi"], int(r["seeds"])),
                "mean [95% CI]": ci(r["mean"], r["mean_lo"], r["mean_hi"], int(r["seeds"]))}

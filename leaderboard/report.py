@@ -266,8 +266,9 @@ def _board_html(brd: pd.DataFrame, labels: Sequence[tuple[str, str]], score_name
         complete = bool(d.get("complete", True))
         rows.append(["—" if pd.isna(d["rank"]) else str(d["rank"]), str(d["submission"]), str(d["code_hash"])[:8],
                      _ci_cell(d["iqm"], d["iqm_lo"], d["iqm_hi"]), _ci_cell(d["mean"], d["mean_lo"], d["mean_hi"]),
-                     f"{d['failed']} / {d['runs']}" if complete else
-                     f"{d['failed']} / {d['runs']} (incomplete: {d['runs']}/{d['expected_runs']} runs)",
+                     (f"{d['failed']} / {d['runs']}" if complete else
+                      f"{d['failed']} / {d['runs']} (incomplete: {d['runs']}/{d['expected_runs']} runs)")
+                     + (f" ({d['not_applicable']} not applicable: unranked)" if d.get("not_applicable") else ""),
                      str(d["tasks"])] + [_overopt_cell(d) if c == "overoptimization_rate" else _fmt(d.get(c))
                                          for c, _ in labels])
     return _table(rows, header, left=(1, 2), cls="board")

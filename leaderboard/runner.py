@@ -35,6 +35,7 @@ from leaderboard.spec import Limits, RunResult, RunSpec, SandboxFailure, ScorerE
 from tiltenv._validation import suggest
 
 __all__ = ["BACKENDS", "ScoreSummary", "ScorerSettingsError", "world_of", "judge_on", "score_one", "plan", "score",
+           "not_applicable",
            "check_device", "describe_device", "preflight"]
 
 BACKENDS = ("serial", "pool", "ray")
@@ -83,10 +84,8 @@ def judge_on(judge: Any, device: str) -> Any:
     dev = torch.device(device)
     if dev.type == "cpu":
         return judge
-    return types.SimpleNamespace(
-        config=judge.config, theta=None,
-        **{k: getattr(judge, k).to(dev) for k in ("eval_candidates", "eval_ref_logp", "eval_gold", "eval_proxy")},
-    )
+    keys = ("eval_ref_logp", "eval_gold", "eval_proxy") + (() if hasattr(judge, "eval_prompts") else ("eval_candidates",))
+    return types.SimpleNamespace(config=judge.config, theta=None, **{k: getattr(judge, k).to(dev) for k in keys})
 
 
 def _seed_everything(seed: int) -> None:
@@ -149,12 +148,18 @@ def failure_of(sub: Any, spec: RunSpec, exc: BaseException, *, wall_time: float 
 def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict, started: float) -> RunResult:
     from leaderboard import sandbox, scoring
 
+    why = not_applicable(sub, spec)
+    if why is not None:  # a token-level baseline on a bandit task: nothing to run, the board says why
+        return RunResult(**base, status="failed", reason="not_applicable", detail=why,
+                         wall_time=time.perf_counter() - started)
     world = world_of(spec)
     try:
         if spec.track == "agent":
+            judge = world.judge
+            tokens = hasattr(judge, "eval_prompts")  # a token task: sequence policies are expanded over the tree
             out = sandbox.run_agent(
-                sub, world.task, spec.budget(), world.judge.eval_candidates, world.judge.eval_ref_logp, limits,
-                device=device,
+                sub, world.task, spec.budget(), (lambda: judge.eval_candidates) if tokens else judge.eval_candidates,
+                judge.eval_ref_logp, limits, device=device, eval_prompts=judge.eval_prompts if tokens else None,
             )
             # a trajectory: the checkpoints at the scorer's marks of a run that queried the proxy in training, at
             # least 3 (a peak between the start and the end can be seen; a run that spent its queries before the
@@ -186,6 +191,23 @@ def _score_one(sub: Any, spec: RunSpec, limits: Limits, device: str, base: dict,
     except SandboxFailure as exc:
         return RunResult(**base, status="failed", reason=exc.reason, detail=exc.detail,
                          wall_time=time.perf_counter() - started, sandbox=limits.sandbox, output=exc.output)
+
+
+def not_applicable(sub: Any, spec: RunSpec) -> str | None:
+    """Why a built-in baseline does not apply to a run's task (its ``task_kinds``: the token-level baselines run on
+    token tasks only), or None. Every other submission applies everywhere: a bandit agent runs on a token task's
+    bandit view (K = V^L responses as candidates), and a file's code is never guessed at."""
+    if getattr(sub, "kind", None) != "baseline":
+        return None
+    from baselines import ALL_BASELINES
+    from leaderboard.suites import task_kind
+
+    kinds = getattr(ALL_BASELINES.get(sub.target, (None,))[0], "task_kinds", None)
+    kind = task_kind(spec.task_id)
+    if kinds is None or kind in kinds:
+        return None
+    return (f"{sub.target} is a token-level agent (sequence policies, tasks of kind {list(kinds)}): it does not "
+            f"apply to {spec.task_id}, a {kind} task over K candidate vectors; not run, and left out of its scores")
 
 
 class ScorerSettingsError(RuntimeError):

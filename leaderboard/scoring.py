@@ -447,6 +447,14 @@ def _ok_mask(df: pd.DataFrame) -> pd.Series:
     return df["status"] == "ok"
 
 
+def _not_applicable(df: pd.DataFrame) -> pd.Series:
+    """Runs stored as ``not_applicable`` (a built-in baseline of another kind of task, :func:`leaderboard.runner.
+    not_applicable`): listed on the board, left out of its scores."""
+    if "reason" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return (df["reason"] == "not_applicable") & (df["status"] != "ok" if "status" in df.columns else True)
+
+
 def _single_board(df: pd.DataFrame) -> None:
     keys = [c for c in ("suite", "suite_version", "split") if c in df.columns]
     if keys:
@@ -599,8 +607,8 @@ _RM_COLUMNS = (
 
 #: Columns of :func:`board` (then the track's columns, then the provenance columns).
 BOARD_COLUMNS = [
-    "rank", "submission", "name", "code_hash", "metric", "complete", "runs", "expected_runs", "failed", "tasks",
-    "seeds", "iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi",
+    "rank", "submission", "name", "code_hash", "metric", "complete", "runs", "expected_runs", "failed", "not_applicable",
+    "tasks", "seeds", "iqm", "iqm_lo", "iqm_hi", "mean", "mean_lo", "mean_hi",
 ]  # fmt: skip
 #: Provenance columns of :func:`board`: the distinct values over the submission's runs (joined by ", ").
 BOARD_PROVENANCE = ("tiltenv_version", "torch_version", "device")
@@ -647,7 +655,8 @@ def board(
     Returns:
         DataFrame: the complete submissions sorted by IQM (descending; ascending for :data:`LOWER_IS_BETTER`
         metrics; then mean, then fewer failures, then name), then the incomplete ones in the same order; columns
-        :data:`BOARD_COLUMNS` (``submission`` the board's label, ``name`` the stored name, ``runs`` / ``expected_runs``
+        :data:`BOARD_COLUMNS` (``not_applicable``: runs stored ``not_applicable`` — a built-in baseline of another
+        kind of task — left out of the IQM and mean, and the submission listed unranked; ``submission`` the board's label, ``name`` the stored name, ``runs`` / ``expected_runs``
         results stored / due, ``seeds`` the fewest runs of any task, ``rank`` nullable Int64) then the track's columns (agents: ``value_gap, kl, kl_matched_gap, reward_variance_policy,
         proxy_gold_gap, overoptimization_rate, overoptimization_runs, median_fit_time``; means over successful runs
         (``overoptimization_rate`` over the runs with a trajectory only, ``overoptimization_runs`` of them), NaN when
@@ -668,9 +677,10 @@ def board(
     extra = _RM_COLUMNS if track == "reward_model" else _AGENT_COLUMNS + _dimension_columns(runs)
     prov = [c for c in BOARD_PROVENANCE if c in runs.columns]
     rows = []
+    na_all = _not_applicable(runs)
     for key in sorted(keys.unique()):
         m = keys == key
-        df, okm = runs[m], ok[m]
+        df, okm, na = runs[m], ok[m], na_all[m]
         names = sorted(set(df["submission"].astype(str)))
         have = _coverage(df)
         row: dict[str, Any] = {
@@ -681,11 +691,12 @@ def board(
             "complete": want <= have,
             "runs": int(len(df)),
             "expected_runs": len(want),
-            "failed": int((~okm).sum()),
+            "failed": int((~okm & ~na).sum()),
+            "not_applicable": int(na.sum()),
             "tasks": int(df["task_key"].nunique()),
             "seeds": int(df.groupby("task_key").size().min()) if len(df) else 0,
         }
-        cols = _score_columns(df, metric, okm, failed_score)
+        cols = _score_columns(df[~na], metric, okm[~na], failed_score)  # a not-applicable run is no score (nor π_ref's)
         if cols:
             informative = min(len(c) for c in cols.values()) >= 2  # else the within-task bootstrap has nothing to draw
             for stat in ("iqm", "mean"):
@@ -712,9 +723,13 @@ def board(
     out = pd.DataFrame(rows, columns=BOARD_COLUMNS[1:] + [c[0] for c in extra] + tail)
     asc = metric in LOWER_IS_BETTER
     out["complete"] = out["complete"].astype(bool)
-    out = out.sort_values(["complete", "iqm", "mean", "failed", "submission"], ascending=[False, asc, asc, True, True],
-                          na_position="last", kind="mergesort").reset_index(drop=True)
-    n_ranked = int(out["complete"].sum())
+    # ranked: complete, and scored on every task (an entry not applicable to some tasks is listed, unranked: its
+    # IQM is over other tasks than the ranked ones')
+    ranked = out["complete"] & (out["not_applicable"] == 0)
+    out = out.assign(_ranked=ranked).sort_values(["_ranked", "iqm", "mean", "failed", "submission"],
+                                                 ascending=[False, asc, asc, True, True], na_position="last",
+                                                 kind="mergesort").drop(columns="_ranked").reset_index(drop=True)
+    n_ranked = int(ranked.sum())
     rank = pd.array([*range(1, n_ranked + 1), *([pd.NA] * (len(out) - n_ranked))], dtype="Int64")
     out.insert(0, "rank", rank)
     return out
@@ -750,27 +765,31 @@ def board_by_task(
 
     Returns:
         DataFrame with ``submission`` (the board's label, :func:`submission_labels`), ``code_hash``, ``task_key``,
-        ``metric``, ``runs``, ``failed``, ``mean``, ``mean_lo``, ``mean_hi`` (the CI resamples the task's runs;
+        ``metric``, ``runs``, ``failed``, ``not_applicable`` (runs of a built-in baseline of another kind of task: no
+        score), ``mean``, ``mean_lo``, ``mean_hi`` (the CI resamples the task's runs;
         NaN with fewer than two: "n/a (1 seed)"), sorted by submission then task.
     """
     runs, track, metric, failed_score, n_boot, confidence, ok, keys, labels = _board_inputs(
         runs, metric, failed_score, n_boot, confidence)
     rows = []
+    na_all = _not_applicable(runs)
     for key in sorted(keys.unique()):
         m = keys == key
-        df, okm = runs[m], ok[m]
-        cols = _score_columns(df, metric, okm, failed_score)
+        df, okm, na = runs[m], ok[m], na_all[m]
+        cols = _score_columns(df[~na], metric, okm[~na], failed_score)
         for task, g in df.groupby(df["task_key"].astype(str), sort=True):
             col = cols.get(task)
             row = {"submission": sorted(set(labels[m]))[-1],
                    "code_hash": str(df["code_hash"].iloc[0]) if "code_hash" in df.columns else "",
-                   "task_key": task, "metric": metric, "runs": int(len(g)), "failed": int((~okm[g.index]).sum()),
+                   "task_key": task, "metric": metric, "runs": int(len(g)),
+                   "failed": int((~okm[g.index] & ~na[g.index]).sum()), "not_applicable": int(na[g.index].sum()),
                    "mean": math.nan, "mean_lo": math.nan, "mean_hi": math.nan}
             if col is not None and len(col):
                 p, lo, hi = _stratified_ci([col], "mean", reps=n_boot, confidence=confidence, seed=seed)
                 row.update(mean=p, mean_lo=lo if len(col) >= 2 else math.nan, mean_hi=hi if len(col) >= 2 else math.nan)
             rows.append(row)
-    cols = ["submission", "code_hash", "task_key", "metric", "runs", "failed", "mean", "mean_lo", "mean_hi"]
+    cols = ["submission", "code_hash", "task_key", "metric", "runs", "failed", "not_applicable", "mean", "mean_lo",
+            "mean_hi"]
     return pd.DataFrame(rows, columns=cols).sort_values(["submission", "task_key"], kind="mergesort").reset_index(drop=True)
 
 

@@ -60,6 +60,8 @@ FAILURE_REASONS = {
     "protocol": "the child broke the channel protocol (malformed message, wrong dtype, died without a result)",
     "load": "the submission could not be loaded (missing module, file or factory)",
     "checkpoint": "the run passed a mark of the scorer's checkpoint schedule without delivering the checkpoint due there",
+    "not_applicable": "a built-in baseline of another kind of task (a token-level agent on a bandit task): not run, "
+                      "left out of the scores (not counted as π_ref) and listed on the board",
     "scoring": "the scorer's own code failed on this run's output (reading, validating, scoring or storing it); "
                "the detail holds the traceback",
 }

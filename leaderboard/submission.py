@@ -28,7 +28,7 @@ Example:
     >>> load_submission("reinforc")
     Traceback (most recent call last):
     ...
-    ValueError: 'reinforc' is not a built-in baseline, an importable module or a Python file; baselines are ['best_of_n', 'dpo', 'grpo', 'label_ceiling', 'ppo', 'reinforce', 'rloo', 'sb3_ppo', 'tilt']. Did you mean 'reinforce'?
+    ValueError: 'reinforc' is not a built-in baseline, an importable module or a Python file; baselines are ['best_of_n', 'dpo', 'grpo', 'label_ceiling', 'ppo', 'reinforce', 'rloo', 'sb3_ppo', 'tilt', 'token_best_of_n', 'token_dpo', 'token_grpo', 'token_ppo', 'token_reinforce', 'token_rloo']. Did you mean 'reinforce'?
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _resolve_track(track: str | None, factory: str | None) -> tuple[str, str]:
 def reserved_name(name: str) -> bool:
     """Names only the built-in entries may carry: a baseline's name (``tilt``, ``tilt(temperature=2)``) and
     ``proxy:<kind>`` (the built-in reward models)."""
-    from baselines import BASELINES
+    from baselines import ALL_BASELINES as BASELINES  # the token-level entries too
 
     name = str(name).strip()
     return name in BASELINES or name.startswith(PROXY_PREFIX) or any(name.startswith(b + "(") for b in BASELINES)
@@ -182,7 +182,7 @@ def _find_module_spec(modname: str):
 
 
 def _baseline_submission(ref: str, name: str | None, track: str | None, config: dict | None) -> Submission:
-    from baselines import BASELINES
+    from baselines import ALL_BASELINES as BASELINES  # the token-level entries too
     from baselines.run import parse_overrides
 
     if track not in (None, "agent"):
@@ -250,7 +250,7 @@ def load_submission(ref: str, *, name: str | None = None, track: str | None = No
             source, invalid Python, a bad track, config overrides for a non-baseline.
         TypeError: ``ref`` is not a non-empty string.
     """
-    from baselines import BASELINES
+    from baselines import ALL_BASELINES as BASELINES  # the token-level entries too
 
     if not isinstance(ref, str) or not ref.strip():
         raise TypeError(f"ref must be a non-empty string (got {ref!r}).")

@@ -26,6 +26,7 @@ suite      what
 ``full``   the same phenomena with larger evaluation sets, 5 seeds, 262,144 queries; version 2 adds the
            multi-objective tasks (HelpfulHarmless, one dimension overoptimizing, context-type weights) and the
            reward model's life cycle (AI feedback, distribution shift, the active-labeling task)
+(both)     quick v3 and full v4 add the token task (``tokens``: V = 8, L = 3, hump gold; issue 20)
 =========  ===================================================================================================
 
 Example:
@@ -54,7 +55,8 @@ def suggest(name: str, choices) -> str:
 
     return _suggest(name, choices)
 
-__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS", "DEV_LABEL",
+__all__ = ["SuiteEntry", "Suite", "SUITES", "get_suite", "NO_PREFERENCE_TASKS", "MULTI_OBJECTIVE_TASKS", "TOKEN_TASKS",
+           "task_kind", "DEV_LABEL",
            "split_label", "has_gold_family", "entry_shape"]
 
 #: How every board, report and the README label the dev split.
@@ -76,6 +78,15 @@ def has_gold_family(task_id: str) -> bool:
 
 #: Tasks without preference data (explicit arms): left out of the reward-model track.
 NO_PREFERENCE_TASKS = ("tiltenv/Tabular-v0",)
+#: Token-sequence tasks (tiltenv.tokens): a sequence policy's checkpoints are enumerated over the prefix tree by the
+#: scorer; a bandit agent runs on their bandit view (K = V^L responses); token-level baselines apply to these only.
+TOKEN_TASKS = ("tiltenv/Tokens-v0",)
+
+
+def task_kind(task_id: str) -> str:
+    """``"tokens"`` for a token-sequence task, else ``"bandit"`` (K candidate vectors a context)."""
+    return "tokens" if task_id in TOKEN_TASKS else "bandit"
+
 #: Multi-objective tasks (per-dimension preference data, an aggregate gold): left out of the reward-model track,
 #: whose scorer builds single-index reward models.
 MULTI_OBJECTIVE_TASKS = ("tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0")
@@ -180,7 +191,8 @@ class Suite:
             salt: the test split's salt (default :func:`leaderboard.seeds.load_salt`).
             code_hash: the submission's code hash (required for the test split: its worlds are private).
             tasks: only these entry keys (default all).
-            track: ``"agent"`` or ``"reward_model"`` (which leaves out :data:`NO_PREFERENCE_TASKS`).
+            track: ``"agent"`` or ``"reward_model"`` (which leaves out :data:`NO_PREFERENCE_TASKS`, the multi-objective
+                and the token tasks).
             n_seeds: fewer seeds than the split has (default all of them).
         """
         if split not in SPLITS:
@@ -189,7 +201,8 @@ class Suite:
             raise ValueError(f"track must be one of {TRACKS} (got {track!r})." + suggest(str(track), TRACKS))
         entries = list(self.entries) if tasks is None else [self.entry(k) for k in tasks]
         if track == "reward_model":  # a tabular task has no preference data to learn a reward model from
-            entries = [e for e in entries if e.task_id not in NO_PREFERENCE_TASKS + MULTI_OBJECTIVE_TASKS]
+            # (token tasks: the reward-model track's scoring over a token world is not built yet, issue 20)
+            entries = [e for e in entries if e.task_id not in NO_PREFERENCE_TASKS + MULTI_OBJECTIVE_TASKS + TOKEN_TASKS]
         total = self.n_dev_seeds if split == "dev" else self.n_test_seeds
         if n_seeds is not None:
             if not isinstance(n_seeds, int) or not 1 <= n_seeds <= total:
@@ -310,6 +323,23 @@ def _lifecycle(n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
     )
 
 
+def _tokens(L: int, n_eval: int, queries: int) -> tuple[SuiteEntry, ...]:
+    """Issue 20's token task: autoregressive policies over V = 8 tokens, responses of L tokens (8^L a prompt, all
+    enumerated), the hump gold. A sequence policy's checkpoints are scored exactly over the prefix tree, which the
+    scorer expands on its side (:mod:`leaderboard.sandbox.agent`); the bandit baselines run on the bandit view
+    (K = 8^L responses as candidate vectors); the token-level baselines apply here only.
+
+    Sizes from the cost of the bandit view, where every training context enumerates its 8^L responses: at L = 4
+    (4,096 responses) and 65,536 queries the bandit baselines trained for up to 329 s (PPO; REINFORCE 140 s, RLOO
+    47 s; 2 shared CPU cores), past the 300 s run limit, so both suites take L = 3 (512 responses), full with 4x the
+    evaluation prompts and budget as for the other phenomena."""
+    return (
+        SuiteEntry("tokens", "tiltenv/Tokens-v0", {"V": 8, "L": L, "link": "hump", "n_eval_contexts": n_eval,
+                                                  "beta": 0.1}, queries,
+                   what=f"token-level policies (V=8, L={L}: {8**L:,} responses), hump gold: sequence policies scored exactly"),
+    )
+
+
 #: The registered suites, by name.
 SUITES: dict[str, Suite] = {
     s.name: s
@@ -331,9 +361,12 @@ SUITES: dict[str, Suite] = {
         # test split, 5 seeds per task part the CIs of entries ≥ 0.1 apart in IQM (the label ceiling from every
         # baseline: 2 seeds suffice) but not of the baselines, whose IQMs lie within 0.06 (Kendall τ between two
         # salts 0.47, 0.20 without the ceiling); differences of ≈ 0.04 need ≈ 25 seeds per task, which full has.
-        Suite("quick", 2, _phenomena(1024, 65_536), n_dev_seeds=2, n_test_seeds=5,
+        # quick v3, full v4 (issue 20): + the token task (quick v2 was 9e10db9c7d, full v3 6d5d596be5); its evaluation
+        # prompts are fewer than the bandit tasks' contexts: each holds all 8^L responses (C × V^L float64 a checkpoint)
+        Suite("quick", 3, _phenomena(1024, 65_536) + _tokens(3, 256, 65_536), n_dev_seeds=2, n_test_seeds=5,
               description="every phenomenon, 2 dev seeds: minutes on a laptop CPU"),
-        Suite("full", 3, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144),
+        Suite("full", 4, _phenomena(4096, 262_144) + _multi_objective(4096, 262_144) + _lifecycle(4096, 262_144)
+              + _tokens(3, 1024, 262_144),
               n_dev_seeds=5, n_test_seeds=25,
               description="every phenomenon, the multi-objective tasks and the reward model's life cycle, 5 dev seeds, 4x the budget"),
     )
@@ -351,11 +384,17 @@ TASK_SHAPES: dict[str, tuple[int | None, int | None]] = {
 }
 
 
+#: V and L of the token task's preset (TokenConfig's defaults; tests/leaderboard/test_cli.py checks them): K = V^L.
+TOKEN_SHAPE = {"V": 8, "L": 4}
+
+
 def entry_shape(entry: SuiteEntry) -> dict[str, int | None]:
     """``{"K": candidates per context, "d": candidate dimension}`` of a suite entry (d is None for a tabular task,
-    whose K is its number of arms)."""
+    whose K is its number of arms; a token task's K is its V^L responses a prompt)."""
     K, d = TASK_SHAPES.get(entry.task_id, (None, None))
     K, d = entry.kwargs.get("K", K), entry.kwargs.get("d", d)
+    if entry.task_id in TOKEN_TASKS:
+        K = entry.kwargs.get("V", TOKEN_SHAPE["V"]) ** entry.kwargs.get("L", TOKEN_SHAPE["L"])
     if entry.task_id in NO_PREFERENCE_TASKS and "gold" in entry.kwargs:
         K, d = len(entry.kwargs["gold"]), None
     return {"K": K, "d": d}

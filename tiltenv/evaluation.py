@@ -7,7 +7,11 @@ metric is a sum over the K candidates of each context (no sampling of actions), 
   * a tensor/array (C, K) of log-probabilities over the judge's evaluation contexts;
   * a callable ``f(candidates (C, K, d), ref_logp (C, K)) -> (C, K)`` log-probabilities;
   * an agent with a ``policy(candidates, ref_logp)`` method (the leaderboard protocol);
-  * a stable-baselines3 model (its action distribution is read exactly, not sampled).
+  * a stable-baselines3 model (its action distribution is read exactly, not sampled);
+  * on a token task (``tiltenv/Tokens-v0``), a **sequence policy** (``V``, ``initial_state``, ``next_logits``,
+    ``advance``: :mod:`tiltenv.tokens.model`; or an object with ``next_logp(prompts, prefix)``), enumerated
+    exactly over all V^L responses of each evaluation prompt (:func:`tiltenv.tokens.tree_logp`). A sequence
+    policy on a bandit task, or with another vocabulary size, is a one-line error.
 
 The output is always **normalized log-probabilities** (``-inf`` = probability 0). evaluate never guesses:
 probabilities, scaled probabilities, logits or float16 are errors that say what was returned and how to fix
@@ -86,7 +90,37 @@ def evaluate(policy: Any, target: Any, *, beta: float | None = None, logits: boo
         table with each metric's meaning (formulas: docs/metrics.md). Pairwise ranking diagnostics (O(K²) per
         context) live in :mod:`tiltenv.diagnostics`.
     """
-    return evaluate_on_judge(policy, resolve_judge(target), beta=beta, logits=logits)
+    judge = resolve_judge(target)
+    seq = _sequence_policy(policy)
+    if seq is not None:
+        return _evaluate_sequence(seq, policy, judge, beta)
+    return evaluate_on_judge(policy, judge, beta=beta, logits=logits)
+
+
+def _sequence_policy(policy: Any) -> Any:
+    """A token-level policy (the sequence-policy protocol of :mod:`tiltenv.tokens.model`, or an object with
+    ``next_logp(prompts, prefix)``), else None."""
+    if all(callable(getattr(policy, m, None)) for m in ("initial_state", "next_logits", "advance")):
+        return policy
+    if callable(getattr(policy, "next_logp", None)) and not callable(getattr(policy, "policy", None)):
+        return policy
+    return None
+
+
+def _evaluate_sequence(seq: Any, policy: Any, judge: Any, beta: float | None) -> EvalResult:
+    """Exact metrics of a token-level policy on a token task's judge: all V^L responses of each evaluation prompt,
+    enumerated over the prefix tree (:func:`tiltenv.tokens.tree_logp`)."""
+    if not hasattr(judge, "eval_prompts"):
+        raise TypeError(f"{type(policy).__name__} is a token-level (sequence) policy, which applies to token tasks "
+                        "(tiltenv/Tokens-v0) only; this task is a bandit over K candidate vectors: pass (C, K) "
+                        "log-probabilities, a function f(candidates, ref_logp) or an agent with policy(candidates, ref_logp).")
+    from tiltenv.tokens import PrefixPolicy, check_sequence_policy
+
+    if not callable(getattr(seq, "next_logits", None)):  # next_logp(prompts, prefix): normalized log-probabilities
+        v = getattr(seq, "V", judge.V)
+        seq = PrefixPolicy(seq.next_logp, int(v), judge.eval_prompts.shape[1])
+    check_sequence_policy(seq, int(judge.V))
+    return metrics_of_logp(judge.policy_logp(seq), judge, beta=beta)
 
 
 def gold_range(judge: Any) -> float:

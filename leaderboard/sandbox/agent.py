@@ -18,6 +18,7 @@ from leaderboard.sandbox.outputs import _check_output_dtype, _validate_logp
 from leaderboard.sandbox.process import _Child, _public_copy, _start_payload
 from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import Submission
+from tiltenv._validation import check_footprint
 
 __all__ = ["AgentOutcome", "run_agent"]
 
@@ -190,16 +191,22 @@ class _DeployCache:
         return take
 
 
-def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Tensor, eval_ref_logp: torch.Tensor,
-              limits: Limits, *, device: str = "cpu", spawn: str = "zygote") -> AgentOutcome:
+def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eval_ref_logp: torch.Tensor,
+              limits: Limits, *, device: str = "cpu", spawn: str = "zygote",
+              eval_prompts: torch.Tensor | None = None) -> AgentOutcome:
     """Train an agent submission on ``task`` in a sandboxed child and get its checkpoints' log-probabilities.
 
     Args:
         sub: a :class:`~leaderboard.submission.Submission` of the ``agent`` track.
         task: the :class:`tiltenv.PublicTask` (its proxy stays here; the child gets a counting stub).
         budget: the :class:`baselines.TrainBudget` (``proxy_queries`` is enforced here).
-        eval_candidates: ``(C, K, d)`` contexts the checkpoints are evaluated on (the judge's).
+        eval_candidates: ``(C, K, d)`` contexts the checkpoints are evaluated on (the judge's), or a function
+            returning them, called only when needed (a token task's bandit view, C × V^L × d).
         eval_ref_logp: ``(C, K)`` log π_ref on them.
+        eval_prompts: a token task's ``(C, P)`` evaluation prompts (``K = V^L``): a run whose policies are
+            sequence policies (``fit_done`` says ``"policy": "sequence"``) is evaluated over the prefix tree,
+            which the scorer expands on its side (:func:`_eval_sequence`); a bandit agent on the same task is
+            evaluated on the bandit view as everywhere else.
         limits: :class:`~leaderboard.spec.Limits` (wall time, memory, threads).
         device: the agent's device (``"cpu"``, ``"cuda"``): a baseline's ``device`` field unless its config
             sets one; a factory with a ``device`` parameter receives it. Arrays cross the channel on the CPU.
@@ -217,11 +224,27 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
         raise TypeError(f"run_agent needs an agent-track Submission (got {sub!r}).")
     if not isinstance(budget, TrainBudget):
         raise TypeError(f"budget must be a baselines.TrainBudget (got {type(budget).__name__}).")
-    cand = torch.as_tensor(eval_candidates).detach().cpu()
     ref = torch.as_tensor(eval_ref_logp).detach().cpu()
-    if cand.ndim != 3 or ref.shape != cand.shape[:2]:
-        raise ValueError(f"eval_candidates must be (C, K, d) and eval_ref_logp (C, K) (got {tuple(cand.shape)}, {tuple(ref.shape)}).")
-    C, K, d = cand.shape
+    lazy = callable(eval_candidates)
+    cand_of = _lazy(eval_candidates if lazy else lambda: eval_candidates)
+    if not lazy:
+        cand = cand_of()
+        if cand.ndim != 3 or ref.shape != cand.shape[:2]:
+            raise ValueError(f"eval_candidates must be (C, K, d) and eval_ref_logp (C, K) (got {tuple(cand.shape)}, {tuple(ref.shape)}).")
+    if ref.ndim != 2:
+        raise ValueError(f"eval_ref_logp must be (C, K) (got {tuple(ref.shape)}).")
+    C, K = ref.shape
+    d = int(task.d)
+    if eval_prompts is not None:
+        eval_prompts = torch.as_tensor(eval_prompts).detach().cpu().to(torch.int64)
+        if eval_prompts.ndim != 2 or eval_prompts.shape[0] != C or int(task.V) ** int(task.L) != K:
+            raise ValueError(f"eval_prompts must be (C={C}, P) prompts of a token task with V^L = K = {K} "
+                             f"(got {tuple(eval_prompts.shape)}).")
+    n_max = len(budget.checkpoint_marks()) + 2  # the most checkpoints a run can have evaluated (marks, 0, final)
+    check_footprint("the checkpoints' log-probabilities", 8 * n_max * C * K,
+                    f"up to {n_max} checkpoints × C {C} × K {K}" + (
+                        f" (V^L = {task.V}^{task.L})" if eval_prompts is not None else "") + " float64",
+                    "score fewer evaluation contexts (n_eval_contexts) or checkpoints")  # before the run starts
     public = _public_copy(task, RemoteProxy(getattr(task.proxy, "kind", "proxy"), task.d))
     child = _Child(sub, limits, device, spawn)
     try:
@@ -264,6 +287,11 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
                 last_count = used
                 child.send({"op": "checkpoint_ok", "slot": slot, "step": used})
             elif header["op"] == "fit_done" and not plen:
+                kind = header.get("policy", "bandit")
+                if kind not in ("bandit", "sequence") or (kind == "sequence" and eval_prompts is None):
+                    child.fail("protocol", f"fit_done names policies of kind {str(kind)[:40]!r}: "
+                                           + ("this task takes bandit policies only ((C, K) log-probabilities)"
+                                              if kind == "sequence" else "expected 'bandit' or 'sequence'"))
                 break
             else:
                 child.fail("protocol", f"unexpected {str(header['op'])[:40]!r} frame during fit")
@@ -272,9 +300,14 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
         # agent itself; the kept checkpoints before it, each at the channel's count when it arrived
         which: list[Any] = [i for i, c in enumerate(kept) if c < used] + ["last" if last_count == used else "agent"]
         steps = [kept[i] for i in which[:-1]] + [used]
+        logps = np.empty((len(steps), C, K), dtype=np.float64)
+        if kind == "sequence":
+            deploy = _eval_sequence(child, task, which, steps, eval_prompts, cand_of, logps)
+            return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started,
+                                child.output_tail(), child.sandbox)
+        cand = cand_of()
         child.send({"op": "eval", "checkpoints": which}, [cand.numpy(), ref.numpy()])
         cache = _DeployCache(child, task, cand)
-        logps = np.empty((len(steps), C, K), dtype=np.float64)
         for i, step in enumerate(steps):
             cache.start(i)
             while True:
@@ -310,3 +343,80 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: torch.Te
                             child.output_tail(), child.sandbox)
     finally:
         child.close()
+
+
+def _lazy(fn: Any) -> Any:
+    """``fn()`` on the first call, the same tensor (CPU) after."""
+    held: list[Any] = []
+
+    def get() -> torch.Tensor:
+        if not held:
+            held.append(torch.as_tensor(fn()).detach().cpu())
+        return held[0]
+
+    return get
+
+
+#: Prefix rows one request of the tree expansion carries at most (about: a prompt's last level is never split).
+SEQUENCE_REQUEST_ROWS = 1 << 16
+
+
+def _eval_sequence(child: _Child, task: Any, which: list[Any], steps: list[int], prompts: torch.Tensor,
+                   cand_of: Any, logps: np.ndarray) -> int:
+    """Evaluate a token task's sequence-policy checkpoints: the scorer expands each checkpoint's prefix tree on its
+    side (:func:`tiltenv.tokens.tree.expand_tree`, the in-process enumeration's own loop), level by level over chunks
+    of prompts. Each level is one request ``next`` of (N, P) prompts and (N, l) prefixes (int64); the child answers
+    ``next_logp``, (N, V) float32/float64 log-probabilities, checked like any output (shape, NaN/+inf, rows
+    normalized to 1e-3: ``invalid_output``) and renormalized in float64. Between a request and its answer the child
+    may score exactly the candidates (the V^L responses of the evaluation prompts) it is evaluated on, once per
+    checkpoint (the deployment cache, built on its first query). Fills ``logps``; returns the deployment queries."""
+    from tiltenv.tokens.tree import expand_tree
+
+    V, L, d = int(task.V), int(task.L), int(task.d)
+    C, K = prompts.shape[0], V**L
+    chunk = max(1, SEQUENCE_REQUEST_ROWS // V ** max(L - 1, 0))
+    child.send({"op": "eval_sequence", "checkpoints": which, "V": V, "L": L})
+    cache: list[_DeployCache] = []
+    for i, step in enumerate(steps):
+        if cache:
+            cache[0].start(i)
+
+        def answer(p: torch.Tensor, level: int, prefixes: torch.Tensor, i: int = i, step: int = step) -> torch.Tensor:
+            n = prefixes.shape[0]
+            what = f"checkpoint {i} (step {step}), level {level} ({n} prefixes of {level} tokens)"
+            child.send({"op": "next", "index": i, "level": level},
+                       [p.repeat_interleave(V**level, 0).numpy(), prefixes.numpy()])
+            while True:
+                header, plen = child.recv_header(f"the next-token log-probabilities of {what}")
+                if header["op"] != "proxy":
+                    break
+                if not cache:
+                    cache.append(_DeployCache(child, task, cand_of()))
+                    cache[0].start(i)
+                _serve_proxy(child, task, d, header, plen, C * K,
+                             f"deployment allowance of checkpoint {i}: its C·V^L = {C * K} evaluation responses",
+                             cache=cache[0])
+            if header["op"] != "next_logp" or header.get("index") != i or header.get("level") != level:
+                child.fail("protocol", f"expected the next-token log-probabilities of {what}, got "
+                                       f"{str(header['op'])[:40]!r}")
+            _check_output_dtype(child, header, what)
+            try:
+                ((_, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
+            except ProtocolError as e:
+                child.fail("protocol", f"bad {what} frame: {e}")
+            if shape != (n, V):  # before reading the payload: a gigantic answer is never read
+                child.fail("invalid_output", f"{what} returned shape {shape}, expected (N prefixes, V) = ({n}, {V})")
+            (arr,) = child.recv_arrays(header, plen)
+            out = np.empty((n, V), dtype=np.float64)
+            try:
+                _validate_logp(arr, n, V, what, out, rows="prefix", cols="token")
+            except SandboxFailure:
+                child.kill()
+                raise
+            return torch.from_numpy(out)
+
+        expand_tree(answer, prompts, V, L, chunk=chunk, out=torch.from_numpy(logps[i]),
+                    what=f"checkpoint {i}'s log-probabilities")
+    child.send({"op": "eval_done"})
+    child.expect("done")
+    return cache[0].served if cache else 0

@@ -191,6 +191,8 @@ def _load(start: dict[str, Any]) -> Any:
         takes_device = False
     obj = factory(device=device) if takes_device else factory()
     need = ("fit", "policy") if start["track"] == "agent" else ("fit", "score")
+    if start["track"] == "agent" and _is_token_task(start.get("task")):
+        need = ("fit",)  # a token task takes sequence policies too (no policy(candidates, ref_logp) needed)
     missing = [m for m in need if not callable(getattr(obj, m, None))]
     if missing:
         raise TypeError(f"{sub['factory']}() returned a {type(obj).__name__} without {missing} (needs {list(need)})")
@@ -221,6 +223,10 @@ def _serve_agent(chan: Channel, agent: Any, start: dict[str, Any], stage: list[s
 
     stage[0] = "fit"
     agent.fit(task, start["budget"], checkpoint)
+    if _is_token_task(task) and any(_sequence_policy(p) is not None for p in (agent, last[0], *slots.values())):
+        chan.send({"op": "fit_done", "policy": "sequence"})
+        stage[0] = "eval"
+        return _serve_sequence(chan, agent, slots, last[0], int(task.V))
     chan.send({"op": "fit_done"})
     stage[0] = "eval"
     header, arrays = chan.recv_arrays()
@@ -237,6 +243,89 @@ def _serve_agent(chan: Channel, agent: Any, start: dict[str, Any], stage: list[s
             chan.send({"op": "logp", "index": i}, [arr])
         except (_InvalidOutput, TypeError) as e:
             raise _InvalidOutput(f"checkpoint {i}: {e}") from None
+    chan.send({"op": "done"})
+
+
+def _is_token_task(task: Any) -> bool:
+    return callable(getattr(task, "sample_prompts", None)) and hasattr(task, "L") and hasattr(task, "V")
+
+
+def _sequence_policy(obj: Any) -> Any:
+    """The sequence policy an agent or checkpoint stands for (itself, or its ``model``), or None: an object with
+    ``initial_state``, ``next_logits``, ``advance`` (:mod:`tiltenv.tokens.model`) or ``next_logp(prompts, prefix)``."""
+    for cand in (obj, getattr(obj, "model", None)):
+        if cand is None:
+            continue
+        if all(callable(getattr(cand, m, None)) for m in ("initial_state", "next_logits", "advance")):
+            return cand
+        if callable(getattr(cand, "next_logp", None)):
+            return cand
+    return None
+
+
+class _Expansion:
+    """One checkpoint's side of the scorer's tree expansion: ``next_logp(prompts, prefixes)`` answers a level.
+
+    A state-protocol policy keeps the state of the last level: when a request holds that level's prefixes each
+    followed by 0..V-1 (the scorer's order, that of :func:`tiltenv.tokens.tree.tree_logp`), the state is advanced by
+    one token, else rebuilt from the prompt; the logits are normalized by ``log_softmax`` in float64, as in-process.
+    A ``next_logp(prompts, prefix)`` policy answers itself (normalized log-probabilities, checked by the scorer)."""
+
+    def __init__(self, policy: Any, V: int) -> None:
+        self.policy, self.V = policy, V
+        self.last: tuple[torch.Tensor, torch.Tensor, Any] | None = None
+
+    def __call__(self, prompts: torch.Tensor, prefixes: torch.Tensor) -> Any:
+        pol, V = self.policy, self.V
+        if not callable(getattr(pol, "next_logits", None)):
+            return pol.next_logp(prompts, prefixes)
+        level = prefixes.shape[1]
+        last = self.last
+        if level == 0:
+            state = pol.initial_state(prompts)
+        elif (last is not None and last[1].shape[1] == level - 1 and last[1].shape[0] * V == prefixes.shape[0]
+              and torch.equal(prompts, last[0].repeat_interleave(V, 0))
+              and torch.equal(prefixes[:, :-1], last[1].repeat_interleave(V, 0))
+              and torch.equal(prefixes[:, -1], torch.arange(V).repeat(last[1].shape[0]))):
+            state = pol.advance(last[2].repeat_interleave(V, 0), prefixes[:, -1])
+        else:
+            state = pol.initial_state(prompts)
+            for t in range(level):
+                state = pol.advance(state, prefixes[:, t])
+        self.last = (prompts, prefixes, state)
+        return torch.log_softmax(pol.next_logits(state).to(torch.float64), -1)
+
+
+def _serve_sequence(chan: Channel, agent: Any, slots: dict[int, Any], last: Any, V: int) -> None:
+    """A token task's evaluation: answer the scorer's ``next`` requests (prompts, prefixes) with the next-token
+    log-probabilities of the checkpoint named (the scorer expands the tree, :mod:`leaderboard.sandbox.agent`)."""
+    header, _ = chan.recv_arrays()
+    if header["op"] != "eval_sequence" or not isinstance(header.get("checkpoints"), list):
+        raise ProtocolError(f"expected the sequence evaluation, got {header['op']!r}")
+    experts = []
+    for i, which in enumerate(header["checkpoints"]):
+        obj = agent if which == "agent" else last if which == "last" else slots[int(which)]
+        pol = _sequence_policy(obj)
+        if pol is None:
+            raise _InvalidOutput(f"checkpoint {i} is a {type(obj).__name__}, not a sequence policy (initial_state, "
+                                 "next_logits, advance, or next_logp(prompts, prefix)), on a token task whose final "
+                                 "policy is one: every checkpoint must be of the same kind")
+        experts.append(_Expansion(pol, V))
+    while True:
+        header, arrays = chan.recv_arrays(allowed=("<i8",))
+        if header["op"] == "eval_done":
+            break
+        if header["op"] != "next" or len(arrays) != 2:
+            raise ProtocolError(f"expected a next-token request, got {header['op']!r}")
+        i = int(header["index"])
+        prompts, prefixes = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1])
+        with torch.no_grad():
+            out = experts[i](prompts, prefixes)
+        try:
+            arr = _as_array(out)
+        except (_InvalidOutput, TypeError) as e:
+            raise _InvalidOutput(f"checkpoint {i}: {e}") from None
+        chan.send({"op": "next_logp", "index": i, "level": int(header["level"])}, [arr])
     chan.send({"op": "done"})
 
 

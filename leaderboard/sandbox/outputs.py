@@ -21,7 +21,8 @@ __all__ = ["NORMALIZATION_TOL"]
 NORMALIZATION_TOL = 1e-3
 
 
-def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray) -> None:
+def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray, *, rows: str = "context",
+                   cols: str = "candidate") -> None:
     """Check a returned (C, K) log-probability array and write it, renormalized in float64, into ``out``.
 
     One pass in the good case: a row's logsumexp is NaN if the row has a NaN, +inf if it has a +inf, and
@@ -40,11 +41,11 @@ def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray) 
             if bool(mask.any()):
                 c, k = (int(v) for v in torch.nonzero(mask)[0])
                 raise SandboxFailure("invalid_output", f"{what} returned {int(mask.sum())} {name} value(s) (first at "
-                                                       f"context {c}, candidate {k}); log-probabilities must be finite or -inf")
+                                                       f"{rows} {c}, {cols} {k}); log-probabilities must be finite or -inf")
         c = int(torch.nonzero(bad)[0, 0])
         raise SandboxFailure("invalid_output", f"{what} returned rows that are not normalized log-probabilities: "
                                                f"{int(bad.sum())} of {C} rows have |logsumexp| > {NORMALIZATION_TOL:g} "
-                                               f"(context {c}: logsumexp = {float(lse[c]):.4g}; probabilities or "
+                                               f"({rows} {c}: logsumexp = {float(lse[c]):.4g}; probabilities or "
                                                "logits instead of log-probabilities?)")
     # log_softmax, as tiltenv.evaluation.policy_logp does in-process: the same bits either way
     torch.from_numpy(out).copy_(torch.log_softmax(a, dim=-1))

@@ -45,7 +45,7 @@ def test_multi_objective_runs_have_per_dimension_metrics_and_board_columns(tmp_p
 def test_full_lists_the_multi_objective_tasks_and_the_reward_model_track_leaves_them_out():
     full = get_suite("full")
     ids = {e.task_id for e in full.entries}
-    assert {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"} <= ids and full.version == 3
+    assert {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"} <= ids and full.version >= 3  # v4: + tokens
     rm = {r.task_id for r in full.runs("dev", track="reward_model", n_seeds=1)}
     assert not rm & {"tiltenv/HelpfulHarmless-v0", "tiltenv/MultiObjective-v0"}
 

@@ -18,7 +18,7 @@ import torch
 from tiltenv._validation import check_footprint
 from tiltenv.tokens.model import all_responses, check_sequence_policy
 
-__all__ = ["all_responses", "response_index", "tree_logp", "token_logp", "sequence_logp", "sample_responses", "TablePolicy",
+__all__ = ["all_responses", "response_index", "tree_logp", "expand_tree", "token_logp", "sequence_logp", "sample_responses", "TablePolicy",
            "tree_footprint"]
 
 #: Bytes one chunk of prompts may hold while expanding the tree (about; keeps temporaries in memory bounds).
@@ -50,26 +50,52 @@ def tree_logp(policy: Any, prompts: torch.Tensor, L: int, *, chunk: int | None =
     """
     V = int(policy.V)
     check_sequence_policy(policy, V)
+    state: list[Any] = [None]
+
+    def step(p: torch.Tensor, level: int, prefixes: torch.Tensor) -> torch.Tensor:
+        # the prefixes of a level are those of the last one, each followed by 0..V-1: advance the kept state
+        if level == 0:
+            state[0] = policy.initial_state(p)
+        else:
+            state[0] = policy.advance(state[0].repeat_interleave(V, 0), prefixes[:, -1])
+        return torch.log_softmax(policy.next_logits(state[0]).to(torch.float64), -1)
+
+    with torch.no_grad():
+        return expand_tree(step, prompts, V, L, chunk=chunk)
+
+
+def expand_tree(step: Any, prompts: torch.Tensor, V: int, L: int, *, chunk: int | None = None,
+                what: str = "tree_logp", out: torch.Tensor | None = None) -> torch.Tensor:
+    """The prefix-tree expansion behind :func:`tree_logp`, for any source of next-token log-probabilities.
+
+    ``step(p, level, prefixes)`` is called level by level (``level`` = 0 … L-1) for each chunk ``p`` (c, P) of
+    the prompts, with ``prefixes`` (c·V^level, level) int64: every prefix of that length of each prompt of the
+    chunk, prompt-major, prefixes in enumeration order (so row ``j`` of level ``l+1`` is row ``j // V`` of level
+    ``l`` followed by token ``j % V``); it returns their (c·V^level, V) normalized float64 log-probabilities. The
+    scorer's step asks a sandboxed run over its channel (:mod:`leaderboard.sandbox.agent`); :func:`tree_logp`'s
+    keeps the policy's state. Memory is checked before the (C, V^L) float64 output is allocated (``out``: write
+    into this (C, V^L) float64 tensor instead).
+    """
     C, K = prompts.shape[0], V**L
-    check_footprint("tree_logp", tree_footprint(C, V, L) + CHUNK_BYTES,
-                    f"C {C} prompts × V^L = {V}^{L} responses float64", "score fewer prompts at a time")
+    if out is None:
+        check_footprint(what, tree_footprint(C, V, L) + CHUNK_BYTES,
+                        f"C {C} prompts × V^L = {V}^{L} responses float64", "score fewer prompts at a time")
+        out = torch.empty((C, K), dtype=torch.float64, device=prompts.device)
+    elif tuple(out.shape) != (C, K) or out.dtype != torch.float64:
+        raise ValueError(f"out must be a (C, V^L) = ({C}, {K}) float64 tensor (got {tuple(out.shape)} {out.dtype}).")
     if chunk is None:
         chunk = max(1, CHUNK_BYTES // (K * 32))
-    out = torch.empty((C, K), dtype=torch.float64, device=prompts.device)
-    with torch.no_grad():
-        for start in range(0, C, chunk):
-            p = prompts[start:start + chunk]
-            c = p.shape[0]
-            state = policy.initial_state(p)
-            logp = torch.zeros((c, 1), dtype=torch.float64, device=prompts.device)
-            for level in range(L):
-                n = c * V**level  # prefixes at this level
-                lp = torch.log_softmax(policy.next_logits(state).to(torch.float64), -1)  # (n, V)
-                logp = (logp.reshape(n, 1) + lp).reshape(c, V ** (level + 1))
-                if level + 1 < L:
-                    tokens = torch.arange(V, device=prompts.device).repeat(n)
-                    state = policy.advance(state.repeat_interleave(V, 0), tokens)
-            out[start:start + c] = logp
+    for start in range(0, C, chunk):
+        p = prompts[start:start + chunk]
+        c = p.shape[0]
+        logp = torch.zeros((c, 1), dtype=torch.float64, device=prompts.device)
+        for level in range(L):
+            n = c * V**level  # prefixes at this level
+            prefixes = all_responses(V, level).to(prompts.device).repeat(c, 1) if level else \
+                torch.zeros((c, 0), dtype=torch.int64, device=prompts.device)
+            lp = step(p, level, prefixes)  # (n, V)
+            logp = (logp.reshape(n, 1) + lp).reshape(c, V ** (level + 1))
+        out[start:start + c] = logp
     return out
 
 
