@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from _common import Output, parse_args, plt  # noqa: E402
+from _common import Output, parse_args, plt, spearman  # noqa: E402
 from baselines.token_best_of_n import best_of_n_responses  # noqa: E402
 from baselines.token_pg import TokenPG, TokenPGConfig  # noqa: E402
 from tiltenv import make_world  # noqa: E402
@@ -68,9 +68,9 @@ TILT_BETAS = np.geomspace(30.0, 0.01, 24)
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(seeds=(0,), n_eval=16, betas=(0.01, 0.1), budget=8_192, exact=(), sweep_seeds=(), bon_reps=20,
-                    variants=())
-    return dict(seeds=(0, 1, 2, 3), n_eval=64, betas=(0.01, 0.1, 0.3), budget=32_768, exact=(0.0, 0.1),
+        return dict(seeds=(0,), rl_seeds=(0,), n_eval=16, betas=(0.01, 0.1), budget=8_192, exact=(), sweep_seeds=(),
+                    bon_reps=20, variants=())
+    return dict(seeds=(0, 1, 2, 3), rl_seeds=(0, 1, 2), n_eval=64, betas=(0.01, 0.1, 0.3), budget=32_768, exact=(0.0, 0.1),
                 sweep_seeds=tuple(range(8)), bon_reps=200, variants=(("linear", 250), ("mlp", 1000), ("transformer", 1000)))
 
 
@@ -93,9 +93,9 @@ def exact_curves(j, ref_gold: float) -> list[dict]:
     rows = []
     K = j.eval_proxy.shape[1]
     for n in [2**i for i in range(int(math.log2(K)) + 1)]:
-        rows.append({"method": "bon", "beta": np.nan, "x": n, **point(j, j.best_of_n_logp(n), ref_gold)})
+        rows.append({"method": "bon", "beta": np.nan, "rl_seed": np.nan, "x": n, **point(j, j.best_of_n_logp(n), ref_gold)})
     for b in TILT_BETAS:
-        rows.append({"method": "tilt", "beta": np.nan, "x": b,
+        rows.append({"method": "tilt", "beta": np.nan, "rl_seed": np.nan, "x": b,
                      **point(j, M.tilt_logp(j.eval_ref_logp, j.eval_proxy, float(b)), ref_gold)})
     return rows
 
@@ -104,7 +104,8 @@ def rl_curve(world, ref_gold: float, method: str, beta: float, budget: int, seed
     j, rows = world.judge, []
 
     def record(step, policy):
-        rows.append({"method": method, "beta": beta, "x": step, **point(j, j.policy_logp(policy), ref_gold)})
+        rows.append({"method": method, "beta": beta, "rl_seed": seed, "x": step,
+                     **point(j, j.policy_logp(policy), ref_gold)})
 
     if method == "rl":
         cfg = TokenPGConfig(algorithm="rloo", beta=beta, learning_rate=0.03, batch_size=16, num_generations=4, seed=seed)
@@ -159,8 +160,9 @@ def proxy_variants(s: dict) -> pd.DataFrame:
                    "bon_drop": summarize(c[c.method == "bon"], tol)["drop"],
                    "tilt_drop": summarize(c[c.method == "tilt"], tol)["drop"]}
             for b in (0.01, 0.1):
-                sm = summarize(pd.DataFrame(rl_curve(world, ref_gold, "rl", b, s["budget"], seed)), tol)
-                row |= {f"rl{b:g}_max_kl": sm["max_kl"], f"rl{b:g}_peak": sm["peak_gain"], f"rl{b:g}_drop": sm["drop"]}
+                sm = summarize(pd.DataFrame(rl_curve(world, ref_gold, "rl", b, s["budget"], 0)), tol)
+                row |= {f"rl{b:g}_max_kl": sm["max_kl"], f"rl{b:g}_peak": sm["peak_gain"], f"rl{b:g}_drop": sm["drop"],
+                        f"rl{b:g}_proxy_up": sm["proxy_up_gold_down"]}
             rows.append(row)
             print(f"  variant {proxy} n={n_labels} world {seed}: " + ", ".join(
                 f"{k}={v:.3f}" for k, v in row.items() if k.endswith("drop")), flush=True)
@@ -179,18 +181,19 @@ def main(argv=None) -> dict:
         ref_gold = M.policy_value(j.eval_ref_logp, j.eval_gold)
         rows = exact_curves(j, ref_gold)
         for b in s["betas"]:
-            rows += rl_curve(world, ref_gold, "rl", b, s["budget"], seed)
+            for r in s["rl_seeds"]:
+                rows += rl_curve(world, ref_gold, "rl", b, s["budget"], r)
         if seed == s["seeds"][0]:
             for b in s["exact"]:
-                rows += rl_curve(world, ref_gold, "rl_exact", b, 2048 * 200, seed)
+                rows += rl_curve(world, ref_gold, "rl_exact", b, 2048 * 200, 0)
             n_check = 16
             exact16 = next(r for r in rows if r["method"] == "bon" and r["x"] == n_check)["gold_gain"] + ref_gold
             bon_check = (*sampled_best_of_n(world, n_check, reps=s["bon_reps"]), exact16)
         df = pd.DataFrame(rows).assign(world_seed=seed)
         points.append(df)
         tol = overoptimization_tol(j)
-        for (m, b), c in df.groupby(["method", "beta"], dropna=False, sort=False):
-            summary.append({"world_seed": seed, "method": m, "beta": b, **summarize(c, tol)})
+        for (m, b, r), c in df.groupby(["method", "beta", "rl_seed"], dropna=False, sort=False):
+            summary.append({"world_seed": seed, "method": m, "beta": b, "rl_seed": r, **summarize(c, tol)})
         best = j.eval_proxy.argmax(-1, keepdim=True)  # where every path ends: the proxy's best response
         ends.append({"world_seed": seed, "gold_range": gold_range(j), "tol": tol,
                      "argmax_kl": float(-j.eval_ref_logp.gather(1, best).mean()),
@@ -216,10 +219,11 @@ def main(argv=None) -> dict:
     d0 = pts[pts.world_seed == w0]
     for m, b, style, label in curves:
         c = d0[(d0.method == m) & ((d0.beta == b) if not np.isnan(b) else d0.beta.isna())]
+        c = c[c.rl_seed.isna() | (c.rl_seed == 0)]  # one RL run per β in the figure (every run in the tables)
         axes[0].plot(np.sqrt(c.kl), c.gold_gain, style, ms=3, lw=1, label=label)
         axes[1].plot(np.sqrt(c.kl), c.proxy, style, ms=3, lw=1, label=label)
     for m, form in (("bon", "bon"), ("tilt", "rl")):
-        f = table[(table.world_seed == w0) & (table.method == m)].iloc[0]
+        f = table[(table.world_seed == w0) & (table.method == m)].iloc[0]  # exact curves: one row each
         grid = np.linspace(1e-3, math.sqrt(f.max_kl), 100)
         fit = M.GaoFit(form, f.alpha, f.beta_fit, f.r2, float("nan")).predict(grid**2)
         axes[0].plot(grid, fit, ":", color="gray", lw=1)
@@ -244,19 +248,21 @@ def main(argv=None) -> dict:
                 "Per world and method (β: the KL penalty of the RL run). bon fitted with d(α − βd), tilt and RL with "
                 "d(α − β log d); d = sqrt(KL). peak/final gain and drop (peak − gain at the largest KL) measured on "
                 "the curve; `overoptimized` = drop > 1% of the world's gold range; `proxy_up_gold_down` = proxy at "
-                "the largest KL above its value at the gold peak while the gold dropped.")
-    cols = ["world_seed", "method", "beta", "max_kl", "kl_peak", "peak_gain", "final_gain", "drop", "r2",
+                "the largest KL above its value at the gold peak while the gold dropped. rl_seed: the RL run's seed "
+                "(sampling and prompts).")
+    cols = ["world_seed", "method", "beta", "rl_seed", "max_kl", "kl_peak", "peak_gain", "final_gain", "drop", "r2",
             "proxy_peak", "proxy_final", "overoptimized", "proxy_up_gold_down"]
     out.table(table[cols])
     out.section("Where every path ends: the proxy's best response",
                 "KL = −log π_ref of each prompt's proxy-best response (mean), its gold gain and proxy value.")
     out.table(ends)
     out.section("Counts")
-    n_w = len(s["seeds"])
     for (m, b), t in table.groupby(["method", "beta"], dropna=False, sort=False):
         name = m if np.isnan(b) else f"{m} β={b:g}"
-        out.line(f"{name}: falls by > 0.1 in {int((t['drop'] > 0.1).sum())} of {len(t)} worlds, overoptimized by the "
-                 f"library's rule (drop > 1% of the gold range) in {int(t.overoptimized.sum())}; drops "
+        gao = (t["drop"] > 0.1) & t.proxy_up_gold_down
+        out.line(f"**{name}**: gold falls by > 0.1 while the proxy rises in **{int(gao.sum())} of {len(t)}** runs (worlds × RL "
+                 f"seeds), in worlds {sorted(set(t.world_seed[gao].tolist()))}; falls by > 0.1 in {int((t['drop'] > 0.1).sum())}; "
+                 f"overoptimized by the library's rule (drop > 1% of the gold range) in {int(t.overoptimized.sum())}; drops "
                  f"{', '.join(f'{v:.3f}' for v in t['drop'])}; max KL reached {', '.join(f'{v:.2f}' for v in t.max_kl)}; "
                  f"Gao-form r² {', '.join(f'{v:.2f}' for v in t.r2)}.")
     if sweep is not None:
@@ -266,15 +272,20 @@ def main(argv=None) -> dict:
         for rho, t in sweep.groupby("prompt_weight"):
             out.line(f"ρ = {rho:g}: tilt path drops by > 0.05 in {int((t.tilt_drop > 0.05).sum())} of {len(t)} worlds, "
                      f"by > 0.1 in {int((t.tilt_drop > 0.1).sum())}; best-of-n (n ≤ 512) by > 0.05 in "
-                     f"{int((t.bon_drop > 0.05).sum())}.")
+                     f"{int((t.bon_drop > 0.05).sum())}. Spearman(gold range, tilt drop) = "
+                     f"{spearman(t.gold_range.values, t.tilt_drop.values):.2f}: the hump is overshot where π_ref already "
+                     "sits near its top (small gold range), not where π_ref is far below it.")
     if variants is not None:
         out.section("Other proxies in the same worlds",
                     "Linear BT from 250 pairs, an MLP over φ (1,000 pairs), the sequence-native transformer (1,000 pairs); "
                     "exact drops of best-of-n and the tilt path, token RLOO (same settings) at β = 0.01 and 0.1.")
         out.table(variants)
         for b in (0.01, 0.1):
-            out.line(f"token RL β={b:g}: falls by > 0.1 in {int((variants[f'rl{b:g}_drop'] > 0.1).sum())} of "
-                     f"{len(variants)} (proxy, world) pairs; the tilt path in {int((variants.tilt_drop > 0.1).sum())}.")
+            v = variants
+            out.line(f"token RL β={b:g}: gold falls by > 0.1 while the proxy rises in "
+                     f"{int(((v[f'rl{b:g}_drop'] > 0.1) & v[f'rl{b:g}_proxy_up']).sum())} of {len(v)} (proxy, world) "
+                     f"pairs (falls by > 0.1 in {int((v[f'rl{b:g}_drop'] > 0.1).sum())}); the tilt path falls by > 0.1 in "
+                     f"{int((v.tilt_drop > 0.1).sum())}, best-of-n in {int((v.bon_drop > 0.1).sum())}.")
     mc, se, exact16 = bon_check
     out.line(f"Sampled best-of-16 (world {w0}; π_ref responses drawn token by token, proxy-best kept): gold {mc:.4f} ± "
              f"{se:.4f} (SE) vs the exact law's {exact16:.4f}.")
