@@ -28,7 +28,7 @@ below it (Spearman of gold range and tilt-path drop −0.8 over 8 worlds). With 
 of z is √0.5 and the exact tilt path falls by more than 0.1 in 4 of 8 world seeds; with ρ = 0.2 (spread √0.8) in 7
 of 8 (the full run's "world sweep" table, exact). The full run reports world seeds 0–3 (world 1 is the one that
 does not overshoot) × β ∈ {0.01, 0.1, 0.3} × RL seeds 0–2, every run, and the same worlds with other proxies;
-``--quick`` runs world 0 at β = 0.01 and 0.1 (RL seed 0) on 16 evaluation prompts.
+``--quick`` runs world 0 at β = 0.01 and 0.1 (RL seeds 0–2, 8,192 responses) on 16 evaluation prompts.
 
 **Findings** (``docs/results/gao_tokens.md``). Best-of-n and the tilt path rise, peak and fall where the proxy's
 best responses are past the hump (bon's form fits with r² ≥ 0.98, the RL form fits the tilt path with r² 0.94–0.98).
@@ -74,7 +74,7 @@ TILT_BETAS = np.geomspace(30.0, 0.01, 24)
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(seeds=(0,), rl_seeds=(0,), n_eval=16, betas=(0.01, 0.1), budget=8_192, exact=(), sweep_seeds=(),
+        return dict(seeds=(0,), rl_seeds=(0, 1, 2), n_eval=16, betas=(0.01, 0.1), budget=8_192, exact=(), sweep_seeds=(),
                     bon_reps=20, variants=())
     return dict(seeds=(0, 1, 2, 3), rl_seeds=(0, 1, 2), n_eval=64, betas=(0.01, 0.1, 0.3), budget=32_768,
                 exact=(0.0, 0.1), sweep_seeds=tuple(range(8)), bon_reps=200,
