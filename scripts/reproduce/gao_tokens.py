@@ -74,10 +74,10 @@ TILT_BETAS = np.geomspace(30.0, 0.01, 24)
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(seeds=(0,), rl_seeds=(0, 1, 2), n_eval=16, betas=(0.01, 0.1), budget=8_192, exact=(), sweep_seeds=(),
-                    bon_reps=20, variants=())
+        return dict(seeds=(0,), rl_seeds=(0, 1, 2), n_eval=16, betas=(0.01, 0.1), budget=8_192, exact=(), table=(0.0,),
+                    sweep_seeds=(), bon_reps=20, variants=())
     return dict(seeds=(0, 1, 2, 3), rl_seeds=(0, 1, 2), n_eval=64, betas=(0.01, 0.1, 0.3), budget=32_768,
-                exact=(0.0, 0.1), sweep_seeds=tuple(range(8)), bon_reps=200,
+                exact=(0.0, 0.1), table=(0.0, 0.1), sweep_seeds=tuple(range(8)), bon_reps=200,
                 variants=(("linear", 250), ("mlp", 1000), ("transformer", 1000)))
 
 
@@ -123,6 +123,40 @@ def rl_curve(world, ref_gold: float, method: str, beta: float, budget: int, seed
         cfg = TokenPGConfig(algorithm="rloo", beta=beta, learning_rate=0.01, batch_size=4, exact_expectation=True,
                             seed=seed)
     TokenPG(cfg).fit(world.task, proxy_queries=budget, checkpoint=record, n_checkpoints=16)
+    return rows
+
+
+def table_curve(j, ref_gold: float, beta: float, steps: int = 1000, lr: float = 0.03) -> list[dict]:
+    """Token RL with a **table** policy and exact gradients: a free logit vector per (evaluation prompt, prefix),
+    initialized at π_ref's next-token conditionals (step 0 is π_ref), ``π(y|c) = Π_t softmax(θ[c, y_<t])[y_t]``;
+    Adam ascends the exact ``E_π r̂ − β KL(π‖π_ref)`` (all V^L responses enumerated). No parameter is shared between
+    prompts or prefixes: this separates the token parametrization from the GRU's."""
+    ref = j.eval_ref_logp
+    C = ref.shape[0]
+    V, L = j.config.V, j.config.L
+    marg = [ref]  # log mass of each prefix, level by level: marg[l] (C, V^l) after the reverse
+    for _ in range(L):
+        marg.append(torch.logsumexp(marg[-1].reshape(C, -1, V), -1))
+    marg.reverse()
+    theta = [marg[t + 1].reshape(C, -1, V).clone().requires_grad_(True) for t in range(L)]
+
+    def logp() -> torch.Tensor:
+        lp = torch.zeros(C, 1, dtype=torch.float64)
+        for t in range(L):
+            lp = (lp[:, :, None] + torch.log_softmax(theta[t], -1)).reshape(C, -1)
+        return lp
+
+    opt = torch.optim.Adam(theta, lr=lr)
+    marks = {0, *np.unique(np.geomspace(1, steps, 20).astype(int)).tolist()}
+    rows = []
+    for step in range(steps + 1):
+        lp = logp()
+        if step in marks:
+            rows.append({"method": "rl_table", "beta": beta, "rl_seed": 0, "x": step, **point(j, lp.detach(), ref_gold)})
+        objective = (lp.exp() * (j.eval_proxy - beta * (lp - ref))).sum(-1).mean()
+        opt.zero_grad()
+        (-objective).backward()
+        opt.step()
     return rows
 
 
@@ -193,6 +227,8 @@ def main(argv=None) -> dict:
         for b in s["betas"]:
             for r in s["rl_seeds"]:
                 rows += rl_curve(world, ref_gold, "rl", b, s["budget"], r)
+        for b in s["table"]:
+            rows += table_curve(j, ref_gold, b)
         if seed == s["seeds"][0]:
             for b in s["exact"]:
                 rows += rl_curve(world, ref_gold, "rl_exact", b, 2048 * 200, 0)
@@ -226,6 +262,7 @@ def main(argv=None) -> dict:
     curves = [("bon", np.nan, "o-", "best-of-n")] + [("tilt", np.nan, "-", "tilt path (RL's ideal)")]
     curves += [("rl", b, "s-", f"token RLOO β={b:g}") for b in s["betas"]]
     curves += [("rl_exact", b, "^--", f"token RLOO exact grad β={b:g}") for b in s["exact"]]
+    curves += [("rl_table", b, "v:", f"table policy exact grad β={b:g}") for b in s["table"]]
     d0 = pts[pts.world_seed == w0]
     for m, b, style, label in curves:
         c = d0[(d0.method == m) & ((d0.beta == b) if not np.isnan(b) else d0.beta.isna())]
