@@ -13,7 +13,10 @@ Gao et al.'s RL is token-level PPO with several KL penalties; here, for each wor
 * **token RL**: RLOO with the KL in the reward (TRL's per-token k1), a GRU initialized at π_ref, Adam (lr 0.03,
   16 prompts × 4 responses an update), one run per KL penalty β, exact gold, KL and proxy at log-spaced
   checkpoints; in the full run also the exact expected gradient (``exact_expectation=True``: all 512 responses
-  of 4 prompts an update, no sampling noise) at β = 0 and 0.1 on world 0.
+  of 4 prompts an update, no sampling noise) at β = 0 and 0.1 on world 0;
+* **a token-level table policy** (:func:`table_curve`: free logits per evaluation prompt and prefix, at π_ref)
+  ascending the exact ``E r̂ − β KL`` with Adam, β = 0 (and 0.1 in the full run): token RL without the GRU's
+  parameters shared across prompts and prefixes.
 
 Each curve is fitted with ``tiltenv.metrics.gao_fit`` (its form: bon for best-of-n, rl for the tilt path and RL)
 and summarized by ``tiltenv.metrics.overoptimization``: peak gold gain, gain at the largest KL, drop; a curve is
@@ -39,8 +42,11 @@ tilt path does not fall), at β = 0.01 in 2 of 12 and at β = 0.3 in 2 of 12. It
 response that is good for the gold (KL ≈ 4–6, past best-of-n's peak) and stays on that plateau (the softmax
 gradient vanishes at a deterministic policy — with the exact gradient too, so it is not sampling noise), short of
 the proxy's best responses; the k1 term in the reward keeps it stochastic and it then moves on to them (proxy up,
-gold down). At β = 0.3 it stops on a mode before. The drop comes as a jump between modes, not along a smooth
-curve: Gao's RL form fits the dropping token-RL runs with r² 0.55–0.98, worse than the tilt path. Neither a
+gold down). At β = 0.3 it stops on a mode before. The stall is the GRU's, not the token parametrization's: the
+table policy with exact gradients at β = 0 does not stall, reaches the proxy's best response in every world
+(KL 6.9–9.4) and falls where the tilt path falls (by 0.51 in world 0, 0.21 in world 3, 0.07 in world 2), with
+Gao's RL form at r² 0.91–0.97. The GRU's drop comes as a jump between modes, not along a smooth curve: the form
+fits the dropping GRU runs with r² 0.55–0.98, worse than the tilt path. Neither a
 weaker proxy (250 labels, an MLP) nor the sequence-native transformer makes token RL overoptimize more often;
 the transformer's best responses are not past the hump in any of the four worlds (exact paths never fall).
 
@@ -152,7 +158,8 @@ def table_curve(j, ref_gold: float, beta: float, steps: int = 1000, lr: float = 
     for step in range(steps + 1):
         lp = logp()
         if step in marks:
-            rows.append({"method": "rl_table", "beta": beta, "rl_seed": 0, "x": step, **point(j, lp.detach(), ref_gold)})
+            rows.append({"method": "rl_table", "beta": beta, "rl_seed": 0, "x": step,
+                         **point(j, lp.detach(), ref_gold)})
         objective = (lp.exp() * (j.eval_proxy - beta * (lp - ref))).sum(-1).mean()
         opt.zero_grad()
         (-objective).backward()
