@@ -44,9 +44,9 @@ def test_gao_token_world_best_of_n_and_token_rl_overoptimize_the_hump(gao):
 
 
 def test_gao_token_rl_at_near_zero_kl_penalty_stalls_on_a_mode_and_does_not_fall(gao):
-    """What does not reproduce: at β = 0.01 token RL (the GRU) mostly collapses onto a near-deterministic response early and
-    stays there, short of the proxy's best response, so its gold does not fall (over RL seeds 0-5 of the quick
-    setting 5 of 6 stall; seed 2 escapes and falls; the full run: 2 of 12 runs fall)."""
+    """What does not reproduce: at β = 0.01 token RL (the GRU) mostly collapses onto a near-deterministic response
+    early and stays there, short of the proxy's best response, so its gold does not fall (over RL seeds 0-5 of the
+    quick setting 5 of 6 stall; seed 2 escapes and falls; the full run: 2 of 12 runs fall)."""
     t = gao["fits"].query("world_seed == 0")
     end = gao["ends"].query("world_seed == 0").iloc[0]
     rl0, rl1 = t[(t.method == "rl") & (t.beta == 0.01)], t[(t.method == "rl") & (t.beta == 0.1)]

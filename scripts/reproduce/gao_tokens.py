@@ -36,19 +36,19 @@ does not overshoot) × β ∈ {0.01, 0.1, 0.3} × RL seeds 0–2, every run, and
 **Findings** (``docs/results/gao_tokens.md``). Best-of-n and the tilt path rise, peak and fall where the proxy's
 best responses are past the hump (bon's form fits with r² ≥ 0.98, the RL form fits the tilt path with r² 0.94–0.98).
 Token RL reproduces it only with a KL penalty that keeps the policy stochastic: at β = 0.1 its gold falls by more
-than 0.1 while the proxy rises in 7 of 12 runs (3/3 in worlds 0 and 2, 1/3 in world 3, 0/3 in world 1, whose
-tilt path does not fall), at β = 0.01 in 2 of 12 and at β = 0.3 in 2 of 12. It is not a matter of KL reached: at
-β ≈ 0 (0.01, or 0 with exact gradients) the GRU collapses within a few hundred responses onto a near-deterministic
-response that is good for the gold (KL ≈ 4–6, past best-of-n's peak) and stays on that plateau (the softmax
-gradient vanishes at a deterministic policy — with the exact gradient too, so it is not sampling noise), short of
+than 0.1 while the proxy rises in 7 of 12 runs (3/3 in worlds 0 and 2, 1/3 in world 3, 0/3 in world 1, whose tilt
+path does not fall), at β = 0.01 in 2 of 12 and at β = 0.3 in 2 of 12. It is not a matter of KL reached: at β ≈ 0
+(0.01, or 0 with exact gradients) the GRU collapses within a few hundred responses onto a near-deterministic
+response that is good for the gold (KL ≈ 4–6, past best-of-n's peak) and stays on that plateau (the softmax gradient
+is near zero at a near-deterministic policy; the exact gradient stalls too, so it is not sampling noise), short of
 the proxy's best responses; the k1 term in the reward keeps it stochastic and it then moves on to them (proxy up,
-gold down). At β = 0.3 it stops on a mode before. The stall is the GRU's, not the token parametrization's: the
-table policy with exact gradients at β = 0 does not stall, reaches the proxy's best response in every world
-(KL 6.9–9.4) and falls where the tilt path falls (by 0.51 in world 0, 0.21 in world 3, 0.07 in world 2), with
-Gao's RL form at r² 0.91–0.97. The GRU's drop comes as a jump between modes, not along a smooth curve: the form
-fits the dropping GRU runs with r² 0.55–0.98, worse than the tilt path. Neither a
-weaker proxy (250 labels, an MLP) nor the sequence-native transformer makes token RL overoptimize more often;
-the transformer's best responses are not past the hump in any of the four worlds (exact paths never fall).
+gold down). At β = 0.3 it stops on a mode before. The stall is the GRU's, not the token parametrization's: the table
+policy (trained on the evaluation prompts) with exact gradients at β = 0 does not stall, reaches the proxy's best
+response in every world (KL 6.9–9.4) and falls where the tilt path falls (by 0.51 in world 0, 0.21 in world 3, 0.07
+in world 2), with Gao's RL form at r² 0.91–0.97. The GRU's drop comes as a jump between modes, not along a smooth
+curve: the form fits the dropping GRU runs with r² 0.55–0.98, worse than the tilt path. Neither a weaker proxy (250
+labels, an MLP) nor the sequence-native transformer makes token RL overoptimize more often; the transformer's best
+responses are not past the hump in any of the four worlds (exact paths never fall).
 
 Usage: ``python scripts/reproduce/gao_tokens.py [--quick] [--out DIR]``.
 """
