@@ -1,11 +1,11 @@
 """Active labeling / online RLHF: the agent chooses which pairs to label, in rounds, and re-optimizes in between.
 
 Protocol: ``fit(task, budget, checkpoint, channel=...)`` — the usual protocol plus a
-:class:`tiltenv.active.LabelChannel` (``tiltenv.active.open_label_channel(env)``, judge side), the only way to new
+:class:`tiltenv.lifecycle.active.LabelChannel` (``tiltenv.lifecycle.active.open_label_channel(env)``, judge side), the only way to new
 labels. Each round the agent
 
 1. fits its own linear Bradley–Terry reward model ``r̂ = <w, x>`` on every label it holds (the task's preference
-   data first, then what it bought), ridge Newton (:func:`tiltenv.proxies.fit_linear_bt`), normalized under π_ref
+   data first, then what it bought), ridge Newton (:func:`tiltenv.rewards.proxies.fit_linear_bt`), normalized under π_ref
    pooled over contexts like the task's proxies;
 2. optimizes its policy: the closed-form KL tilt ``π ∝ π_ref e^{r̂/β}`` (the optimum of the regularized objective
    on r̂);
@@ -22,7 +22,7 @@ gold vs labels spent. The agent never touches ``task.proxy_reward`` (it trains i
 
 Example:
     >>> import gymnasium as gym, tiltenv
-    >>> from tiltenv.active import open_label_channel
+    >>> from tiltenv.lifecycle.active import open_label_channel
     >>> from baselines.active import ActiveRLHF
     >>> env = gym.make("tiltenv/ActiveLabels-v0", d=4, K=8, n_eval_contexts=256, n_norm_contexts=256)
     >>> with open_label_channel(env, budget=60) as channel:
@@ -42,8 +42,8 @@ import torch
 from baselines.base import Agent, Checkpointer, TrainBudget, as_tensor, check_beta
 from tiltenv import metrics as M
 from tiltenv._validation import check_choice, check_float, check_int
-from tiltenv.labels import sample_from_ref
-from tiltenv.proxies import fit_linear_bt
+from tiltenv.rewards.labels import sample_from_ref
+from tiltenv.rewards.proxies import fit_linear_bt
 
 __all__ = ["ActiveConfig", "ActiveRLHF", "STRATEGIES"]
 
@@ -88,7 +88,7 @@ class ActiveRLHF(Agent):
         self._check_task(task)
         self._budget(budget)
         if channel is None or not callable(channel) or not hasattr(channel, "remaining"):
-            raise TypeError("ActiveRLHF.fit needs channel=, a label channel from tiltenv.active.open_label_channel(env).")
+            raise TypeError("ActiveRLHF.fit needs channel=, a label channel from tiltenv.lifecycle.active.open_label_channel(env).")
         cfg = self.config
         self.history = []  # a second fit starts afresh, as every other agent's does
         self.beta_ = float(task.beta if cfg.beta is None else cfg.beta)

@@ -1,7 +1,7 @@
 """Label ceiling: the strongest use of the labels we know — a reference entry of the board (issue 17).
 
-It knows the task's gold **family** (public: :meth:`tiltenv.config.TaskConfig.family`, the ranges in
-:mod:`tiltenv.families`), not the member. It fits, by maximum likelihood on the public labels,
+It knows the task's gold **family** (public: :meth:`tiltenv.worlds.config.TaskConfig.family`, the ranges in
+:mod:`tiltenv.rewards.families`), not the member. It fits, by maximum likelihood on the public labels,
 
 * pairwise labels: θ (unit), the family's shape parameters (each kept inside its stated range), the labeler's
   inverse temperature κ = a/τ and its flip rate ε (inside its range) under
@@ -82,7 +82,7 @@ class LabelCeiling(Agent):
     config: LabelCeilingConfig
 
     def fit(self, task: Any, budget: TrainBudget | None = None, checkpoint=None) -> "LabelCeiling":
-        from tiltenv.config import TaskConfig
+        from tiltenv.worlds.config import TaskConfig
 
         self._check_task(task)
         budget = self._budget(budget)
@@ -119,8 +119,8 @@ class LabelCeiling(Agent):
         return coef / coef.norm()
 
     def _fit(self, task: Any, cfg: Any, budget: TrainBudget) -> dict[str, Any]:
-        from tiltenv.families import FLIP_RATE_SPREAD, GOLD_SCALE_RANGE, family_of_link, torch_member_link
-        from tiltenv.links import get_link
+        from tiltenv.rewards.families import FLIP_RATE_SPREAD, GOLD_SCALE_RANGE, family_of_link, torch_member_link
+        from tiltenv.rewards.links import get_link
 
         f64 = torch.float64
         if task.pointwise is not None:  # reward-weighted mean of the labeled x (stage 1 of the two-stage fit): it
@@ -193,8 +193,8 @@ class LabelCeiling(Agent):
 
     # ------------------------------------------------------------------ the policy
     def _reward(self, cand: torch.Tensor) -> torch.Tensor:
-        from tiltenv.families import member_link
-        from tiltenv.links import get_link
+        from tiltenv.rewards.families import member_link
+        from tiltenv.rewards.links import get_link
 
         est = self.estimate_
         link = member_link(est["link"], est["shape"]) if est["family"] else get_link(est["link"])

@@ -31,7 +31,7 @@ from baselines import get_baseline
 from baselines.base import Agent, TrainBudget
 from tiltenv import metrics as M
 from tiltenv._validation import check_env_id, suggest
-from tiltenv.evaluation import overoptimization_report, policy_logp, resolve_judge
+from tiltenv.worlds.evaluation import overoptimization_report, policy_logp, resolve_judge
 from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
 __all__ = ["TrainResult", "train", "parse_overrides", "trajectory_row", "format_result", "interpret", "TRAJECTORY_METRICS"]

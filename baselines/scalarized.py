@@ -1,6 +1,6 @@
 """Linear scalarization on a multi-objective task: tilt and policy gradient on ``w·r̂``.
 
-On a :class:`tiltenv.multiobjective.MultiObjectiveTask` each candidate has m per-dimension reward models
+On a :class:`tiltenv.worlds.multiobjective.MultiObjectiveTask` each candidate has m per-dimension reward models
 ``r̂_1..r̂_m`` (``task.dim_proxy_rewards``). Linear scalarization picks weights ``w`` on the simplex and optimizes
 ``w·r̂`` — the classical way to reach a point of the Pareto front (every point of a convex front is the optimum of
 some ``w``). ``weights=None`` uses the task's own aggregation weights (per context type; learned ones when the

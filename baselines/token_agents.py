@@ -3,7 +3,7 @@ r"""The token baselines as built-in leaderboard entries (``token_reinforce``, ``
 
 Each follows the agent protocol of :mod:`baselines.base` — ``fit(task, budget, checkpoint)`` — with one difference
 of kind: its checkpoints are **sequence policies** (``V``, ``initial_state``, ``next_logits``, ``advance``: the
-protocol of :mod:`tiltenv.tokens.model`), which the scorer enumerates over the prefix tree
+protocol of :mod:`tiltenv.worlds.tokens.model`), which the scorer enumerates over the prefix tree
 (:mod:`leaderboard.sandbox.agent`), not ``(C, K)`` arrays over candidate vectors. So they apply to token tasks
 only (``task_kinds = ("tokens",)``); on a bandit task the scorer stores the run as ``not_applicable``.
 
@@ -15,7 +15,7 @@ only (``task_kinds = ("tokens",)``); on a bandit task the scorer stores the run 
 * ``token_best_of_n`` — best-of-n over π_ref responses ranked by the proxy, deployed **exactly**: for each prompt
   it is evaluated on, the policy scores that prompt's V^L responses with the proxy once (the scorer's deployment
   cache: exactly the candidates it is evaluated on) and follows the token conditionals of
-  :func:`tiltenv.metrics.best_of_n_logp` (a :class:`~tiltenv.tokens.TablePolicy`). No training query.
+  :func:`tiltenv.metrics.best_of_n_logp` (a :class:`~tiltenv.worlds.tokens.TablePolicy`). No training query.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class TokenBestOfNConfig:
 class TokenBestOfNPolicy(torch.nn.Module):
     """The exact best-of-n law of a token task as a sequence policy. ``initial_state(prompts)`` scores the V^L
     responses of each prompt with the task's proxy (one query each) and builds their exact law; the state is
-    that of a :class:`~tiltenv.tokens.TablePolicy` over those prompts."""
+    that of a :class:`~tiltenv.worlds.tokens.TablePolicy` over those prompts."""
 
     def __init__(self, task: Any, n: float) -> None:
         super().__init__()
@@ -113,7 +113,7 @@ class TokenBestOfNPolicy(torch.nn.Module):
 
     def initial_state(self, prompts: torch.Tensor) -> torch.Tensor:
         from tiltenv import metrics as M
-        from tiltenv.tokens import TablePolicy, tree_logp
+        from tiltenv.worlds.tokens import TablePolicy, tree_logp
 
         prompts = prompts.to(torch.int64)
         with torch.no_grad():

@@ -18,7 +18,7 @@ import torch
 
 from baselines.base import check_beta, config_dataclass, finite_or_raise
 from tiltenv._validation import check_choice, check_float, check_int
-from tiltenv.tokens.tree import sequence_logp
+from tiltenv.worlds.tokens.tree import sequence_logp
 
 __all__ = ["TokenDPOConfig", "TokenDPO"]
 

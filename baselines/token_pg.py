@@ -45,8 +45,8 @@ import torch
 from baselines.base import check_beta, check_optimizer, config_dataclass, finite_or_raise, log_spaced_points, make_optimizer
 from baselines.pg import kl_estimate
 from tiltenv._validation import check_choice, check_float, check_int
-from tiltenv.tokens.tree import all_responses, sample_responses, token_logp
-from tiltenv.world import torch_generator
+from tiltenv.worlds.tokens.tree import all_responses, sample_responses, token_logp
+from tiltenv.worlds.world import torch_generator
 
 __all__ = ["TokenPGConfig", "TokenPG", "TOKEN_ALGORITHMS", "token_pg_loss", "gae", "TokenCritic"]
 
@@ -203,7 +203,7 @@ def _ppo_loss(cfg: TokenPGConfig, beta: float, tok_lp, old_tok, ref_tok, proxy, 
 
 
 class TokenPG:
-    """REINFORCE / RLOO / GRPO on a :class:`~tiltenv.tokens.TokenTask` (module docstring).
+    """REINFORCE / RLOO / GRPO on a :class:`~tiltenv.worlds.tokens.TokenTask` (module docstring).
 
     ``fit(task, proxy_queries, checkpoint)`` (``proxy_queries`` an int or a :class:`baselines.TrainBudget`, whose
     ``checkpoint_marks()`` are then among the checkpoint points: the leaderboard's protocol) trains ``self.model`` (a GRU initialized at π_ref); ``checkpoint(step,
@@ -212,7 +212,7 @@ class TokenPG:
 
     Example:
         >>> from tiltenv import make_world
-        >>> from tiltenv.tokens import TokenConfig
+        >>> from tiltenv.worlds.tokens import TokenConfig
         >>> world = make_world(TokenConfig(V=4, L=3, n_labels=300, n_eval_contexts=8, n_norm_contexts=8))
         >>> agent = TokenPG(TokenPGConfig(algorithm="rloo", learning_rate=0.02)).fit(world.task, proxy_queries=1024)
         >>> res = world.judge.evaluate(agent.model)

@@ -1,6 +1,6 @@
 """A Stable-Baselines3 model trained on ``tiltenv/Tokens-v0`` as a sequence policy, for exact scoring.
 
-``SB3TokenPolicy(model, task)`` follows the sequence-policy protocol of :mod:`tiltenv.tokens.model`: its state is
+``SB3TokenPolicy(model, task)`` follows the sequence-policy protocol of :mod:`tiltenv.worlds.tokens.model`: its state is
 the env's observation (prompt, tokens so far padded with V, position) as one int64 row, and ``next_logits`` asks
 the model's action distribution. So ``world.judge.evaluate(SB3TokenPolicy(model, task))`` enumerates the SB3
 policy over all V^L responses, exactly as for a token-level network.

@@ -54,7 +54,7 @@ def frontier_curve(judges: Any, betas: Sequence[float] | None = None) -> pd.Data
     """The gold-tilt frontier ``β ↦ (KL(π*_β‖π_ref), V*(π*_β))`` of one judge, or its mean over several.
 
     Args:
-        judges: a :class:`~tiltenv.world.Judge` or a sequence of them (the seeds of one task: KL and gold are
+        judges: a :class:`~tiltenv.worlds.world.Judge` or a sequence of them (the seeds of one task: KL and gold are
             averaged at each β, like the trajectories averaged over seeds).
         betas: tilt temperatures (default :data:`DEFAULT_BETAS`, from ``inf`` = π_ref down to 1e-3).
 

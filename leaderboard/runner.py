@@ -58,11 +58,11 @@ class ScoreSummary:
 
 
 def world_of(spec: RunSpec):
-    """The :class:`tiltenv.world.World` of a run (built in the scorer's process, cached by config)."""
+    """The :class:`tiltenv.worlds.world.World` of a run (built in the scorer's process, cached by config)."""
     import gymnasium as gym
 
     import tiltenv  # noqa: F401  (registers the ids)
-    from tiltenv.world import make_world
+    from tiltenv.worlds.world import make_world
 
     env = gym.make(spec.task_id, **spec.task_kwargs, seed=spec.seed)
     try:
@@ -277,8 +277,8 @@ def preflight(limits: Limits, device: str = "cpu") -> None:
     from baselines.base import TrainBudget
     from leaderboard import sandbox
     from leaderboard.submission import load_submission
-    from tiltenv.config import TaskConfig
-    from tiltenv.world import make_world
+    from tiltenv.worlds.config import TaskConfig
+    from tiltenv.worlds.world import make_world
 
     world = make_world(TaskConfig(d=2, K=4, n_labels=16, n_eval_contexts=8, n_norm_contexts=16, proxy="gold", seed=0))
     try:

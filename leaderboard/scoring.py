@@ -1,6 +1,6 @@
 """Scoring: every number the leaderboard reports, from the judge's exact metrics (one formula, one place).
 
-This module only *composes* :mod:`tiltenv.metrics` and :func:`tiltenv.evaluation.metrics_of_logp`; it holds
+This module only *composes* :mod:`tiltenv.metrics` and :func:`tiltenv.worlds.evaluation.metrics_of_logp`; it holds
 no metric formula of its own except two rank statistics the library does not have (Spearman's ρ and the
 Mann–Whitney probability ``P(X > Y)``), each written once here.
 
@@ -8,7 +8,7 @@ Agents track
 ------------
 :func:`score_agent_run` turns the checkpoints of one run (their log-probabilities on the judge's held-out
 contexts) into the run's metrics and its trajectory (:class:`~leaderboard.spec.CheckpointRow` s). The last
-checkpoint is the fitted policy: its full :func:`~tiltenv.evaluation.metrics_of_logp` metrics are the run's
+checkpoint is the fitted policy: its full :func:`~tiltenv.worlds.evaluation.metrics_of_logp` metrics are the run's
 metrics, plus ``proxy_gold_gap = proxy_value − gold_value``, ``gold_gain = gold_value − ref_gold_value`` and
 the overoptimization summary of the trajectory (:func:`tiltenv.metrics.overoptimization` on (KL, gold, proxy)
 of every checkpoint): ``peak_gold``, ``final_gold``, ``gold_drop``, ``kl_at_peak``, ``step_at_peak``,
@@ -31,7 +31,7 @@ measured peak-to-final gold drop exceeds
 
     tol = max(overoptimization_tol(judge), OVEROPT_Z · SE(drop), 1e-6 · curve's gold range)
 
-with :func:`tiltenv.evaluation.overoptimization_tol` the library's one rule (1% of the task's gold range
+with :func:`tiltenv.worlds.evaluation.overoptimization_tol` the library's one rule (1% of the task's gold range
 ``E_x max_k r* − V*(π_ref)``, :data:`tiltenv.glossary.OVEROPTIMIZATION_RULE`) and ``SE(drop)`` the paired
 standard error over the evaluation contexts of (gold of the peak checkpoint − gold of the final one),
 ``OVEROPT_Z = 2``: a drop must be both material and not an artefact of the finite evaluation set. As in :func:`~tiltenv.metrics.overoptimization`, points are ordered by KL and
@@ -90,7 +90,7 @@ import torch
 from leaderboard.spec import CheckpointRow
 from tiltenv import metrics as M
 from tiltenv._validation import check_float, check_int, suggest
-from tiltenv.evaluation import metrics_of_logp, overoptimization_tol
+from tiltenv.worlds.evaluation import metrics_of_logp, overoptimization_tol
 from tiltenv.glossary import OVEROPTIMIZATION_SE_Z
 
 __all__ = [
@@ -120,7 +120,7 @@ __all__ = [
 
 #: Statistical part of the overoptimization tolerance: a drop must exceed this many paired standard errors (over
 #: the evaluation contexts) of the peak-minus-final gold, besides the library's absolute part
-#: (:func:`tiltenv.evaluation.overoptimization_tol`: 1% of the task's gold range).
+#: (:func:`tiltenv.worlds.evaluation.overoptimization_tol`: 1% of the task's gold range).
 OVEROPT_Z = OVEROPTIMIZATION_SE_Z  # 2.0, documented in docs/metrics.md and tiltenv.glossary
 #: Normalized score given to a failed run in the IQM / mean / probability of improvement (π_ref's score).
 FAILED_SCORE = 0.0
@@ -317,7 +317,7 @@ def score_agent_run(
     """Metrics of one agent run from its checkpoints' log-probabilities on the judge's evaluation contexts.
 
     Args:
-        judge: the run's :class:`~tiltenv.world.Judge`.
+        judge: the run's :class:`~tiltenv.worlds.world.Judge`.
         steps: the checkpoint steps, non-decreasing, one per checkpoint (step 0 = the initial policy).
         logps: ``(n_checkpoints, C, K)`` normalized log-probabilities over the judge's ``C`` evaluation
             contexts (a single ``(C, K)`` array is one checkpoint). The last checkpoint is the fitted policy.
@@ -579,7 +579,7 @@ _AGENT_COLUMNS = (
     ("overoptimization_runs", "overoptimized", "count"),
     ("median_fit_time", "fit_time", "median"),
 )
-#: Per-dimension columns of multi-objective runs (tiltenv.multiobjective): means over the runs that have them.
+#: Per-dimension columns of multi-objective runs (tiltenv.worlds.multiobjective): means over the runs that have them.
 _DIM_COLUMN = re.compile(r"^(gold_value|gold_gain)_dim(\d+)$")
 
 
@@ -1064,8 +1064,8 @@ def score_reward_model(
     """Downstream and offline metrics of a submitted reward model (see the module docstring).
 
     Args:
-        judge: the task's :class:`~tiltenv.world.Judge` (scores on its evaluation contexts).
-        task: the :class:`~tiltenv.world.PublicTask` (RLOO trains on a copy of it whose proxy is the model).
+        judge: the task's :class:`~tiltenv.worlds.world.Judge` (scores on its evaluation contexts).
+        task: the :class:`~tiltenv.worlds.world.PublicTask` (RLOO trains on a copy of it whose proxy is the model).
         score_fn: ``candidates (..., d) float32 tensor -> (...)`` scores (tensor or array); e.g.
             ``RemoteRewardModel.score`` or a ``torch.nn.Module``.
         rloo_queries: RLOO's proxy-query budget (0 skips RLOO: its metrics are NaN).
@@ -1113,7 +1113,7 @@ def score_reward_model(
         "gold_corr_ref": M.proxy_gold_correlation(ref, r, gold),
     })
     # ---- best-of-n sweep (exact)
-    from tiltenv.diagnostics import best_of_n_drop
+    from tiltenv.lifecycle.diagnostics import best_of_n_drop
 
     bon = best_of_n_drop(judge, _bon_ns(judge.eval_ref_logp.shape[-1]), proxy_vals=r)
     rep = bon["report"]
@@ -1135,7 +1135,7 @@ def score_reward_model(
     if rloo_queries > 0:
         from baselines.base import TrainBudget
         from baselines.rloo import RLOO, RLOOConfig
-        from tiltenv.world import Budget
+        from tiltenv.worlds.world import Budget
 
         proxy = ScoreFnProxy(score_fn, shift, scale)
         rm_task = copy.copy(task)
@@ -1207,9 +1207,9 @@ def builtin_reward_model_world(name: str, config: Any, *, proxy_kwargs: dict | N
     Raises:
         ValueError: an unknown proxy kind (closest valid name suggested); a tabular config.
     """
-    from tiltenv.config import TaskConfig
-    from tiltenv.proxies import PROXIES
-    from tiltenv.world import make_world
+    from tiltenv.worlds.config import TaskConfig
+    from tiltenv.rewards.proxies import PROXIES
+    from tiltenv.worlds.world import make_world
 
     if not isinstance(config, TaskConfig):
         raise ValueError(f"built-in reward models need a single-index TaskConfig (got {type(config).__name__}).")

@@ -200,7 +200,7 @@ class RunResult:
         status: ``"ok"`` or ``"failed"``; ``"unscored"``: the scorer's environment could not host the run
             (reason: a key of :data:`ENVIRONMENT_FAILURES`), never stored.
         reason, detail: for failed runs, a key of :data:`FAILURE_REASONS` and the message.
-        metrics: final metrics (the last checkpoint; :func:`tiltenv.evaluation.metrics_of_logp`'s names plus
+        metrics: final metrics (the last checkpoint; :func:`tiltenv.worlds.evaluation.metrics_of_logp`'s names plus
             the overoptimization summary ``peak_gold``, ``gold_drop``, ``kl_at_peak``, ``overoptimized``,
             Gao fits ``gao_rl_alpha`` ...). Empty when failed.
         checkpoints: the trajectory, one :class:`CheckpointRow` per snapshot, in step order.

@@ -212,7 +212,7 @@ PROXY_PREFIX = "proxy:"
 def _proxy_submission(ref: str, name: str | None, track: str | None, config: dict | None) -> Submission:
     """A library proxy kind as a reward-model entry (``proxy:mlp``); ``config`` holds its ``proxy_kwargs``."""
     import tiltenv
-    from tiltenv.proxies import PROXIES
+    from tiltenv.rewards.proxies import PROXIES
 
     kind = ref[len(PROXY_PREFIX):]
     if kind not in PROXIES:

@@ -6,7 +6,7 @@ Every entry has the same shape (:class:`SuiteEntry`); a :class:`Suite` expands i
 * ``dev`` — public seeds (:func:`leaderboard.seeds.dev_seed`) anyone can run and compare against;
 * ``test`` — **the board**: seeds derived from the scorer's secret salt and the submission's code hash
   (:func:`leaderboard.seeds.test_seed`: private worlds per submission), and the gold's member hidden too: every
-  task whose config has ``gold_family`` gets ``gold_family=True`` (:mod:`tiltenv.families`: the link's shape, gold
+  task whose config has ``gold_family`` gets ``gold_family=True`` (:mod:`tiltenv.rewards.families`: the link's shape, gold
   scale and labeler noise drawn per world from the family the public config names; tabular arms permuted and
   perturbed).
 
@@ -78,7 +78,7 @@ def has_gold_family(task_id: str) -> bool:
 
 #: Tasks without preference data (explicit arms): left out of the reward-model track.
 NO_PREFERENCE_TASKS = ("tiltenv/Tabular-v0",)
-#: Token-sequence tasks (tiltenv.tokens): a sequence policy's checkpoints are enumerated over the prefix tree by the
+#: Token-sequence tasks (tiltenv.worlds.tokens): a sequence policy's checkpoints are enumerated over the prefix tree by the
 #: scorer; a bandit agent runs on their bandit view (K = V^L responses); token-level baselines apply to these only.
 TOKEN_TASKS = ("tiltenv/Tokens-v0",)
 

@@ -229,9 +229,9 @@ def bench_proxy(d: int, K: int, n_labels: int, k: int, repeat: int, device: torc
     """Whole ``make_world`` build and training alone of ``mlp`` and ``ensemble`` (k members), cache off,
     on ``device`` and (when that is not the CPU) on the CPU, all runs interleaved."""
     from tiltenv import TaskConfig, make_world
-    from tiltenv import reward_models as R
+    from tiltenv.rewards import reward_models as R
     from tiltenv._cost import proxy_flops, proxy_seconds
-    from tiltenv.proxy_base import parse_options
+    from tiltenv.rewards.proxy_base import parse_options
 
     member_kwargs = dict(member_kwargs or {})
     devices = [device] if device.type == "cpu" else [device, torch.device("cpu")]

@@ -1,7 +1,7 @@
 """Channel benchmark: one baseline run in-process vs through the sandbox (``leaderboard.sandbox.run_agent``).
 
 In-process: ``agent.fit(task, budget, checkpoint)`` on the public task, then every checkpoint's policy on
-the judge's evaluation contexts (``tiltenv.evaluation.policy_logp``) — what scoring without a sandbox
+the judge's evaluation contexts (``tiltenv.worlds.evaluation.policy_logp``) — what scoring without a sandbox
 costs. Sandboxed: ``run_agent`` (a child process, every proxy query through the counting channel, the
 checkpoints' log-probabilities validated on the way back). Both on ``tiltenv/Hump-v0`` (default kwargs)
 at the quick budget (65,536 proxy queries), REINFORCE and GRPO with their defaults, CPU, one thread.
@@ -29,7 +29,7 @@ from leaderboard import sandbox
 from leaderboard.sandbox import zygote
 from leaderboard.spec import Limits
 from leaderboard.submission import load_submission
-from tiltenv.evaluation import policy_logp, resolve_judge
+from tiltenv.worlds.evaluation import policy_logp, resolve_judge
 
 TARGET = 1.3
 

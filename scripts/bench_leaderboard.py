@@ -41,7 +41,7 @@ from leaderboard.spec import Limits  # noqa: E402
 from leaderboard.store import Store  # noqa: E402
 from leaderboard.submission import load_submission  # noqa: E402
 from leaderboard.suites import Suite, SuiteEntry, get_suite  # noqa: E402
-from tiltenv.evaluation import policy_logp  # noqa: E402
+from tiltenv.worlds.evaluation import policy_logp  # noqa: E402
 
 TARGETS = {"channel": 1.3, "backends": 1.7, "smoke": 120.0, "quick": 600.0}
 

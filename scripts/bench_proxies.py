@@ -62,7 +62,8 @@ def _cfg(**kw):
 
 def timings(repeat: int = 3) -> pd.DataFrame:
     """Training time per kind (default task, cache off) and cached construction times."""
-    from tiltenv import make_world, proxy_cache
+    from tiltenv import make_world
+    from tiltenv.rewards import proxy_cache
 
     rows = []
     kinds = {"linear": {}, "parametric": {"angle": 30.0}, "mlp": {}, "two_stage": {}, "ensemble": {}}
@@ -103,8 +104,8 @@ def two_stage(d: int = 64, ns=(1280, 2560), betas=(math.inf, 3.0, 1.0, 0.5, 0.3,
               links=("he3", "relu", "he2"), seeds=(0, 1, 2), m: int = 256) -> pd.DataFrame:
     """Stage-1 recovery per link × n × β1 (means over seeds)."""
     from tiltenv import make_world
-    from tiltenv.diagnostics import two_stage_report
-    from tiltenv.reward_models import TrainData
+    from tiltenv.lifecycle.diagnostics import two_stage_report
+    from tiltenv.rewards.reward_models import TrainData
 
     rows = []
     for link in links:
@@ -127,7 +128,7 @@ def two_stage(d: int = 64, ns=(1280, 2560), betas=(math.inf, 3.0, 1.0, 0.5, 0.3,
 def labels(ns=(250, 1000, 4000), flips=(0.0, 0.1, 0.25, 0.4), seeds=(0, 1, 2)) -> pd.DataFrame:
     """mlp proxy quality vs label budget (no flips) and vs flip rate (n = 2000), relu gold, d = 16."""
     from tiltenv import make_world
-    from tiltenv.diagnostics import proxy_report
+    from tiltenv.lifecycle.diagnostics import proxy_report
 
     rows = []
     for n, flip in [(n, 0.0) for n in ns] + [(2000, f) for f in flips]:
@@ -145,7 +146,7 @@ def hump(seeds=(0, 1, 2), n_eval: int = 2048) -> pd.DataFrame:
     import gymnasium as gym
 
     import tiltenv  # noqa: F401
-    from tiltenv.diagnostics import best_of_n_drop
+    from tiltenv.lifecycle.diagnostics import best_of_n_drop
 
     rows = []
     for kind, extra in [("gold", {}), ("linear", {}), ("mlp", {}), ("mlp", {"n_labels": 500}),
@@ -168,8 +169,8 @@ def ensembles(n_labels: int = 500, members=("mlp",), seeds=(0, 1, 2), k: int = 5
               diversities=("init", "bootstrap", "independent_features", "shared_features")) -> pd.DataFrame:
     """Best-of-n drop on the hump per member kind × diversity × aggregator (plus the single proxy)."""
     from tiltenv import make_world
-    from tiltenv.diagnostics import best_of_n_drop, ensemble_disagreement
-    from tiltenv.reward_models import aggregate
+    from tiltenv.lifecycle.diagnostics import best_of_n_drop, ensemble_disagreement
+    from tiltenv.rewards.reward_models import aggregate
 
     base = dict(link="hump", K=256, n_labels=n_labels, n_eval_contexts=n_eval)
     rows = []

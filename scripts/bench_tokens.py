@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tiltenv  # noqa: E402,F401
 from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads  # noqa: E402
-from tiltenv.scoring import metrics_of_logp  # noqa: E402
-from tiltenv.tokens import TokenConfig  # noqa: E402
-from tiltenv.world import make_world, torch_generator  # noqa: E402
+from tiltenv.worlds.scoring import metrics_of_logp  # noqa: E402
+from tiltenv.worlds.tokens import TokenConfig  # noqa: E402
+from tiltenv.worlds.world import make_world, torch_generator  # noqa: E402
 
 ENV_TARGET = 0.7
 #: The race's gold level: π_ref's gold + LEVEL × (the best response's − π_ref's), averaged over prompts.

@@ -18,12 +18,12 @@ import dataclasses
 
 import gymnasium as gym
 
-from tiltenv.config import TabularConfig, TaskConfig
-from tiltenv.evaluation import best_of_n_sweep, evaluate, tilt_sweep
-from tiltenv.links import LINKS, get_link
-from tiltenv.multiobjective import MultiObjectiveConfig
-from tiltenv.tokens import TokenConfig
-from tiltenv.world import Judge, PublicTask, World, make_world
+from tiltenv.worlds.config import TabularConfig, TaskConfig
+from tiltenv.worlds.evaluation import best_of_n_sweep, evaluate, tilt_sweep
+from tiltenv.rewards.links import LINKS, get_link
+from tiltenv.worlds.multiobjective import MultiObjectiveConfig
+from tiltenv.worlds.tokens import TokenConfig
+from tiltenv.worlds.world import Judge, PublicTask, World, make_world
 
 __version__ = "0.1.0"
 
@@ -102,7 +102,7 @@ TASKS: dict[str, tuple[type, dict, str]] = {
     "ActiveLabels": (
         TaskConfig,
         {"K": 64, "n_labels": 50, "label_budget": 500, "beta": 0.05},
-        "Active labeling: a proxy from 50 labels plus a label channel of 500 more (tiltenv.active.open_label_channel) "
+        "Active labeling: a proxy from 50 labels plus a label channel of 500 more (tiltenv.lifecycle.active.open_label_channel) "
         "for online RLHF agents (baselines.active): gold reached vs labels spent.",
     ),
     "Tabular": (
@@ -126,15 +126,15 @@ TASKS: dict[str, tuple[type, dict, str]] = {
         TokenConfig,
         {},
         "Token sequences: an autoregressive policy emits L tokens over V, one per step, proxy reward at the end; "
-        "all V^L responses are enumerated, so gold value, KL, J*_β and the best-of-n law stay exact (tiltenv.tokens).",
+        "all V^L responses are enumerated, so gold value, KL, J*_β and the best-of-n law stay exact (tiltenv.worlds.tokens).",
     ),
 }
 
 #: Env classes of the config classes that are not single-index: (entry point, vector entry point).
 _ENTRY_POINTS = {
     TabularConfig: ("tiltenv.envs:TabularEnv", "tiltenv.envs:TabularVectorEnv"),
-    MultiObjectiveConfig: ("tiltenv.mo_envs:MultiObjectiveEnv", "tiltenv.mo_envs:MultiObjectiveVectorEnv"),
-    TokenConfig: ("tiltenv.tokens.env:TokenEnv", "tiltenv.tokens.env:TokenVectorEnv"),
+    MultiObjectiveConfig: ("tiltenv.envs.mo_envs:MultiObjectiveEnv", "tiltenv.envs.mo_envs:MultiObjectiveVectorEnv"),
+    TokenConfig: ("tiltenv.envs.tokens:TokenEnv", "tiltenv.envs.tokens:TokenVectorEnv"),
 }
 
 VERSION = 0
@@ -152,3 +152,15 @@ def register_all() -> None:
 
 
 register_all()
+
+
+# --- moved modules (regroup by concern, issue 20 item 0): tiltenv._moved ---
+from tiltenv import _moved  # noqa: E402
+
+_moved.install()
+
+
+def __getattr__(name: str):
+    """``tiltenv.links`` (an old module path, :mod:`tiltenv._moved`) as an attribute."""
+    return _moved.attribute(name)
+# --- end of moved modules ---

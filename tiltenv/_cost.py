@@ -18,7 +18,7 @@ prints as "on a 2-core CPU":
 * ``two_stage``: its dense float64 fits at :data:`DENSE_FLOPS` (measured 10–19 GFLOP/s).
 * ``linear``: Newton/IRLS with every one of ``max_iter`` iterations counted (an upper bound: the fit
   stops at ``tol``, usually within ~10).
-* ``transformer`` (token tasks, :mod:`tiltenv.tokens.reward_model`): each AdamW step costs
+* ``transformer`` (token tasks, :mod:`tiltenv.worlds.tokens.reward_model`): each AdamW step costs
   :data:`TRANSFORMER_STEP_SECONDS` per block (its ~40 small kernels forward and backward), and the arithmetic
   (≈ 6 flops per weight per token, plus the attention's ``T²``) runs at :data:`TRANSFORMER_FLOPS` (small
   ``d_model`` GEMMs are slow per flop); ``seq_len`` is the sequences' length ``prompt_len + L``. Fitted on 4
@@ -64,7 +64,7 @@ def _mlp_params(o: Any, d: int, readout_only: bool = False) -> int:
 
 
 def _mlp_steps(o: Any, n_labels: int) -> int:
-    """AdamW steps of :func:`tiltenv.reward_models.train_mlps`: ``batch_size`` counts pairs (or points)."""
+    """AdamW steps of :func:`tiltenv.rewards.reward_models.train_mlps`: ``batch_size`` counts pairs (or points)."""
     per_epoch = 1 if o.batch_size == 0 or o.batch_size >= n_labels else math.ceil(n_labels / o.batch_size)
     return o.epochs * per_epoch
 

@@ -1,4 +1,4 @@
-"""The task seed's named random streams (below tiltenv.config and tiltenv.world, which both use them)."""
+"""The task seed's named random streams (below tiltenv.worlds.config and tiltenv.worlds.world, which both use them)."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ METRICS: dict[str, tuple[str, str]] = {
                      "checkpoint − gold of the final one): the leaderboard's 2-SE guard."),
     "overopt_tol": ("overoptimization tolerance", f"max(1% of the gold range, {OVEROPTIMIZATION_SE_Z:g} × SE(drop)): "
                     "the drop a leaderboard run must exceed to count as overoptimized."),
-    # multi-objective tasks (tiltenv.multiobjective): one entry per dimension i, the aggregate is gold_value
+    # multi-objective tasks (tiltenv.worlds.multiobjective): one entry per dimension i, the aggregate is gold_value
     "gold_value_dim{i}": ("gold value of dimension i", "E_x Σ_k π_k r*_i(x_k): the hidden gold of dimension i."),
     "gold_gain_dim{i}": ("gold gain of dimension i", "V*_i(π) − V*_i(π_ref): < 0 means dimension i got worse than π_ref."),
     "value_gap_dim{i}": ("value gap of dimension i", "J*_{β,i} − J_{β,i}(π): the value gap with dimension i's gold alone."),

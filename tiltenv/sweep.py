@@ -20,7 +20,7 @@ import pandas as pd
 
 import tiltenv
 from tiltenv._validation import ArgumentParser, add_threads_argument, apply_threads, check_env_id
-from tiltenv.evaluation import overoptimization_report, resolve_judge
+from tiltenv.worlds.evaluation import overoptimization_report, resolve_judge
 from tiltenv.glossary import OVEROPTIMIZATION_RULE, legend
 
 DEFAULT_BETAS = (math.inf, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03, 0.01, 0.0)

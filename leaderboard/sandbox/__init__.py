@@ -21,7 +21,7 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   byte length, shape ``(C, K)``, no NaN or +inf (−inf is probability 0), rows normalized
   (``|logsumexp| ≤ 1e-3``) → otherwise ``invalid_output`` saying what was returned.
 * **Sequence policies** (a token task, ``eval_prompts``) — the scorer expands each checkpoint's prefix tree on its
-  side (:func:`tiltenv.tokens.tree.expand_tree`): level by level it sends (prompt, prefix) batches and checks each
+  side (:func:`tiltenv.worlds.tokens.tree.expand_tree`): level by level it sends (prompt, prefix) batches and checks each
   ``(N, V)`` answer as above (dtype; shape before the payload is read; NaN/+inf; rows normalized) before building
   the ``(C, V^L)`` float64 log-probabilities (memory checked first); deployment queries as above.
 * **Wall time** — every wait on the child has a deadline (``limits.wall_time`` from the start of the run);

@@ -31,7 +31,7 @@ class AgentOutcome:
         steps: checkpoint steps in order, strictly increasing: the channel's query count when each checkpoint
             arrived (step 0 = initial policy, last = fitted policy at the final count).
         logps: ``(n_ckpt, C, K)`` float64 log-probabilities on the evaluation contexts, validated and
-            renormalized in float64 (``log_softmax``, as :func:`tiltenv.evaluation.policy_logp` does in-process,
+            renormalized in float64 (``log_softmax``, as :func:`tiltenv.worlds.evaluation.policy_logp` does in-process,
             so the same policy gives the same bits; each row was already within 1e-3 of normalized).
         proxy_queries: candidates the scorer's side of the channel scored during ``fit``.
         deploy_queries: candidates served from the deployment cache while the checkpoints were evaluated.
@@ -364,13 +364,13 @@ SEQUENCE_REQUEST_ROWS = 1 << 16
 def _eval_sequence(child: _Child, task: Any, which: list[Any], steps: list[int], prompts: torch.Tensor,
                    cand_of: Any, logps: np.ndarray) -> int:
     """Evaluate a token task's sequence-policy checkpoints: the scorer expands each checkpoint's prefix tree on its
-    side (:func:`tiltenv.tokens.tree.expand_tree`, the in-process enumeration's own loop), level by level over chunks
+    side (:func:`tiltenv.worlds.tokens.tree.expand_tree`, the in-process enumeration's own loop), level by level over chunks
     of prompts. Each level is one request ``next`` of (N, P) prompts and (N, l) prefixes (int64); the child answers
     ``next_logp``, (N, V) float32/float64 log-probabilities, checked like any output (shape, NaN/+inf, rows
     normalized to 1e-3: ``invalid_output``) and renormalized in float64. Between a request and its answer the child
     may score exactly the candidates (the V^L responses of the evaluation prompts) it is evaluated on, once per
     checkpoint (the deployment cache, built on its first query). Fills ``logps``; returns the deployment queries."""
-    from tiltenv.tokens.tree import expand_tree
+    from tiltenv.worlds.tokens.tree import expand_tree
 
     V, L, d = int(task.V), int(task.L), int(task.d)
     C, K = prompts.shape[0], V**L

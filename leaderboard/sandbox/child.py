@@ -252,7 +252,7 @@ def _is_token_task(task: Any) -> bool:
 
 def _sequence_policy(obj: Any) -> Any:
     """The sequence policy an agent or checkpoint stands for (itself, or its ``model``), or None: an object with
-    ``initial_state``, ``next_logits``, ``advance`` (:mod:`tiltenv.tokens.model`) or ``next_logp(prompts, prefix)``."""
+    ``initial_state``, ``next_logits``, ``advance`` (:mod:`tiltenv.worlds.tokens.model`) or ``next_logp(prompts, prefix)``."""
     for cand in (obj, getattr(obj, "model", None)):
         if cand is None:
             continue
@@ -267,7 +267,7 @@ class _Expansion:
     """One checkpoint's side of the scorer's tree expansion: ``next_logp(prompts, prefixes)`` answers a level.
 
     A state-protocol policy keeps the state of the last level: when a request holds that level's prefixes each
-    followed by 0..V-1 (the scorer's order, that of :func:`tiltenv.tokens.tree.tree_logp`), the state is advanced by
+    followed by 0..V-1 (the scorer's order, that of :func:`tiltenv.worlds.tokens.tree.tree_logp`), the state is advanced by
     one token, else rebuilt from the prompt; the logits are normalized by ``log_softmax`` in float64, as in-process.
     A ``next_logp(prompts, prefix)`` policy answers itself (normalized log-probabilities, checked by the scorer)."""
 

@@ -61,7 +61,7 @@ def _child_env(home: str, threads: int, extra_paths: tuple[str, ...] = ()) -> di
 
 def _private_paths() -> list[str]:
     """Paths a root child must never be given a way into (the scorer's home and proxy cache)."""
-    from tiltenv.proxy_cache import cache_dir
+    from tiltenv.rewards.proxy_cache import cache_dir
 
     paths = [os.path.expanduser("~"), str(cache_dir())]
     try:
@@ -79,7 +79,7 @@ _warned_cache = False
 def _warn_if_cache_reachable(uid: int | None, gid: int | None) -> None:
     """Warn once when the run's uid could read the proxy cache (it holds the proxies' weights)."""
     global _warned_cache
-    from tiltenv.proxy_cache import cache_dir
+    from tiltenv.rewards.proxy_cache import cache_dir
 
     if _warned_cache or uid is None:
         return

@@ -47,7 +47,7 @@ def _validate_logp(arr: np.ndarray, C: int, K: int, what: str, out: np.ndarray, 
                                                f"{int(bad.sum())} of {C} rows have |logsumexp| > {NORMALIZATION_TOL:g} "
                                                f"({rows} {c}: logsumexp = {float(lse[c]):.4g}; probabilities or "
                                                "logits instead of log-probabilities?)")
-    # log_softmax, as tiltenv.evaluation.policy_logp does in-process: the same bits either way
+    # log_softmax, as tiltenv.worlds.evaluation.policy_logp does in-process: the same bits either way
     torch.from_numpy(out).copy_(torch.log_softmax(a, dim=-1))
 
 

@@ -461,7 +461,7 @@ def _remove_tree(path: str) -> None:
 
 def _public_copy(task: Any, proxy: torch.nn.Module) -> Any:
     """The task as the child gets it: a fresh counter and ``proxy`` (a stub) instead of the real proxy."""
-    from tiltenv.world import Budget, PublicTask
+    from tiltenv.worlds.world import Budget, PublicTask
 
     if not isinstance(task, PublicTask):
         raise TypeError(f"task must be a tiltenv PublicTask (got {type(task).__name__}).")

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tiltenv import metrics as M  # noqa: E402
-from tiltenv.evaluation import policy_logp  # noqa: E402
+from tiltenv.worlds.evaluation import policy_logp  # noqa: E402
 
 
 def parse_args(doc: str, argv: Sequence[str] | None) -> argparse.Namespace:

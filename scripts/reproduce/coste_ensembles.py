@@ -28,8 +28,8 @@ import torch  # noqa: E402
 
 from _common import Output, parse_args, plt  # noqa: E402
 from tiltenv import TaskConfig, make_world  # noqa: E402
-from tiltenv.diagnostics import best_of_n_drop, ensemble_disagreement  # noqa: E402
-from tiltenv.reward_models import aggregate  # noqa: E402
+from tiltenv.lifecycle.diagnostics import best_of_n_drop, ensemble_disagreement  # noqa: E402
+from tiltenv.rewards.reward_models import aggregate  # noqa: E402
 
 NS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 AGGS = (("mean", 1.0), ("min", 1.0), ("uwo", 1.0), ("uwo", 4.0), ("mean_minus_std", 2.0))

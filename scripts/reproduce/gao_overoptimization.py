@@ -28,7 +28,7 @@ from _common import Output, Trajectory, parse_args, plt  # noqa: E402
 from baselines import PPO, RLOO, PPOConfig, RLOOConfig, TrainBudget  # noqa: E402
 from tiltenv import TaskConfig, make_world  # noqa: E402
 from tiltenv import metrics as M  # noqa: E402
-from tiltenv.diagnostics import best_of_n_curve  # noqa: E402
+from tiltenv.lifecycle.diagnostics import best_of_n_curve  # noqa: E402
 
 K_LABEL = 64
 

@@ -20,7 +20,7 @@ Gao et al.'s RL is token-level PPO with several KL penalties; here, for each wor
 
 Each curve is fitted with ``tiltenv.metrics.gao_fit`` (its form: bon for best-of-n, rl for the tilt path and RL)
 and summarized by ``tiltenv.metrics.overoptimization``: peak gold gain, gain at the largest KL, drop; a curve is
-overoptimized when its drop exceeds 1% of the world's gold range (``tiltenv.evaluation.overoptimization_tol``,
+overoptimized when its drop exceeds 1% of the world's gold range (``tiltenv.worlds.evaluation.overoptimization_tol``,
 the library's one rule), never on a fitted β.
 
 **The setting, and why.** V=8, L=3, gold ``hump`` (``z e^{−z²/(2·1.5²)}`` of ``z = <θ*, φ>``: rises, peaks at
@@ -70,9 +70,9 @@ from baselines.token_best_of_n import best_of_n_responses  # noqa: E402
 from baselines.token_pg import TokenPG, TokenPGConfig  # noqa: E402
 from tiltenv import make_world  # noqa: E402
 from tiltenv import metrics as M  # noqa: E402
-from tiltenv.evaluation import gold_range, overoptimization_tol  # noqa: E402
-from tiltenv.tokens import TokenConfig  # noqa: E402
-from tiltenv.world import torch_generator  # noqa: E402
+from tiltenv.worlds.evaluation import gold_range, overoptimization_tol  # noqa: E402
+from tiltenv.worlds.tokens import TokenConfig  # noqa: E402
+from tiltenv.worlds.world import torch_generator  # noqa: E402
 
 WORLD = dict(V=8, L=3, link="hump", prompt_weight=0.2, n_labels=1000, n_norm_contexts=64, beta=0.05)
 TILT_BETAS = np.geomspace(30.0, 0.01, 24)

@@ -39,8 +39,8 @@ from baselines import RLOO, RLOOConfig, TrainBudget  # noqa: E402
 from baselines.token_pg import TokenPG, TokenPGConfig  # noqa: E402
 from tiltenv import make_world  # noqa: E402
 from tiltenv import metrics as M  # noqa: E402
-from tiltenv.proxies import Proxy  # noqa: E402
-from tiltenv.tokens import TokenConfig  # noqa: E402
+from tiltenv.rewards.proxies import Proxy  # noqa: E402
+from tiltenv.worlds.tokens import TokenConfig  # noqa: E402
 
 #: SGD step sizes, one per parametrization (the GRU's gradients are larger than the bandit's linear f_φ's); under
 #: gradient flow a step size rescales every reward model's time alike, so the ratios of updates-to-level are

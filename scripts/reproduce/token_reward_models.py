@@ -1,7 +1,7 @@
 """A sequence-native reward model against the φ proxies on the token world (issue 20).
 
 The φ proxies (``linear``, ``two_stage``, ``mlp``) read a response through the public features φ(c, y), the very
-features the gold is a link of; ``transformer`` (:mod:`tiltenv.tokens.reward_model`) reads the prompt and response
+features the gold is a link of; ``transformer`` (:mod:`tiltenv.worlds.tokens.reward_model`) reads the prompt and response
 tokens, as a language-model reward model does, and must learn φ's role from the pairs. All are trained on the
 same preference pairs (two π_ref responses a prompt, Bradley–Terry labels) and normalized under π_ref the same
 way. Per world and proxy, exactly over all V^L responses of the evaluation prompts:
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from _common import Output, parse_args, plt  # noqa: E402
 from tiltenv import make_world  # noqa: E402
 from tiltenv import metrics as M  # noqa: E402
-from tiltenv.tokens import TokenConfig  # noqa: E402
+from tiltenv.worlds.tokens import TokenConfig  # noqa: E402
 
 PROXIES = ("linear", "two_stage", "mlp", "transformer")
 

@@ -18,7 +18,7 @@ from baselines.grpo import forward_kl_fixed_point
 from baselines.pg import Rollout
 from baselines.policy import Policy
 from tiltenv import metrics as M
-from tiltenv.labels import make_preferences
+from tiltenv.rewards.labels import make_preferences
 
 STEPS = 1000  # exact gradient steps (one context per step)
 

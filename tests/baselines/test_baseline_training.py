@@ -52,7 +52,7 @@ def test_tilt_and_best_of_n_agents_match_the_judge_side_sweeps():
     for agent, row in zip(n_sweep(task, ns, device="cpu"), tiltenv.best_of_n_sweep(env, ns)):
         assert tiltenv.evaluate(agent, env)["kl"] == pytest.approx(row["kl"], rel=1e-6)
     assert task.budget.proxy_queries == q0  # closed forms spend no training budget
-    rows = [trajectory_row(a, env.unwrapped.task and tiltenv.evaluation.resolve_judge(env))
+    rows = [trajectory_row(a, env.unwrapped.task and tiltenv.worlds.evaluation.resolve_judge(env))
             for a in beta_sweep(task, [10.0, 1.0, 0.3, 0.1, 0.01], device="cpu")]
     rep = M.overoptimization([r["kl"] for r in rows], [r["gold_value"] for r in rows], [r["proxy_value"] for r in rows])
     assert rep.overoptimized and rep.proxy_rising_while_gold_falls

@@ -12,7 +12,7 @@ import tiltenv.metrics as M
 from baselines import TrainBudget
 from baselines.constrained import ConstrainedPG
 from baselines.scalarized import ScalarizedPG, ScalarizedTilt
-from tiltenv.multiobjective import MultiObjectiveConfig
+from tiltenv.worlds.multiobjective import MultiObjectiveConfig
 
 HH = MultiObjectiveConfig(d=8, K=32, cosines=-0.5, n_labels=(2000, 500), n_eval_contexts=1024, n_norm_contexts=2048,
                           beta=0.1)

@@ -10,8 +10,8 @@ import torch
 import tiltenv  # noqa: F401  (registers tiltenv/Tokens-v0)
 from baselines.token_pg import TokenPG, TokenPGConfig, token_pg_loss
 from tiltenv import make_world
-from tiltenv.tokens import TokenConfig, all_responses, sample_responses, token_logp, tree_logp
-from tiltenv.world import torch_generator
+from tiltenv.worlds.tokens import TokenConfig, all_responses, sample_responses, token_logp, tree_logp
+from tiltenv.worlds.world import torch_generator
 
 TINY = dict(V=3, L=2, prompt_len=2, n_labels=200, n_eval_contexts=4, n_norm_contexts=8, ref_hidden=8)
 BETA = 0.3

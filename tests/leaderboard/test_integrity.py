@@ -43,7 +43,7 @@ import gymnasium as gym, torch
 import tiltenv
 from leaderboard.seeds import dev_seed
 from tiltenv import metrics as M
-from tiltenv.world import make_world
+from tiltenv.worlds.world import make_world
 
 class Agent:
     def fit(self, task, budget=None, checkpoint=None):
@@ -70,7 +70,7 @@ def make_agent():
 KNOWN_LINK = '''
 import torch
 from tiltenv import metrics as M
-from tiltenv.links import get_link
+from tiltenv.rewards.links import get_link
 
 class Agent:
     def fit(self, task, budget=None, checkpoint=None):
@@ -204,8 +204,8 @@ def test_token_test_worlds_gold_is_not_rebuildable_from_the_dev_seed_formula_or_
     the same token sequences; and even the test world's own seed (θ*, π_ref, φ) with the public source's link and
     gold scale misses its gold, because the member is drawn per world and shown nowhere."""
     from leaderboard.seeds import dev_seed
-    from tiltenv.tokens import TokenConfig, all_responses
-    from tiltenv.world import make_world
+    from tiltenv.worlds.tokens import TokenConfig, all_responses
+    from tiltenv.worlds.world import make_world
 
     dev = TOKEN_SUITE.runs("dev")
     test = TOKEN_SUITE.runs("test", salt=SALT, code_hash="t" * 64)
@@ -312,19 +312,19 @@ def test_every_registered_tasks_test_family_sampled_200_times_gives_valid_member
     and every member has the same public config. A multi-objective task draws one member per dimension."""
     import gymnasium as gym
 
-    from tiltenv.config import TabularConfig, config_from_kwargs
-    from tiltenv.families import FLIP_RATE_SPREAD, GOLD_SCALE_RANGE, LABEL_TEMP_RANGE
-    from tiltenv.links import gaussian_expectation
-    from tiltenv.multiobjective import MultiObjectiveConfig
+    from tiltenv.worlds.config import TabularConfig, config_from_kwargs
+    from tiltenv.rewards.families import FLIP_RATE_SPREAD, GOLD_SCALE_RANGE, LABEL_TEMP_RANGE
+    from tiltenv.rewards.links import gaussian_expectation
+    from tiltenv.worlds.multiobjective import MultiObjectiveConfig
 
     import tiltenv
-    from tiltenv.tokens import TokenConfig
+    from tiltenv.worlds.tokens import TokenConfig
 
     kwargs = dict(gym.spec(task_id).kwargs, gold_family=True)
     multi = "n_objectives" in kwargs
     cls = TabularConfig if "ref_probs" in kwargs else None
     if tiltenv.TASKS[task_id.split("/")[1].rsplit("-v", 1)[0]][0] is TokenConfig:
-        cls = TokenConfig  # a token config: the same member draw (tiltenv.families), from its own `family` stream
+        cls = TokenConfig  # a token config: the same member draw (tiltenv.rewards.families), from its own `family` stream
     publics, members = set(), set()
     for seed in range(200):
         if multi:
@@ -369,7 +369,7 @@ def test_every_registered_tasks_test_family_sampled_200_times_gives_valid_member
 
 def test_the_dev_split_keeps_todays_members_exactly():
     """gold_family=False (the dev split) builds the registry's link, scale and labeler: published figures stand."""
-    from tiltenv.links import LINKS
+    from tiltenv.rewards.links import LINKS
 
     for spec in get_suite("smoke").runs("dev"):
         assert "gold_family" not in spec.task_kwargs
@@ -381,7 +381,7 @@ def test_the_dev_split_keeps_todays_members_exactly():
         assert world_of(spec).judge.extras["member"].params  # a drawn member
 
 
-@pytest.mark.parametrize("name", ["tiltenv.families", "baselines.label_ceiling", "leaderboard.seeds",
+@pytest.mark.parametrize("name", ["tiltenv.rewards.families", "baselines.label_ceiling", "leaderboard.seeds",
                                   "leaderboard.suites", "leaderboard.submission"])
 def test_docstring_examples(name):
     import doctest

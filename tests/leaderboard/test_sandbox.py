@@ -24,7 +24,7 @@ from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.submission import EXAMPLES_DIR, load_submission
 from tiltenv import TaskConfig, make_world
 from tiltenv import metrics as M
-from tiltenv.evaluation import policy_logp
+from tiltenv.worlds.evaluation import policy_logp
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 11

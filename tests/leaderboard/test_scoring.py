@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiltenv.evaluation import gold_range, overoptimization_tol
+from tiltenv.worlds.evaluation import gold_range, overoptimization_tol
 import torch
 
 from leaderboard import scoring as S
 from leaderboard.spec import CheckpointRow
 from tiltenv import TaskConfig, make_world
 from tiltenv import metrics as M
-from tiltenv.evaluation import metrics_of_logp
+from tiltenv.worlds.evaluation import metrics_of_logp
 
 SMALL = dict(d=6, K=16, n_labels=400, n_eval_contexts=512, n_norm_contexts=512, beta=0.1)
 

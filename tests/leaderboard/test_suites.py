@@ -51,7 +51,7 @@ def test_every_entry_is_a_valid_task_config(name):
     """Each entry's kwargs on top of its registered preset make a valid config (building proxies is the runner's job)."""
     import json
 
-    from tiltenv.config import config_from_kwargs
+    from tiltenv.worlds.config import config_from_kwargs
 
     for e in get_suite(name).entries:
         cfg_cls = tiltenv.TASKS[e.task_id.split("/")[1].rsplit("-v", 1)[0]][0]

@@ -20,8 +20,8 @@ from leaderboard.spec import Limits, RunSpec, SandboxFailure
 from leaderboard.store import Store
 from leaderboard.submission import load_submission
 from leaderboard.suites import Suite, SuiteEntry, get_suite
-from tiltenv.tokens import ARModel, tree_logp
-from tiltenv.tokens.tree import expand_tree
+from tiltenv.worlds.tokens import ARModel, tree_logp
+from tiltenv.worlds.tokens.tree import expand_tree
 
 V, L = 3, 3
 KW = {"V": V, "L": L, "n_labels": 200, "n_eval_contexts": 8, "n_norm_contexts": 8, "link": "hump", "beta": 0.1}
@@ -51,7 +51,7 @@ def run(world, sub, limits=TRUSTED, budget=BUDGET):
 AGENT = '''
 import time
 import torch
-from tiltenv.tokens import ARModel
+from tiltenv.worlds.tokens import ARModel
 
 {policy}
 
@@ -171,7 +171,7 @@ def test_sequence_attacks_fail_the_run_with_their_reason(world, tmp_path, attack
 def test_a_bandit_checkpoint_among_sequence_ones_is_invalid(world, tmp_path):
     path = tmp_path / "mixed.py"
     path.write_text(textwrap.dedent('''
-        from tiltenv.tokens import ARModel
+        from tiltenv.worlds.tokens import ARModel
         class Agent:
             def fit(self, task, budget, checkpoint):
                 checkpoint(0, lambda cand, ref: ref)          # a bandit policy first
@@ -219,7 +219,7 @@ def test_a_token_baseline_end_to_end_and_deterministic(sandbox):
 def test_token_best_of_n_is_the_exact_law_and_bandit_baselines_use_the_bandit_view(world):
     """token_best_of_n deploys the judge's exact best-of-n law (through the deployment cache); the bandit best_of_n
     on the bandit view gives the same law; a bandit RLOO runs there too."""
-    from tiltenv.scoring import metrics_of_logp
+    from tiltenv.worlds.scoring import metrics_of_logp
 
     j = world.judge
 

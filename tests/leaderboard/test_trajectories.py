@@ -21,7 +21,7 @@ from leaderboard.store import Store
 from leaderboard.submission import EXAMPLES_DIR, load_submission
 from leaderboard.suites import Suite, SuiteEntry, get_suite
 from tiltenv import TaskConfig, make_world
-from tiltenv.evaluation import policy_logp
+from tiltenv.worlds.evaluation import policy_logp
 
 TINY = dict(d=4, K=16, n_labels=200, n_eval_contexts=128, n_norm_contexts=256)
 SUITE = Suite("traj", 1, (SuiteEntry("hump", "tiltenv/Hump-v0", {**TINY, "beta": 0.05}, 4096, 4),),

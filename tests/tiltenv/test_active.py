@@ -14,7 +14,7 @@ import torch
 from baselines import Tilt
 from baselines.active import ActiveConfig, ActiveRLHF
 from tiltenv import Judge, make_world
-from tiltenv.active import LabelBudgetExceeded, LabelChannel, open_label_channel
+from tiltenv.lifecycle.active import LabelBudgetExceeded, LabelChannel, open_label_channel
 
 SMALL = dict(d=4, K=8, n_eval_contexts=64, n_norm_contexts=64)
 

@@ -10,7 +10,7 @@ import torch
 
 from tiltenv import TaskConfig, make_world
 from tiltenv import metrics as M
-from tiltenv.calibration import TransformedProxy, calibration_report, labeler_probability, ranking_and_scale
+from tiltenv.lifecycle.calibration import TransformedProxy, calibration_report, labeler_probability, ranking_and_scale
 
 BASE = dict(d=16, K=16, link="linear", label_temp=0.5, n_eval_contexts=2048, n_norm_contexts=2048)
 
@@ -94,7 +94,8 @@ def test_same_ranking_different_calibration_best_of_n_reads_ranking_tilt_reads_s
 
 
 def test_calibration_is_in_diagnostics_and_rejects_tabular():
-    from tiltenv import TabularConfig, diagnostics
+    from tiltenv import TabularConfig
+    from tiltenv.lifecycle import diagnostics
 
     assert diagnostics.calibration_report is calibration_report
     with pytest.raises(ValueError, match="single-index"):

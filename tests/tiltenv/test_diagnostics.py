@@ -10,7 +10,7 @@ import torch
 
 from tiltenv import TaskConfig, make_world
 from tiltenv import metrics as M
-from tiltenv.diagnostics import (
+from tiltenv.lifecycle.diagnostics import (
     best_of_n_drop,
     diagnostics_table,
     ensemble_disagreement,
@@ -20,8 +20,8 @@ from tiltenv.diagnostics import (
     recovered_fraction,
     two_stage_report,
 )
-from tiltenv.proxies import LinearProxy
-from tiltenv.reward_models import EnsembleProxy, TrainData, TwoStageProxy
+from tiltenv.rewards.proxies import LinearProxy
+from tiltenv.rewards.reward_models import EnsembleProxy, TrainData, TwoStageProxy
 
 SMALL = dict(d=6, K=8, n_labels=400, n_eval_contexts=256, n_norm_contexts=256)
 

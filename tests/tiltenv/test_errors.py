@@ -8,7 +8,7 @@ import pytest
 
 import tiltenv  # noqa: F401
 from tiltenv import TaskConfig
-from tiltenv.config import config_from_kwargs
+from tiltenv.worlds.config import config_from_kwargs
 from tiltenv._validation import ParameterTypeError, check_float, check_int
 
 SMALL = dict(d=4, K=8, n_labels=300, n_eval_contexts=64, n_norm_contexts=64)

@@ -20,7 +20,7 @@ def test_reference_policy_scores_zero_and_gold_tilt_scores_one():
     env = gym.make("tiltenv/SingleIndex-v0", **SMALL)
     ref = tiltenv.evaluate(lambda cand, ref_logp: ref_logp, env)
     assert ref["kl"] == pytest.approx(0, abs=1e-12) and ref["normalized_score"] == pytest.approx(0, abs=1e-12)
-    judge = tiltenv.evaluation.resolve_judge(env)
+    judge = tiltenv.worlds.evaluation.resolve_judge(env)
     beta = env.unwrapped.config.beta
     star = M.tilt_logp(judge.eval_ref_logp.double(), judge.eval_gold, beta)
     res = tiltenv.evaluate(star, env)

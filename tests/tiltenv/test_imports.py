@@ -70,24 +70,24 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_tiltenv_import_graph_has_no_cycle():
     graph = _graph()
-    assert {"tiltenv.world", "tiltenv.evaluation", "tiltenv.envs", "tiltenv.proxies", "tiltenv.metrics.policy"} <= set(graph)
+    assert {"tiltenv.worlds.world", "tiltenv.worlds.evaluation", "tiltenv.envs", "tiltenv.rewards.proxies", "tiltenv.metrics.policy"} <= set(graph)
     cycle = _cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 
 
 def test_the_cycle_finder_finds_the_circles_that_were_removed():
     # the two circles of issue 10, as they were: world -> evaluation -> envs -> world, proxies <-> reward_models
-    old = {"tiltenv.world": {"tiltenv.evaluation"}, "tiltenv.evaluation": {"tiltenv.envs"},
-           "tiltenv.envs": {"tiltenv.world"}}
-    assert _cycle(old) == ["tiltenv.envs", "tiltenv.world", "tiltenv.evaluation", "tiltenv.envs"]
-    assert _cycle({"tiltenv.proxies": {"tiltenv.reward_models"}, "tiltenv.reward_models": {"tiltenv.proxies"}})
+    old = {"tiltenv.worlds.world": {"tiltenv.worlds.evaluation"}, "tiltenv.worlds.evaluation": {"tiltenv.envs"},
+           "tiltenv.envs": {"tiltenv.worlds.world"}}
+    assert _cycle(old) == ["tiltenv.envs", "tiltenv.worlds.world", "tiltenv.worlds.evaluation", "tiltenv.envs"]
+    assert _cycle({"tiltenv.rewards.proxies": {"tiltenv.rewards.reward_models"}, "tiltenv.rewards.reward_models": {"tiltenv.rewards.proxies"}})
     graph = _graph()  # the parser sees late (function-level) and ``from tiltenv import x`` imports
-    assert "tiltenv.metrics" in graph["tiltenv.evaluation"] and "tiltenv.scoring" in graph["tiltenv.world"]
+    assert "tiltenv.metrics" in graph["tiltenv.worlds.evaluation"] and "tiltenv.worlds.scoring" in graph["tiltenv.worlds.world"]
 
 
 def test_public_names_stay_importable_where_they_were():
     from tiltenv.envs import _format_obs, _observation_space  # noqa: F401
-    from tiltenv.evaluation import evaluate_on_judge, metrics_of_logp, policy_logp, resolve_judge  # noqa: F401
-    from tiltenv.proxies import PROXIES, LinearProxy, Proxy, _build_linear, fit_linear_bt  # noqa: F401
+    from tiltenv.worlds.evaluation import evaluate_on_judge, metrics_of_logp, policy_logp, resolve_judge  # noqa: F401
+    from tiltenv.rewards.proxies import PROXIES, LinearProxy, Proxy, _build_linear, fit_linear_bt  # noqa: F401
 
     assert {"mlp", "two_stage", "ensemble", "parametric", "gold", "linear"} <= set(PROXIES)

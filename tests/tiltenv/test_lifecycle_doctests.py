@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["tiltenv.calibration", "tiltenv.lifecycle", "tiltenv.active", "tiltenv.monitor", "baselines.active"]
+MODULES = ["tiltenv.lifecycle.calibration", "tiltenv.lifecycle", "tiltenv.lifecycle.active", "tiltenv.lifecycle.monitor", "baselines.active"]
 
 
 @pytest.mark.parametrize("name", MODULES)

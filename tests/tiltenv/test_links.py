@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiltenv.links import HUMP_PEAK, LINKS, get_link
+from tiltenv.rewards.links import HUMP_PEAK, LINKS, get_link
 
 
 @pytest.mark.parametrize("name", sorted(LINKS))

@@ -9,7 +9,7 @@ import torch
 from baselines import REINFORCE, TrainBudget
 from tiltenv import TaskConfig, make_world
 from tiltenv import metrics as M
-from tiltenv.monitor import (OveroptimizationMonitor, StopTraining, held_out_proxies, monitor_report, oracle_proxy,
+from tiltenv.lifecycle.monitor import (OveroptimizationMonitor, StopTraining, held_out_proxies, monitor_report, oracle_proxy,
                              run_monitored)
 
 BETAS = np.geomspace(3, 0.003, 16)

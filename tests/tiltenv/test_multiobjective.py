@@ -13,7 +13,7 @@ import torch
 
 import tiltenv
 import tiltenv.metrics as M
-from tiltenv.multiobjective import MultiObjectiveConfig, MultiObjectiveTask, conflated_proxy
+from tiltenv.worlds.multiobjective import MultiObjectiveConfig, MultiObjectiveTask, conflated_proxy
 
 SMALL = dict(d=8, K=16, n_eval_contexts=512, n_norm_contexts=1024)
 
@@ -185,9 +185,9 @@ def test_per_dimension_metrics_are_exact_for_a_conflicting_tilt():
 def test_tradeoff_weights_clip_a_negative_component_to_zero():
     """fit_tradeoff_weights: BT on per-dimension reward differences, v clipped at 0, normalized to the simplex.
     Labels that reward dimension 0 and punish dimension 1 give v_1 < 0, hence the weights (1, 0)."""
-    from tiltenv.labels import PreferenceData
-    from tiltenv.multiobjective import fit_tradeoff_weights
-    from tiltenv.proxies import LinearProxy
+    from tiltenv.rewards.labels import PreferenceData
+    from tiltenv.worlds.multiobjective import fit_tradeoff_weights
+    from tiltenv.rewards.proxies import LinearProxy
 
     g = torch.Generator().manual_seed(0)
     xa, xb = torch.randn(4000, 3, generator=g), torch.randn(4000, 3, generator=g)
@@ -251,7 +251,7 @@ def test_a_dev_world_is_bit_identical_to_the_one_before_gold_families():
 
 
 def test_gold_family_draws_each_dimensions_member_and_the_world_uses_it():
-    from tiltenv.families import family_of_link
+    from tiltenv.rewards.families import family_of_link
 
     cfg = MultiObjectiveConfig(**{**_PIN, "gold_family": True})
     members = cfg.members()

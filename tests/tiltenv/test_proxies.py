@@ -11,9 +11,9 @@ import torch
 
 import tiltenv  # noqa: F401  (registers the env ids)
 from tiltenv import TASKS, TaskConfig, make_world
-from tiltenv.diagnostics import best_of_n_drop, ensemble_disagreement, index_angle, proxy_report, proxy_values
-from tiltenv.proxies import PROXIES, LinearProxy
-from tiltenv.reward_models import AGGREGATORS, EnsembleProxy, aggregate
+from tiltenv.lifecycle.diagnostics import best_of_n_drop, ensemble_disagreement, index_angle, proxy_report, proxy_values
+from tiltenv.rewards.proxies import PROXIES, LinearProxy
+from tiltenv.rewards.reward_models import AGGREGATORS, EnsembleProxy, aggregate
 
 SMALL = dict(d=8, K=8, n_eval_contexts=512, n_norm_contexts=512)
 NS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -238,7 +238,7 @@ def test_device_auto_trains_on_cuda_and_returns_a_cpu_proxy():
 
 @pytest.mark.parametrize("readout_only", [False, True])
 def test_mlp_members_trained_together_match_members_trained_alone(readout_only):
-    from tiltenv import reward_models as R
+    from tiltenv.rewards import reward_models as R
 
     d, n = 6, 300
     g = torch.Generator().manual_seed(3)
@@ -273,7 +273,7 @@ def test_mlp_members_trained_together_match_members_trained_alone(readout_only):
 
 
 def test_ensemble_members_train_in_one_batched_call(monkeypatch):
-    from tiltenv import reward_models as R
+    from tiltenv.rewards import reward_models as R
 
     calls = []
     real = R.train_mlps
@@ -284,7 +284,7 @@ def test_ensemble_members_train_in_one_batched_call(monkeypatch):
 
 
 def test_ensemble_members_are_scored_in_one_batched_forward(monkeypatch):
-    from tiltenv import reward_models as R
+    from tiltenv.rewards import reward_models as R
 
     w = make_world(TaskConfig(**SMALL, n_labels=200, proxy="ensemble",
                               proxy_kwargs={"k": 3, "member_kwargs": {"epochs": 2}}))
@@ -318,8 +318,8 @@ def test_ensemble_members_are_normalized_under_a_tilted_pi_ref():
 def test_two_stage_ensemble_members_learn_from_the_labels_their_diversity_names(diversity):
     # 'independent_features' / 'shared_features': the readout is refit on the full label set / an own resample.
     # Refitting stage 2 on all labels with a member's own (W, b) gives back its readout exactly iff it was fit there.
-    from tiltenv.proxies import parse_options
-    from tiltenv.reward_models import TrainData, fit_stage2
+    from tiltenv.rewards.proxies import parse_options
+    from tiltenv.rewards.reward_models import TrainData, fit_stage2
 
     kw = {"k": 3, "member": "two_stage", "diversity": diversity, "member_kwargs": {"width": 16}}
     w = make_world(TaskConfig(**SMALL, n_labels=300, proxy="ensemble", proxy_kwargs=kw))
@@ -336,7 +336,7 @@ def test_two_stage_ensemble_members_learn_from_the_labels_their_diversity_names(
 
 def test_bootstrap_resamples_every_label_uniformly_with_replacement():
     # n = 4 labels, 4000 resamples of 4: each index drawn with probability 1/4 (5 binomial standard errors)
-    from tiltenv.reward_models import TrainData
+    from tiltenv.rewards.reward_models import TrainData
 
     data = TrainData("pointwise", x=torch.arange(4.0)[:, None], y=torch.arange(4.0))
     g = torch.Generator().manual_seed(0)

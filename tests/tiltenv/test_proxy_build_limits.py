@@ -8,8 +8,9 @@ import gymnasium as gym
 import pytest
 
 import tiltenv  # noqa: F401
-from tiltenv import TaskConfig, make_world, proxy_cache
-from tiltenv.proxies import PROXIES
+from tiltenv import TaskConfig, make_world
+from tiltenv.rewards import proxy_cache
+from tiltenv.rewards.proxies import PROXIES
 
 CFG = dict(d=8, K=8, n_labels=400, n_eval_contexts=64, n_norm_contexts=256, proxy="mlp", proxy_kwargs={"epochs": 5})
 
@@ -38,7 +39,7 @@ def test_options_that_would_train_for_hours_are_refused_up_front(proxy, kwargs, 
 
 def _seconds(proxy, n_labels=16_384, d=64, label_kind="pairwise", **kwargs):
     from tiltenv._cost import proxy_seconds
-    from tiltenv.proxy_base import parse_options
+    from tiltenv.rewards.proxy_base import parse_options
 
     return proxy_seconds(proxy, parse_options(proxy, kwargs), d=d, n_labels=n_labels, label_kind=label_kind)
 
@@ -115,7 +116,7 @@ def test_malformed_cache_switch_warns_and_keeps_the_cache(cache, monkeypatch):
 def test_unusable_lock_warns_and_builds(cache, monkeypatch):
     cfg = TaskConfig(**CFG)
     spec = PROXIES["mlp"]
-    from tiltenv.proxies import parse_options
+    from tiltenv.rewards.proxies import parse_options
 
     key = proxy_cache.cache_key(cfg, spec, parse_options("mlp", dict(cfg.proxy_kwargs)))
     cache.mkdir(parents=True)

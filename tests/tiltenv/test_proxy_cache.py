@@ -10,9 +10,10 @@ import warnings
 import pytest
 import torch
 
-from tiltenv import TaskConfig, make_world, proxy_cache
-from tiltenv.proxies import PROXIES, ProxySpec
-from tiltenv.reward_models import MLPOptions, _mlp_skeleton
+from tiltenv import TaskConfig, make_world
+from tiltenv.rewards import proxy_cache
+from tiltenv.rewards.proxies import PROXIES, ProxySpec
+from tiltenv.rewards.reward_models import MLPOptions, _mlp_skeleton
 
 CFG = dict(d=8, K=8, n_labels=400, n_eval_contexts=64, n_norm_contexts=256, proxy="mlp", proxy_kwargs={"epochs": 5})
 
@@ -37,7 +38,7 @@ def _same_params(a, b) -> bool:
 @pytest.fixture
 def counted(monkeypatch):
     """Counters of proxy builds (the mlp spec's builder), training calls (train_mlps) and entry reads."""
-    from tiltenv import reward_models as R
+    from tiltenv.rewards import reward_models as R
 
     n = {"builds": 0, "trainings": 0, "reads": 0}
     spec = PROXIES["mlp"]

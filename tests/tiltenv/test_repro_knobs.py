@@ -60,7 +60,7 @@ def test_index_scale_squashes_the_proxy_but_keeps_the_ranking():
 def test_with_proxy_keeps_a_multi_objective_judge_and_its_normalization_contexts():
     """A multi-objective world's judge is kept (with its per-dimension golds), and renormalizing one of the world's
     own dimension proxies on the world's normalization contexts gives back exactly its shift and scale."""
-    from tiltenv.multiobjective import MultiObjectiveConfig, MultiObjectiveJudge
+    from tiltenv.worlds.multiobjective import MultiObjectiveConfig, MultiObjectiveJudge
 
     w = make_world(MultiObjectiveConfig(d=6, K=8, n_labels=100, n_eval_contexts=64, n_norm_contexts=64), fresh=True)
     dim0 = w.task.dim_proxies[0]

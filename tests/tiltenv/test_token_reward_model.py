@@ -9,10 +9,10 @@ import torch
 
 from tiltenv import make_world
 from tiltenv import metrics as M
-from tiltenv import proxy_cache
-from tiltenv.tokens import TokenConfig, all_responses
-from tiltenv.tokens.reward_model import TransformerOptions, TransformerProxy, is_sequence_proxy
-from tiltenv.tokens.world import TOKEN_STREAMS, token_seed_streams
+from tiltenv.rewards import proxy_cache
+from tiltenv.worlds.tokens import TokenConfig, all_responses
+from tiltenv.worlds.tokens.reward_model import TransformerOptions, TransformerProxy, is_sequence_proxy
+from tiltenv.worlds.tokens.world import TOKEN_STREAMS, token_seed_streams
 
 #: Dev token worlds pinned before the transformer proxy and the gold families were added (appended streams only:
 #: these worlds must stay bit-identical). Values: config digest, then eval_gold sum, eval_proxy sum, eval_ref_logp
@@ -164,8 +164,8 @@ def test_the_bandit_view_of_a_transformer_task_says_why_it_cannot_score_features
 
 
 def test_transformer_option_and_kind_errors():
-    from tiltenv.config import TaskConfig
-    from tiltenv.multiobjective import MultiObjectiveConfig
+    from tiltenv.worlds.config import TaskConfig
+    from tiltenv.worlds.multiobjective import MultiObjectiveConfig
 
     with pytest.raises(TypeError, match=r"unknown option 'epochz' for proxy 'transformer'; valid options are \['d_model'"
                                         r".*Did you mean 'epochs'\?"):
@@ -236,7 +236,7 @@ def test_gym_spec_of_tokens_has_a_gold_family():
 
 
 def test_transformer_training_batch_is_memory_checked_before_it_is_built():
-    from tiltenv.tokens.reward_model import train_transformer
+    from tiltenv.worlds.tokens.reward_model import train_transformer
 
     n = 3_000_000  # a full batch of 3M pairs: ~70 GB of activations; the views below allocate nothing
     prefs = {"prompts": torch.zeros(1, 4, dtype=torch.int64).expand(n, 4),

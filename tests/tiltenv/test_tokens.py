@@ -15,10 +15,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import tiltenv
 from tiltenv import make_world
 from tiltenv import metrics as M
-from tiltenv.tokens import (ARModel, PrefixPolicy, TablePolicy, TokenConfig, all_responses, response_index,
+from tiltenv.worlds.tokens import (ARModel, PrefixPolicy, TablePolicy, TokenConfig, all_responses, response_index,
                             sample_responses, sequence_logp, tree_logp)
-from tiltenv.tokens.env import TokenEnv, TokenVectorEnv
-from tiltenv.world import torch_generator
+from tiltenv.envs.tokens import TokenEnv, TokenVectorEnv
+from tiltenv.worlds.world import torch_generator
 
 SMALL = dict(V=4, L=3, n_labels=300, n_eval_contexts=8, n_norm_contexts=8)
 
@@ -249,7 +249,7 @@ def test_vector_env_matches_single_env_and_is_deterministic(world):
     assert np.array_equal(r_a, r_b) and np.array_equal(p_a, p_b) and r_a[2].std() > 0
 
 
-@pytest.mark.parametrize("name", ["tiltenv.tokens", "tiltenv.tokens.env", "baselines.token_pg"])
+@pytest.mark.parametrize("name", ["tiltenv.worlds.tokens", "tiltenv.envs.tokens", "baselines.token_pg"])
 def test_docstring_examples(name):
     import doctest
     import importlib

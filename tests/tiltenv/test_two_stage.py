@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from tiltenv import TaskConfig, make_world
-from tiltenv.diagnostics import collapse_baseline, two_stage_report
-from tiltenv.reward_models import TrainData, TwoStageOptions, effective_sample_size, fit_stage1, fit_stage2, stage1_weights
+from tiltenv.lifecycle.diagnostics import collapse_baseline, two_stage_report
+from tiltenv.rewards.reward_models import TrainData, TwoStageOptions, effective_sample_size, fit_stage1, fit_stage2, stage1_weights
 
 D = 64
 

@@ -11,7 +11,7 @@ import torch
 import tiltenv
 
 from tiltenv import TabularConfig, TaskConfig, make_world
-from tiltenv.world import seed_streams
+from tiltenv.worlds.world import seed_streams
 
 SMALL = dict(d=4, K=8, n_labels=300, n_eval_contexts=256, n_norm_contexts=256)
 
@@ -211,7 +211,7 @@ def test_measured_flip_rate_matches_flip_rate():
 def test_sample_from_ref_draws_pi_ref_then_without_replacement():
     # Gumbel top-2 on fixed π_ref: column 0 is an exact π_ref draw; column 1 is the second draw without
     # replacement, P(second = j) = Σ_{i≠j} p_i p_j / (1 − p_i). Tolerance: 5 binomial standard errors.
-    from tiltenv.labels import sample_from_ref
+    from tiltenv.rewards.labels import sample_from_ref
 
     n = 100_000
     p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
@@ -239,7 +239,7 @@ def _row_index(candidates, x):
 
 
 def test_pointwise_labels_are_utility_plus_gaussian_noise_with_their_own_ref_logp():
-    from tiltenv.labels import make_pointwise
+    from tiltenv.rewards.labels import make_pointwise
 
     n, noise = 20_000, 0.5
     cand, ref = _tilted_contexts(n)
@@ -260,7 +260,7 @@ def test_pointwise_labels_are_utility_plus_gaussian_noise_with_their_own_ref_log
 def test_deterministic_labeler_breaks_ties_with_a_fair_coin():
     # τ = 0: a strict utility difference decides the label; an exact tie (frequent for a step utility) is a
     # fair coin. n = 20 000 pairs, ~half of them tied: tolerance 5 binomial standard errors.
-    from tiltenv.labels import make_preferences
+    from tiltenv.rewards.labels import make_preferences
 
     n = 20_000
     cand, ref = _tilted_contexts(n, eta=0.0)
@@ -277,7 +277,7 @@ def test_deterministic_labeler_breaks_ties_with_a_fair_coin():
 def test_prompt_correlation_keeps_unit_variance_and_sets_the_within_context_correlation():
     # x_k = √ρ c + √(1−ρ) ε_k: every coordinate is N(0, 1) and two candidates of one context correlate ρ.
     # n·d = 60 000 independent pairs of coordinates: tolerances 5 standard errors (≈ √(2/N), √((1+ρ²)/N)).
-    from tiltenv.world import ContextSampler
+    from tiltenv.worlds.world import ContextSampler
 
     rho, n, d = 0.6, 20_000, 3
     s = ContextSampler(d, 4, rho, 0.0, torch.zeros(d))
@@ -297,4 +297,4 @@ def test_gold_scale_multiplies_the_gold():
     assert torch.equal(one.judge.eval_candidates, three.judge.eval_candidates)
     torch.testing.assert_close(three.judge.eval_gold, 3.0 * one.judge.eval_gold, rtol=1e-12, atol=1e-12)
     z = one.judge.eval_candidates.double() @ one.judge.theta
-    torch.testing.assert_close(three.judge.eval_gold, 3.0 * tiltenv.links.get_link("relu")(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(three.judge.eval_gold, 3.0 * tiltenv.rewards.links.get_link("relu")(z), rtol=1e-12, atol=1e-12)

@@ -31,13 +31,13 @@ import torch
 
 from tiltenv._streams import STREAMS, seed_streams
 from tiltenv._validation import check_footprint, check_int
-from tiltenv.config import TabularConfig, TaskConfig
-from tiltenv.feedback import compress_along, fit_ai_labeler, make_ai_preferences
-from tiltenv.labels import PointwiseData, PreferenceData, make_pointwise, make_preferences
-from tiltenv.links import get_link
-from tiltenv.proxies import PROXIES, Proxy, ProxyContext, TableProxy, parse_options
-from tiltenv.proxy_cache import build_proxy
-from tiltenv.scoring import evaluate_on_judge
+from tiltenv.worlds.config import TabularConfig, TaskConfig
+from tiltenv.rewards.feedback import compress_along, fit_ai_labeler, make_ai_preferences
+from tiltenv.rewards.labels import PointwiseData, PreferenceData, make_pointwise, make_preferences
+from tiltenv.rewards.links import get_link
+from tiltenv.rewards.proxies import PROXIES, Proxy, ProxyContext, TableProxy, parse_options
+from tiltenv.rewards.proxy_cache import build_proxy
+from tiltenv.worlds.scoring import evaluate_on_judge
 
 __all__ = [
     "STREAMS",
@@ -143,8 +143,8 @@ class PublicTask:
         K, d, beta: candidates per context, dimension, KL coefficient of the scored objective.
         proxy: the normalized proxy reward model (a frozen ``torch.nn.Module``); prefer
             :meth:`proxy_reward`, which counts queries.
-        preferences: :class:`~tiltenv.labels.PreferenceData` the proxy was trained on (``None`` if pointwise
-            or tabular); pointwise: :class:`~tiltenv.labels.PointwiseData` or ``None``.
+        preferences: :class:`~tiltenv.rewards.labels.PreferenceData` the proxy was trained on (``None`` if pointwise
+            or tabular); pointwise: :class:`~tiltenv.rewards.labels.PointwiseData` or ``None``.
         sampler: the public context sampler / reference policy.
         budget: :class:`Budget` counters.
     """
@@ -278,7 +278,7 @@ class World:
         world's π_ref on its normalization contexts (the world's own rule), otherwise used as given.
 
         Args:
-            proxy: a :class:`~tiltenv.proxies.Proxy` over candidates of this world's dimension.
+            proxy: a :class:`~tiltenv.rewards.proxies.Proxy` over candidates of this world's dimension.
             renormalize: re-apply the Gao et al. normalization under this world's π_ref.
         Returns:
             a new :class:`World` (the task has fresh budget counters; the judge scores the new proxy).
@@ -414,7 +414,7 @@ def _build_tabular(config: TabularConfig) -> World:
     return World(task, Judge(config, gold, None, eval_x, eval_ref, proxy))
 
 
-#: Other task families (e.g. :mod:`tiltenv.multiobjective`): config class -> ``(build(config) -> World, check(config))``,
+#: Other task families (e.g. :mod:`tiltenv.worlds.multiobjective`): config class -> ``(build(config) -> World, check(config))``,
 #: registered by the module that defines them (it imports this one, so this one cannot import it).
 WORLD_BUILDERS: dict[type, tuple[Callable[[Any], World], Callable[[Any], None]]] = {}
 
@@ -474,7 +474,7 @@ def make_world(config: TaskConfig | TabularConfig, *, fresh: bool = False) -> Wo
             "use the PublicTask you were given."
         )
     if isinstance(config, TaskConfig):  # the whole footprint against the memory available now, before building
-        from tiltenv.config import footprint_bytes, footprint_terms
+        from tiltenv.worlds.config import footprint_bytes, footprint_terms
 
         check_footprint("building this task", footprint_bytes(config.n_labels, config.n_norm_contexts,
                                                               config.n_eval_contexts, config.K, config.d),

@@ -1,10 +1,10 @@
 """Exact metrics of a policy on a judge's evaluation contexts: the scoring core under both the world and
-:mod:`tiltenv.evaluation` (``Judge.evaluate`` and ``tiltenv.evaluate`` both end here).
+:mod:`tiltenv.worlds.evaluation` (``Judge.evaluate`` and ``tiltenv.evaluate`` both end here).
 
 ``policy_logp`` turns any supported policy form into (C, K) log-probabilities; ``metrics_of_logp`` computes
 every exact metric of them against a judge (any object with ``config``, ``eval_candidates``,
 ``eval_ref_logp``, ``eval_gold`` and ``eval_proxy``); ``evaluate_on_judge`` is the two together.
-:mod:`tiltenv.evaluation` re-exports all three.
+:mod:`tiltenv.worlds.evaluation` re-exports all three.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ metric is a sum over the K candidates of each context (no sampling of actions), 
   * an agent with a ``policy(candidates, ref_logp)`` method (the leaderboard protocol);
   * a stable-baselines3 model (its action distribution is read exactly, not sampled);
   * on a token task (``tiltenv/Tokens-v0``), a **sequence policy** (``V``, ``initial_state``, ``next_logits``,
-    ``advance``: :mod:`tiltenv.tokens.model`; or an object with ``next_logp(prompts, prefix)``), enumerated
-    exactly over all V^L responses of each evaluation prompt (:func:`tiltenv.tokens.tree_logp`). A sequence
+    ``advance``: :mod:`tiltenv.worlds.tokens.model`; or an object with ``next_logp(prompts, prefix)``), enumerated
+    exactly over all V^L responses of each evaluation prompt (:func:`tiltenv.worlds.tokens.tree_logp`). A sequence
     policy on a bandit task, or with another vocabulary size, is a one-line error.
 
 The output is always **normalized log-probabilities** (``-inf`` = probability 0). evaluate never guesses:
@@ -18,7 +18,7 @@ probabilities, scaled probabilities, logits or float16 are errors that say what 
 it; pass ``logits=True`` to declare unnormalized scores.
 
 ``target`` is an env made by ``gym.make("tiltenv/...")`` (any wrappers), a vector env, a config, a
-:class:`~tiltenv.world.World` or a :class:`~tiltenv.world.Judge`.
+:class:`~tiltenv.worlds.world.World` or a :class:`~tiltenv.worlds.world.Judge`.
 
 Example:
     >>> import gymnasium as gym, tiltenv
@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tiltenv import metrics as M
-from tiltenv.config import TabularConfig, TaskConfig
-from tiltenv.scoring import EvalResult, _as_logp, _sb3_logp, evaluate_on_judge, metrics_of_logp, policy_logp  # noqa: F401
-from tiltenv.world import Judge, World, is_task_config, make_world
+from tiltenv.worlds.config import TabularConfig, TaskConfig
+from tiltenv.worlds.scoring import EvalResult, _as_logp, _sb3_logp, evaluate_on_judge, metrics_of_logp, policy_logp  # noqa: F401
+from tiltenv.worlds.world import Judge, World, is_task_config, make_world
 
 __all__ = ["evaluate", "EvalResult", "evaluate_on_judge", "resolve_judge", "policy_logp", "metrics_of_logp",
            "tilt_sweep", "best_of_n_sweep", "gold_range", "overoptimization_tol", "overoptimization_report"]
@@ -88,7 +88,7 @@ def evaluate(policy: Any, target: Any, *, beta: float | None = None, logits: boo
         ``normalized_score``, ``kl_matched_gap``, ``reward_variance_ref`` / ``reward_variance_policy`` (proxy
         variance per context, averaged), ``proxy_gold_corr`` (under π_ref), ``beta``; ``print(result)`` shows a
         table with each metric's meaning (formulas: docs/metrics.md). Pairwise ranking diagnostics (O(K²) per
-        context) live in :mod:`tiltenv.diagnostics`.
+        context) live in :mod:`tiltenv.lifecycle.diagnostics`.
     """
     judge = resolve_judge(target)
     seq = _sequence_policy(policy)
@@ -98,7 +98,7 @@ def evaluate(policy: Any, target: Any, *, beta: float | None = None, logits: boo
 
 
 def _sequence_policy(policy: Any) -> Any:
-    """A token-level policy (the sequence-policy protocol of :mod:`tiltenv.tokens.model`, or an object with
+    """A token-level policy (the sequence-policy protocol of :mod:`tiltenv.worlds.tokens.model`, or an object with
     ``next_logp(prompts, prefix)``), else None."""
     if all(callable(getattr(policy, m, None)) for m in ("initial_state", "next_logits", "advance")):
         return policy
@@ -109,12 +109,12 @@ def _sequence_policy(policy: Any) -> Any:
 
 def _evaluate_sequence(seq: Any, policy: Any, judge: Any, beta: float | None) -> EvalResult:
     """Exact metrics of a token-level policy on a token task's judge: all V^L responses of each evaluation prompt,
-    enumerated over the prefix tree (:func:`tiltenv.tokens.tree_logp`)."""
+    enumerated over the prefix tree (:func:`tiltenv.worlds.tokens.tree_logp`)."""
     if not hasattr(judge, "eval_prompts"):
         raise TypeError(f"{type(policy).__name__} is a token-level (sequence) policy, which applies to token tasks "
                         "(tiltenv/Tokens-v0) only; this task is a bandit over K candidate vectors: pass (C, K) "
                         "log-probabilities, a function f(candidates, ref_logp) or an agent with policy(candidates, ref_logp).")
-    from tiltenv.tokens import PrefixPolicy, check_sequence_policy
+    from tiltenv.worlds.tokens import PrefixPolicy, check_sequence_policy
 
     if not callable(getattr(seq, "next_logits", None)):  # next_logp(prompts, prefix): normalized log-probabilities
         v = getattr(seq, "V", judge.V)

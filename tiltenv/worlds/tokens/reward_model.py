@@ -1,6 +1,6 @@
 """A sequence-native reward model: a small causal transformer over tokens (``TokenConfig(proxy="transformer")``).
 
-The φ proxies of :data:`tiltenv.proxies.PROXIES` see a response only through the public features φ(c, y). This
+The φ proxies of :data:`tiltenv.rewards.proxies.PROXIES` see a response only through the public features φ(c, y). This
 kind reads the tokens themselves, as a language-model reward model does: the prompt's tokens then the
 response's, token + position embeddings, ``n_layers`` pre-LayerNorm causal self-attention blocks (``n_heads``
 heads, width ``d_model``, a GELU feed-forward of width ``d_ff``) and a linear read-out of the last token's state
@@ -9,7 +9,7 @@ heads, width ``d_model``, a GELU feed-forward of width ``d_ff``) and a linear re
 the same pairs and labels the φ proxies get — by AdamW on minibatches, on one CPU thread, its initialization and
 minibatch order drawn from the token world's own ``sequence_proxy`` stream (appended: every other stream, and so
 every existing token world, is unchanged). It is cached on disk like the other trained kinds
-(:mod:`tiltenv.proxy_cache`; the key holds every config field but the judge's sizes and β, and every option).
+(:mod:`tiltenv.rewards.proxy_cache`; the key holds every config field but the judge's sizes and β, and every option).
 
 Scoring: ``score_tokens(prompts, responses)`` (what ``task.reward`` and the env call) runs the sequences through
 the causal mask; ``score_all(prompts, L)`` scores all V^L responses of each prompt level by level over the prefix
@@ -19,7 +19,7 @@ the other kinds (over all V^L responses of the normalization prompts). It has no
 features raises, so the bandit view of a token task (``task.proxy_reward`` on features) is not available with it.
 
 Valid only on token tasks: a bandit config asking for it gets one line naming its valid kinds
-(:data:`tiltenv.proxy_base.SEQUENCE_PROXY_KINDS`).
+(:data:`tiltenv.rewards.proxy_base.SEQUENCE_PROXY_KINDS`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from tiltenv._validation import check_float, check_footprint, check_int, suggest
-from tiltenv.proxy_base import PROXIES, Proxy, ProxySpec, parse_options
-from tiltenv.reward_models import _child_seeds, _generator, _init_linear, single_threaded
+from tiltenv.rewards.proxy_base import PROXIES, Proxy, ProxySpec, parse_options
+from tiltenv.rewards.reward_models import _child_seeds, _generator, _init_linear, single_threaded
 
 __all__ = ["TransformerOptions", "TransformerProxy", "SEQUENCE_PROXIES", "token_proxy_kinds", "parse_token_proxy",
            "transformer_spec", "train_transformer", "is_sequence_proxy"]
@@ -212,7 +212,7 @@ class TransformerProxy(Proxy):
 
     def raw_all(self, prompts: torch.Tensor, L: int | None = None) -> torch.Tensor:
         """Raw scores of all V^L responses of each prompt, (C, P) -> (C, V^L) float64, level by level over the
-        prefix tree (each prefix's keys and values computed once; columns in :func:`~tiltenv.tokens.all_responses`
+        prefix tree (each prefix's keys and values computed once; columns in :func:`~tiltenv.worlds.tokens.all_responses`
         order)."""
         L = self.L if L is None else int(L)
         V, H, dh, D = self.V, self.H, self.dh, self.D
@@ -288,7 +288,7 @@ def train_transformer(model: TransformerProxy, token_prefs: dict[str, torch.Tens
 
 def transformer_spec(V: int, prompt_len: int, L: int, token_prefs: dict[str, torch.Tensor], seed: int) -> ProxySpec:
     """The ``transformer`` kind's spec for one token world (its skeleton knows V, P and L; its builder the world's
-    token pairs and its ``sequence_proxy`` stream), for :func:`tiltenv.proxy_cache.build_proxy`."""
+    token pairs and its ``sequence_proxy`` stream), for :func:`tiltenv.rewards.proxy_cache.build_proxy`."""
 
     def skeleton(opts: TransformerOptions, d: int) -> TransformerProxy:
         return TransformerProxy(opts, V, prompt_len, L)

@@ -14,16 +14,16 @@ Registry (``TaskConfig.proxy``):
   ``-log sigmoid(r̂(x_chosen) - r̂(x_rejected))``); with pointwise labels, ridge regression.
 
 The base layer (the :class:`Proxy` module, the registry, ``gold`` and ``linear``) lives in
-:mod:`tiltenv.proxy_base`; the learned-proxy family (``mlp``, ``two_stage``, ``ensemble``, ``parametric``)
-in :mod:`tiltenv.reward_models`, which registers into the same registry. This module imports both, so
-``tiltenv.proxies.PROXIES`` holds every kind. A spec with a
-``skeleton`` (the untrained architecture) is trained once and cached on disk (:mod:`tiltenv.proxy_cache`).
+:mod:`tiltenv.rewards.proxy_base`; the learned-proxy family (``mlp``, ``two_stage``, ``ensemble``, ``parametric``)
+in :mod:`tiltenv.rewards.reward_models`, which registers into the same registry. This module imports both, so
+``tiltenv.rewards.proxies.PROXIES`` holds every kind. A spec with a
+``skeleton`` (the untrained architecture) is trained once and cached on disk (:mod:`tiltenv.rewards.proxy_cache`).
 """
 
 from __future__ import annotations
 
-from tiltenv import reward_models as _reward_models  # noqa: F401  (registers mlp, two_stage, ensemble, parametric)
-from tiltenv.proxy_base import (  # noqa: F401
+from tiltenv.rewards import reward_models as _reward_models  # noqa: F401  (registers mlp, two_stage, ensemble, parametric)
+from tiltenv.rewards.proxy_base import (  # noqa: F401
     PROXIES,
     GoldOptions,
     GoldProxy,

@@ -10,9 +10,9 @@ import numpy as np
 
 from tiltenv._cost import check_proxy_cost
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int
-from tiltenv.config import ConfigMethods, frozen_proxy_kwargs
-from tiltenv.links import LINKS
-from tiltenv.tokens.reward_model import parse_token_proxy
+from tiltenv.worlds.config import ConfigMethods, frozen_proxy_kwargs
+from tiltenv.rewards.links import LINKS
+from tiltenv.worlds.tokens.reward_model import parse_token_proxy
 
 __all__ = ["TokenConfig", "MAX_RESPONSES"]
 
@@ -26,7 +26,7 @@ class TokenConfig(ConfigMethods):
 
     π_ref is a GRU drawn from the seed (width ``ref_hidden``; ``ref_sharpness`` scales its logits: 0 is uniform,
     larger is lower entropy). Features φ(c, y) ∈ R^d come from fixed public token and position embeddings
-    (:class:`tiltenv.tokens.model.Featurizer`), normalized to norm √d; gold ``r*(c, y) = gold_scale · σ*(<θ*, φ>)``.
+    (:class:`tiltenv.worlds.tokens.model.Featurizer`), normalized to norm √d; gold ``r*(c, y) = gold_scale · σ*(<θ*, φ>)``.
     All ``V^L`` responses of a prompt are enumerated, so every metric is exact with ``K = V^L``.
     """
 
@@ -44,9 +44,9 @@ class TokenConfig(ConfigMethods):
     n_labels: int = field(default=2000, metadata={"help": "Preference pairs (two π_ref responses to one prompt each)."})
     label_temp: float = field(default=0.0, metadata={"help": "τ of the Bradley–Terry labeler; 0 = deterministic."})
     flip_rate: float = field(default=0.0, metadata={"help": "Symmetric label flip probability ε ∈ [0, 0.5)."})
-    proxy: str = field(default="linear", metadata={"help": "Proxy kind: one over φ (tiltenv.proxies.PROXIES) or "
+    proxy: str = field(default="linear", metadata={"help": "Proxy kind: one over φ (tiltenv.rewards.proxies.PROXIES) or "
                                                            "'transformer', a reward model over the tokens "
-                                                           "(tiltenv.tokens.reward_model)."})
+                                                           "(tiltenv.worlds.tokens.reward_model)."})
     proxy_kwargs: Any = field(default=(), metadata={"help": "Keyword arguments of the proxy (a mapping)."})
     beta: float = field(default=0.25, metadata={"help": "KL coefficient β of the scored objective J_β; > 0."})
     n_eval_contexts: int = field(default=128, metadata={"help": "Held-out prompts the judge scores on (exactly)."})
@@ -56,7 +56,7 @@ class TokenConfig(ConfigMethods):
     gold_family: bool = field(
         default=False,
         metadata={"help": "True (the leaderboard's test split): the link's shape, gold_scale, label_temp and flip_rate "
-                          "are drawn per world from the family of `link` (tiltenv.families states the ranges; the "
+                          "are drawn per world from the family of `link` (tiltenv.rewards.families states the ranges; the "
                           "fields are its centre), so the member is hidden with the seed. False: exactly these values."},
     )
 
@@ -87,7 +87,7 @@ class TokenConfig(ConfigMethods):
             raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
         set_("gold_family", bool(self.gold_family))
         if self.gold_family:
-            from tiltenv.families import family_of_link
+            from tiltenv.rewards.families import family_of_link
 
             family_of_link(self.link)  # a link without a family: a clear error naming the links that have one
         check_proxy_cost(self.proxy, parse_token_proxy(self.proxy, dict(self.proxy_kwargs)), d=self.d,
@@ -108,21 +108,21 @@ class TokenConfig(ConfigMethods):
         return dataclasses.replace(self, seed=None)
 
     def family(self):
-        """The :class:`tiltenv.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
-        from tiltenv.families import family_of_link
+        """The :class:`tiltenv.rewards.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
+        from tiltenv.rewards.families import family_of_link
 
         return family_of_link(self.link) if self.gold_family else None
 
     def member(self):
-        """The world's gold member (:class:`tiltenv.families.Member`): the config's own link, scale and labeler, or
+        """The world's gold member (:class:`tiltenv.rewards.families.Member`): the config's own link, scale and labeler, or
         with ``gold_family`` the draw of the link's family from the seed's ``family`` stream (needs the seed)."""
-        from tiltenv.families import draw_member, fixed_member
+        from tiltenv.rewards.families import draw_member, fixed_member
 
         if not self.gold_family:
             return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
         if self.seed is None:
             raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
-        from tiltenv.tokens.world import token_seed_streams
+        from tiltenv.worlds.tokens.world import token_seed_streams
 
         return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
                            seed=token_seed_streams(self.seed)["family"])

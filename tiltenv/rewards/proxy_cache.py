@@ -1,10 +1,10 @@
 """On-disk cache of trained proxies.
 
-Proxies whose :class:`~tiltenv.proxies.ProxySpec` has a ``skeleton`` (``mlp``, ``two_stage``,
+Proxies whose :class:`~tiltenv.rewards.proxies.ProxySpec` has a ``skeleton`` (``mlp``, ``two_stage``,
 ``ensemble``) are trained once per configuration and stored as a ``state_dict``; ``gold``, ``linear`` and
 ``parametric`` build instantly and are never cached.
 
-* **Key**: SHA-256 of every :class:`~tiltenv.config.TaskConfig` field the proxy build reads (all of them
+* **Key**: SHA-256 of every :class:`~tiltenv.worlds.config.TaskConfig` field the proxy build reads (all of them
   except :data:`NOT_IN_PROXY`, which the world only uses after the build), the proxy options minus the
   spec's ``cache_ignore`` (e.g. an ensemble's aggregator, applied at inference), :data:`PROXY_VERSION`,
   the torch version and the training device type (CPU and CUDA training round differently).
@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from tiltenv.proxies import Proxy, ProxyContext, ProxySpec
-from tiltenv.reward_models import resolve_device
+from tiltenv.rewards.proxies import Proxy, ProxyContext, ProxySpec
+from tiltenv.rewards.reward_models import resolve_device
 
 try:  # POSIX only
     import fcntl

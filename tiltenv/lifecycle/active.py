@@ -10,7 +10,7 @@ get the same labels.
 
 Example:
     >>> import gymnasium as gym, tiltenv, torch
-    >>> from tiltenv.active import open_label_channel
+    >>> from tiltenv.lifecycle.active import open_label_channel
     >>> env = gym.make("tiltenv/ActiveLabels-v0", d=4, K=8, n_eval_contexts=64, n_norm_contexts=64)
     >>> with open_label_channel(env, budget=10) as channel:
     ...     x, _ = env.unwrapped.task.sample_contexts(4, seed=0)
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from tiltenv._validation import check_int
-from tiltenv.config import TaskConfig
-from tiltenv.evaluation import resolve_judge
-from tiltenv.world import World, seed_streams
+from tiltenv.worlds.config import TaskConfig
+from tiltenv.worlds.evaluation import resolve_judge
+from tiltenv.worlds.world import World, seed_streams
 
 __all__ = ["LabelChannel", "LabelBudgetExceeded", "open_label_channel"]
 
@@ -43,7 +43,7 @@ class LabelBudgetExceeded(RuntimeError):
 def _labeler_process(conn, spec: dict[str, Any]) -> None:
     """The judge-side labeler: receives pairs, answers labels, counts them against the budget."""
     torch.set_num_threads(1)
-    from tiltenv.families import Member
+    from tiltenv.rewards.families import Member
 
     theta = torch.as_tensor(spec["theta"], dtype=torch.float64)
     spurious = torch.as_tensor(spec["spurious"], dtype=torch.float64)

@@ -19,7 +19,7 @@ moves. Formulas live in :mod:`tiltenv.metrics.calibration`.
 
 Example:
     >>> from tiltenv import TaskConfig, make_world
-    >>> from tiltenv.calibration import calibration_report
+    >>> from tiltenv.lifecycle.calibration import calibration_report
     >>> w = make_world(TaskConfig(d=4, K=8, n_labels=300, label_temp=0.5, n_eval_contexts=256, n_norm_contexts=256))
     >>> rep = calibration_report(w)
     >>> 0 <= rep["ece"] < 0.2 and rep["tau_hat"] > 0
@@ -36,11 +36,11 @@ import pandas as pd
 import torch
 
 from tiltenv import metrics as M
-from tiltenv.config import TaskConfig
-from tiltenv.evaluation import resolve_judge
-from tiltenv.labels import sample_from_ref
-from tiltenv.proxies import Proxy
-from tiltenv.world import Judge, World, make_world, torch_generator
+from tiltenv.worlds.config import TaskConfig
+from tiltenv.worlds.evaluation import resolve_judge
+from tiltenv.rewards.labels import sample_from_ref
+from tiltenv.rewards.proxies import Proxy
+from tiltenv.worlds.world import Judge, World, make_world, torch_generator
 
 __all__ = ["labeler_probability", "sample_pairs", "calibration_report", "TransformedProxy", "ranking_and_scale"]
 

@@ -12,7 +12,7 @@ aggregate ``r*(x) = w·r*(x)`` where the weights ``w`` are
 * ``weight_mode="hidden"`` — one vector the agent does not know, revealed only through **trade-off
   preferences** (pairs labeled by the aggregate ``w·r*``, ``n_tradeoff_labels`` of them).
 
-What a practitioner has (:class:`MultiObjectiveTask`, a :class:`~tiltenv.world.PublicTask`): per-dimension
+What a practitioner has (:class:`MultiObjectiveTask`, a :class:`~tiltenv.worlds.world.PublicTask`): per-dimension
 preference data (``task.dim_preferences[i]``, labeled by a Bradley–Terry labeler of ``r*_i``), the mixed pairs
 with the dimension that labeled each one hidden (``task.preferences``), the trade-off pairs, the context type,
 and one reward model per dimension (``task.dim_proxies``, any proxy kind, each normalized under π_ref like
@@ -27,12 +27,12 @@ the aggregate gold it reports ``gold_value_dim{i}``, ``gold_gain_dim{i}`` (vs π
 the exact Pareto metrics of :mod:`tiltenv.metrics.pareto`.
 
 On the leaderboard's test split (``gold_family=True``) each world draws, per dimension, its gold **member** from
-the family of that dimension's link (:mod:`tiltenv.families`: the link's shape, the gold scale and the labeler's
+the family of that dimension's link (:mod:`tiltenv.rewards.families`: the link's shape, the gold scale and the labeler's
 τ and ε, from the ``family`` stream of the seed); the trade-off pairs use the first dimension's labeler. The
 public config names the families and their centres, never a member; ``judge.extras["members"]`` holds them.
 
 Example:
-    >>> from tiltenv.multiobjective import MultiObjectiveConfig
+    >>> from tiltenv.worlds.multiobjective import MultiObjectiveConfig
     >>> from tiltenv import make_world
     >>> cfg = MultiObjectiveConfig(d=6, K=8, cosines=-0.5, n_labels=(300, 100), n_eval_contexts=64, n_norm_contexts=64)
     >>> world = make_world(cfg)
@@ -57,12 +57,12 @@ import torch
 
 from tiltenv import metrics as M
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, check_footprint
-from tiltenv.config import IndexConfigMethods, frozen_proxy_kwargs
-from tiltenv.labels import PreferenceData, make_preferences
-from tiltenv.links import LINKS
-from tiltenv.proxies import PROXIES, Proxy, ProxyContext, check_proxy, fit_linear_bt, parse_options
-from tiltenv.proxy_cache import build_proxy
-from tiltenv.world import (
+from tiltenv.worlds.config import IndexConfigMethods, frozen_proxy_kwargs
+from tiltenv.rewards.labels import PreferenceData, make_preferences
+from tiltenv.rewards.links import LINKS
+from tiltenv.rewards.proxies import PROXIES, Proxy, ProxyContext, check_proxy, fit_linear_bt, parse_options
+from tiltenv.rewards.proxy_cache import build_proxy
+from tiltenv.worlds.world import (
     ContextSampler,
     Judge,
     PublicTask,
@@ -158,7 +158,7 @@ class MultiObjectiveConfig(IndexConfigMethods):
     n_labels: Any = field(default=2000, metadata={"help": "Preference pairs per dimension (one number or m)."})
     label_temp: float = field(default=0.0, metadata={"help": "τ of every dimension's Bradley–Terry labeler; 0 = deterministic."})
     flip_rate: float = field(default=0.0, metadata={"help": "Symmetric label flip probability ε ∈ [0, 0.5)."})
-    proxy: str = field(default="linear", metadata={"help": "Reward-model kind of every dimension (tiltenv.proxies.PROXIES)."})
+    proxy: str = field(default="linear", metadata={"help": "Reward-model kind of every dimension (tiltenv.rewards.proxies.PROXIES)."})
     proxy_kwargs: Any = field(default=(), metadata={"help": "Keyword arguments of the proxy (a mapping)."})
     aggregate: str = field(default="weighted", metadata={
         "help": f"The task's proxy: {AGGREGATES[0]!r} (Σ w_i r̂_i of the per-dimension models) or {AGGREGATES[1]!r} "
@@ -170,7 +170,7 @@ class MultiObjectiveConfig(IndexConfigMethods):
     gold_family: bool = field(default=False, metadata={
         "help": "True (the leaderboard's test split): per dimension, the link's shape, the gold scale and the "
                 "labeler's label_temp and flip_rate are drawn per world from the family of that dimension's link "
-                "(tiltenv.families states the ranges; the fields are its centre), so the members are hidden with the "
+                "(tiltenv.rewards.families states the ranges; the fields are its centre), so the members are hidden with the "
                 "seed. False: exactly these values."})
 
     def __post_init__(self) -> None:
@@ -235,7 +235,7 @@ class MultiObjectiveConfig(IndexConfigMethods):
             raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
         set_("gold_family", bool(self.gold_family))
         if self.gold_family:
-            from tiltenv.families import family_of_link
+            from tiltenv.rewards.families import family_of_link
 
             for link in self.links:
                 family_of_link(link)  # a link without a family: a clear error naming the links that have one
@@ -299,17 +299,17 @@ class MultiObjectiveConfig(IndexConfigMethods):
         return dataclasses.replace(self, **changes)
 
     def families(self) -> tuple | None:
-        """The :class:`tiltenv.families.GoldFamily` of each dimension's link (their ranges are public), or None for
+        """The :class:`tiltenv.rewards.families.GoldFamily` of each dimension's link (their ranges are public), or None for
         fixed members."""
-        from tiltenv.families import family_of_link
+        from tiltenv.rewards.families import family_of_link
 
         return tuple(family_of_link(link) for link in self.links) if self.gold_family else None
 
     def members(self) -> tuple:
-        """Each dimension's gold member (:class:`tiltenv.families.Member`): the fields, or with ``gold_family`` the
+        """Each dimension's gold member (:class:`tiltenv.rewards.families.Member`): the fields, or with ``gold_family`` the
         seed's draw of that dimension's family (the ``family`` stream, one sub-seed per dimension); needs the seed
         when ``gold_family``."""
-        from tiltenv.families import draw_member, fixed_member
+        from tiltenv.rewards.families import draw_member, fixed_member
 
         if not self.gold_family:
             return tuple(fixed_member(link, a, self.label_temp, self.flip_rate)
@@ -359,7 +359,7 @@ def direction_basis(config: MultiObjectiveConfig) -> dict[str, np.ndarray]:
 
 
 class TypedContextSampler(ContextSampler):
-    """A :class:`~tiltenv.world.ContextSampler` whose contexts carry a categorical type (``weight_mode='context'``).
+    """A :class:`~tiltenv.worlds.world.ContextSampler` whose contexts carry a categorical type (``weight_mode='context'``).
 
     Each context's type ``t ~ type_probs`` is written into every candidate as its coordinate along the public
     unit direction ``e`` (``<x, e> = t``); ``e`` is orthogonal to every θ*_i and to π_ref's direction, so the
@@ -478,12 +478,12 @@ def conflated_proxy(world: World) -> Proxy:
 
 
 class MultiObjectiveTask(PublicTask):
-    """The public task of a multi-objective world (a :class:`~tiltenv.world.PublicTask`: every agent runs on it).
+    """The public task of a multi-objective world (a :class:`~tiltenv.worlds.world.PublicTask`: every agent runs on it).
 
     Attributes (besides a PublicTask's):
         n_objectives: m.
         dim_proxies: the m normalized per-dimension reward models (frozen).
-        dim_preferences: the m per-dimension :class:`~tiltenv.labels.PreferenceData`.
+        dim_preferences: the m per-dimension :class:`~tiltenv.rewards.labels.PreferenceData`.
         preferences: every dimension's pairs shuffled together, the labeling dimension hidden.
         tradeoff_preferences: pairs labeled by the aggregate ``w·r*`` (``None`` without ``n_tradeoff_labels``).
         weights: ``(n_types, m)`` the aggregation weights the task's proxy uses: the true ones (fixed, context) or

@@ -1,9 +1,9 @@
 """Where labels come from, beyond the human Bradley–Terry labeler: AI feedback and a shifted label distribution.
 
-Both run in the judge's process while the world is built (:func:`tiltenv.world.make_world`).
+Both run in the judge's process while the world is built (:func:`tiltenv.worlds.world.make_world`).
 
 **AI feedback** (``label_kind="ai"``, RLAIF). The labeler is a *model*: a linear Bradley–Terry reward model
-``ŵ`` fit (:func:`~tiltenv.proxy_base.fit_linear_bt`) on ``ai_labeler_labels`` pairs labeled by the task's human
+``ŵ`` fit (:func:`~tiltenv.rewards.proxy_base.fit_linear_bt`) on ``ai_labeler_labels`` pairs labeled by the task's human
 labeler (its temperature, flips and bias), with a self-preference bias toward a style direction ``s ⟂ θ*``::
 
     P_AI(a ≻ b) = sigmoid(h_AI(x_a) − h_AI(x_b)),   h_AI(x) = <ŵ, x> + ai_bias · ||ŵ|| · <s, x>
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tiltenv.labels import PreferenceData, make_preferences
-from tiltenv.proxy_base import fit_linear_bt
+from tiltenv.rewards.labels import PreferenceData, make_preferences
+from tiltenv.rewards.proxy_base import fit_linear_bt
 
 __all__ = ["AILabeler", "fit_ai_labeler", "make_ai_preferences", "compress_along"]
 

@@ -7,7 +7,7 @@ tree), so every exact metric of :mod:`tiltenv.metrics` holds for token-level pol
 
 Example:
     >>> from tiltenv import make_world
-    >>> from tiltenv.tokens import TokenConfig
+    >>> from tiltenv.worlds.tokens import TokenConfig
     >>> world = make_world(TokenConfig(V=4, L=3, n_labels=200, n_eval_contexts=8, n_norm_contexts=8))
     >>> policy = world.task.make_policy()               # a trainable GRU initialized at π_ref
     >>> res = world.judge.evaluate(policy)              # exact over all 4^3 responses of 8 prompts
@@ -15,12 +15,12 @@ Example:
     (0.0, True)
 """
 
-from tiltenv.tokens.config import MAX_RESPONSES, TokenConfig
-from tiltenv.tokens.model import ARModel, Featurizer, PrefixPolicy, check_sequence_policy
-from tiltenv.tokens.tree import (TablePolicy, all_responses, response_index, sample_responses, sequence_logp, token_logp,
+from tiltenv.worlds.tokens.config import MAX_RESPONSES, TokenConfig
+from tiltenv.worlds.tokens.model import ARModel, Featurizer, PrefixPolicy, check_sequence_policy
+from tiltenv.worlds.tokens.tree import (TablePolicy, all_responses, response_index, sample_responses, sequence_logp, token_logp,
                                  tree_logp)
-from tiltenv.tokens.reward_model import TransformerOptions, TransformerProxy
-from tiltenv.tokens.world import TokenJudge, TokenSampler, TokenTask, build_token_world
+from tiltenv.worlds.tokens.reward_model import TransformerOptions, TransformerProxy
+from tiltenv.worlds.tokens.world import TokenJudge, TokenSampler, TokenTask, build_token_world
 
 __all__ = ["TokenConfig", "MAX_RESPONSES", "ARModel", "Featurizer", "PrefixPolicy", "check_sequence_policy",
            "all_responses", "response_index", "tree_logp", "TablePolicy", "token_logp", "sequence_logp", "sample_responses",

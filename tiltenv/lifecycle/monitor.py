@@ -17,7 +17,7 @@ against the gold's own peak, and the same for stopping at fixed KLs.
 
 Example:
     >>> from tiltenv import TaskConfig, make_world, metrics as M
-    >>> from tiltenv.monitor import held_out_proxies, OveroptimizationMonitor, monitor_report
+    >>> from tiltenv.lifecycle.monitor import held_out_proxies, OveroptimizationMonitor, monitor_report
     >>> world = make_world(TaskConfig(d=4, K=16, link="hump", n_labels=300, n_eval_contexts=256, n_norm_contexts=256))
     >>> monitor = OveroptimizationMonitor(held_out_proxies(world, k=2), world.task, n_contexts=256)
     >>> for i, beta in enumerate([3.0, 1.0, 0.3, 0.1, 0.03, 0.01]):   # a tilt path stands in for training
@@ -38,14 +38,14 @@ import pandas as pd
 import torch
 
 from tiltenv import metrics as M
-from tiltenv.config import TaskConfig
-from tiltenv.evaluation import resolve_judge
-from tiltenv.feedback import compress_along
-from tiltenv.labels import make_preferences
-from tiltenv.links import get_link
-from tiltenv.proxies import PROXIES, GoldProxy, Proxy, ProxyContext, parse_options
-from tiltenv.reward_models import single_threaded
-from tiltenv.world import World, make_world, seed_streams, torch_generator
+from tiltenv.worlds.config import TaskConfig
+from tiltenv.worlds.evaluation import resolve_judge
+from tiltenv.rewards.feedback import compress_along
+from tiltenv.rewards.labels import make_preferences
+from tiltenv.rewards.links import get_link
+from tiltenv.rewards.proxies import PROXIES, GoldProxy, Proxy, ProxyContext, parse_options
+from tiltenv.rewards.reward_models import single_threaded
+from tiltenv.worlds.world import World, make_world, seed_streams, torch_generator
 
 __all__ = ["held_out_proxies", "oracle_proxy", "OveroptimizationMonitor", "StopTraining", "run_monitored", "monitor_report"]
 
@@ -64,7 +64,7 @@ def held_out_proxies(target: Any, k: int = 3, n_labels: int | None = None, proxy
         target: World / env / config / Judge of a single-index task with a learned proxy kind.
         proxy, proxy_kwargs: another kind (default the task's own kind and options).
     Returns:
-        list of normalized :class:`~tiltenv.proxies.Proxy` modules.
+        list of normalized :class:`~tiltenv.rewards.proxies.Proxy` modules.
     """
     world = _world(target)
     judge = world.judge

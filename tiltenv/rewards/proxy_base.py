@@ -1,8 +1,8 @@
 """Proxy base layer: the :class:`Proxy` module, the registry, the training-data view and the two
 label-free / closed-form kinds (``gold``, ``linear``).
 
-Below :mod:`tiltenv.reward_models` (which registers the learned kinds into :data:`PROXIES`) and
-:mod:`tiltenv.proxies` (the public facade that imports both). Import from :mod:`tiltenv.proxies`.
+Below :mod:`tiltenv.rewards.reward_models` (which registers the learned kinds into :data:`PROXIES`) and
+:mod:`tiltenv.rewards.proxies` (the public facade that imports both). Import from :mod:`tiltenv.rewards.proxies`.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ class ProxyContext:
         theta: the gold direction θ* (only oracle/parametric proxies may read it).
         gold: the gold reward function ``x -> r*(x)``.
         link, gold_scale: the gold's link and scale.
-        preferences: :class:`tiltenv.labels.PreferenceData` (pairwise) or ``None``.
-        pointwise: :class:`tiltenv.labels.PointwiseData` or ``None``.
+        preferences: :class:`tiltenv.rewards.labels.PreferenceData` (pairwise) or ``None``.
+        pointwise: :class:`tiltenv.rewards.labels.PointwiseData` or ``None``.
         seed: integer seed of the proxy-initialization stream.
         device: torch device for training.
     """
@@ -154,7 +154,7 @@ class ProxySpec:
 
 
 PROXIES: dict[str, ProxySpec] = {}
-#: Proxy kinds that score token sequences (:mod:`tiltenv.tokens.reward_model`): valid on token tasks only, so not in
+#: Proxy kinds that score token sequences (:mod:`tiltenv.worlds.tokens.reward_model`): valid on token tasks only, so not in
 #: :data:`PROXIES` (whose kinds score feature vectors).
 SEQUENCE_PROXY_KINDS = ("transformer",)
 

@@ -38,11 +38,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int
-from tiltenv.config import config_from_kwargs
+from tiltenv.worlds.config import config_from_kwargs
 from tiltenv.envs import FinalObs
-from tiltenv.tokens.config import TokenConfig
-from tiltenv.tokens.world import TokenTask
-from tiltenv.world import make_world, torch_generator
+from tiltenv.worlds.tokens.config import TokenConfig
+from tiltenv.worlds.tokens.world import TokenTask
+from tiltenv.worlds.world import make_world, torch_generator
 
 __all__ = ["TokenEnv", "TokenVectorEnv", "token_observation_space"]
 
@@ -106,7 +106,7 @@ class TokenEnv(_TokenMixin, gym.Env):
 
     Args:
         kl_coef: β of the per-token shaping ``β log π_ref(y_t | c, y_<t)``; 0 (default) gives no shaping.
-        **task_kwargs: fields of :class:`~tiltenv.tokens.TokenConfig`.
+        **task_kwargs: fields of :class:`~tiltenv.worlds.tokens.TokenConfig`.
     """
 
     metadata = {"render_modes": []}

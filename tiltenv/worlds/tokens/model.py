@@ -8,7 +8,7 @@
   and ``advance(state, tokens (N,)) -> state``, where a state is one tensor with the batch first.
   :class:`PrefixPolicy` turns a stateless ``fn(prompts, prefix) -> (N, V) logits`` into one.
 * :class:`Featurizer` — φ(c, y) ∈ R^d from fixed, public token and position embeddings (module docstring of
-  :mod:`tiltenv.tokens`).
+  :mod:`tiltenv.worlds.tokens`).
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def check_sequence_policy(policy: object, V: int) -> None:
     missing = [m for m in ("initial_state", "next_logits", "advance") if not callable(getattr(policy, m, None))]
     if missing:
         raise TypeError(f"a token policy needs methods initial_state, next_logits and advance (the sequence-policy "
-                        f"protocol of tiltenv.tokens; {type(policy).__name__} lacks {missing}); wrap a function "
-                        "fn(prompts, prefix) -> logits in tiltenv.tokens.PrefixPolicy.")
+                        f"protocol of tiltenv.worlds.tokens; {type(policy).__name__} lacks {missing}); wrap a function "
+                        "fn(prompts, prefix) -> logits in tiltenv.worlds.tokens.PrefixPolicy.")
     v = getattr(policy, "V", None)
     if v is not None and int(v) != V:
         raise ValueError(f"the policy's vocabulary V={v} differs from the task's V={V}.")

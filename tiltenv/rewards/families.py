@@ -8,7 +8,7 @@ parameters, the gold scale ``a``, and the labeler's temperature τ and flip rate
 view (the public config carries no seed, and the member is drawn from the seed).
 
 Families (each member is normalized to mean 0, variance 1 under ``z ~ N(0, 1)`` by the same quadrature as
-:mod:`tiltenv.links`, and has the family's stated Hermite information exponent):
+:mod:`tiltenv.rewards.links`, and has the family's stated Hermite information exponent):
 
 =============  ==========================  =========================================================  ====  ===
 family         serves links                member ``raw(z)``                                          k*    gen
@@ -24,12 +24,12 @@ family         serves links                member ``raw(z)``                    
 Per member, besides the shape: ``gold_scale`` log-uniform in ``[0.7, 1.4] × centre``; ``label_temp`` uniform in
 ``[0, 0.3]``; ``flip_rate`` uniform in ``[max(0, ε − 0.05), min(0.45, ε + 0.05)]`` (ε the config's).
 
-One implementation, used by the world builders (:mod:`tiltenv.world`; :mod:`tiltenv.multiobjective` draws one member per
+One implementation, used by the world builders (:mod:`tiltenv.worlds.world`; :mod:`tiltenv.worlds.multiobjective` draws one member per
 dimension, from its own ``family`` stream), the analysis tools, the label-ceiling
 baseline (which knows the family, not the member) and the tests.
 
 Example:
-    >>> from tiltenv.families import family_of_link, draw_member
+    >>> from tiltenv.rewards.families import family_of_link, draw_member
     >>> fam = family_of_link("hump")
     >>> sorted(fam.ranges)
     ['asymmetry', 'peak', 'sharpness']
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from tiltenv._validation import suggest
-from tiltenv.links import LINKS, Link, _gauss_nodes, _he, _make, get_link
+from tiltenv.rewards.links import LINKS, Link, _gauss_nodes, _he, _make, get_link
 
 __all__ = ["GoldFamily", "Member", "FAMILIES", "family_of_link", "draw_member", "member_link", "fixed_member",
            "torch_member_link",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tiltenv._validation import check_footprint
-from tiltenv.tokens.model import all_responses, check_sequence_policy
+from tiltenv.worlds.tokens.model import all_responses, check_sequence_policy
 
 __all__ = ["all_responses", "response_index", "tree_logp", "expand_tree", "token_logp", "sequence_logp", "sample_responses", "TablePolicy",
            "tree_footprint"]
@@ -41,7 +41,7 @@ def tree_logp(policy: Any, prompts: torch.Tensor, L: int, *, chunk: int | None =
     """log π(y | c) of all V^L responses of every prompt: (C, P) -> (C, V^L) float64, on the prompts' device.
 
     Args:
-        policy: a sequence policy (:mod:`tiltenv.tokens.model`), evaluated without gradients.
+        policy: a sequence policy (:mod:`tiltenv.worlds.tokens.model`), evaluated without gradients.
         prompts: (C, P) int64 prompt tokens.
         L: response length.
         chunk: prompts expanded at once (default: as many as fit :data:`CHUNK_BYTES`).

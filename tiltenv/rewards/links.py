@@ -8,7 +8,7 @@ implementation shared by all presets (Open Bandit Pipeline's style).
 
 Example:
     >>> import torch
-    >>> from tiltenv.links import get_link
+    >>> from tiltenv.rewards.links import get_link
     >>> link = get_link("relu")
     >>> round(float(link(torch.zeros(1, dtype=torch.float64))[0]), 4)  # (0 - 1/sqrt(2 pi)) / sqrt(1/2 - 1/(2 pi))
     -0.6838

@@ -1,5 +1,5 @@
-"""Gymnasium envs of the multi-objective tasks (:mod:`tiltenv.multiobjective`): the single-index envs with a
-:class:`~tiltenv.multiobjective.MultiObjectiveConfig` — same observations and actions; the reward is the task's
+"""Gymnasium envs of the multi-objective tasks (:mod:`tiltenv.worlds.multiobjective`): the single-index envs with a
+:class:`~tiltenv.worlds.multiobjective.MultiObjectiveConfig` — same observations and actions; the reward is the task's
 proxy (the weighted aggregate of the per-dimension reward models, or the conflated model).
 
 Example:
@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from tiltenv.envs import TiltEnv, TiltVectorEnv
-from tiltenv.multiobjective import MultiObjectiveConfig
+from tiltenv.worlds.multiobjective import MultiObjectiveConfig
 
 __all__ = ["MultiObjectiveEnv", "MultiObjectiveVectorEnv"]
 

@@ -32,9 +32,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from tiltenv._validation import ParameterTypeError, check_choice, resolve_device
-from tiltenv.config import TabularConfig, TaskConfig, config_from_kwargs
+from tiltenv.worlds.config import TabularConfig, TaskConfig, config_from_kwargs
 from tiltenv.observations import OBS_MODES, REF_LOGP_FLOOR, format_obs, observation_space, to_numpy
-from tiltenv.world import PublicTask, is_task_config, make_world, torch_generator
+from tiltenv.worlds.world import PublicTask, is_task_config, make_world, torch_generator
 
 __all__ = ["TiltEnv", "TabularEnv", "TiltVectorEnv", "TabularVectorEnv", "SB3VecEnv", "FinalObs", "OBS_MODES",
            "REF_LOGP_FLOOR"]
@@ -165,7 +165,7 @@ class _TaskMixin:
     def from_task(cls, task: PublicTask, **kwargs: Any):
         """An env over an existing public task (no world is built, no judge is touched).
 
-        This is how an agent that holds only a :class:`~tiltenv.world.PublicTask` (e.g. in the scorer's
+        This is how an agent that holds only a :class:`~tiltenv.worlds.world.PublicTask` (e.g. in the scorer's
         sandbox) gets a Gymnasium env of it; its proxy queries are counted in ``task.budget``.
 
         Args:

@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from tiltenv import metrics as M
-from tiltenv.config import TaskConfig
-from tiltenv.feedback import compress_along
-from tiltenv.world import World, make_world, torch_generator
+from tiltenv.worlds.config import TaskConfig
+from tiltenv.rewards.feedback import compress_along
+from tiltenv.worlds.world import World, make_world, torch_generator
 
 __all__ = ["label_cost_trade", "crossover_bias", "label_distribution_contexts", "shift_path"]
 

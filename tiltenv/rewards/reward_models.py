@@ -1,7 +1,7 @@
 """Learned and controlled-error proxy reward models: ``mlp``, ``two_stage``, ``ensemble``, ``parametric``.
 
-Every kind registers a :class:`~tiltenv.proxies.ProxySpec` (options dataclass + builder) in
-:data:`tiltenv.proxies.PROXIES`; pick one with ``TaskConfig(proxy=..., proxy_kwargs={...})`` or
+Every kind registers a :class:`~tiltenv.rewards.proxies.ProxySpec` (options dataclass + builder) in
+:data:`tiltenv.rewards.proxies.PROXIES`; pick one with ``TaskConfig(proxy=..., proxy_kwargs={...})`` or
 ``gym.make("tiltenv/SingleIndex-v0", proxy=..., proxy_kwargs={...})``. Options are frozen dataclasses
 whose fields carry their help text (``dataclasses.fields(MLPOptions)[i].metadata["help"]``); a wrong
 name or value raises an error naming the option and the valid choices.
@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 
 from tiltenv._validation import check_choice, check_float, check_int
-from tiltenv.links import LINKS
-from tiltenv.labels import PointwiseData, PreferenceData
-from tiltenv.proxy_base import LinearProxy, Proxy, ProxyContext, ProxySpec, _build_linear, parse_options, register_proxy
+from tiltenv.rewards.links import LINKS
+from tiltenv.rewards.labels import PointwiseData, PreferenceData
+from tiltenv.rewards.proxy_base import LinearProxy, Proxy, ProxyContext, ProxySpec, _build_linear, parse_options, register_proxy
 
 __all__ = [
     "ACTIVATIONS",

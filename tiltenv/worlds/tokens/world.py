@@ -1,18 +1,18 @@
 """The token world: a public :class:`TokenTask` and a hidden :class:`TokenJudge`, built by ``make_world``.
 
 ``make_world(TokenConfig(...))`` draws every random quantity from independent streams of
-``np.random.SeedSequence(config.seed)``: θ* (unit, R^d), π_ref (an :class:`~tiltenv.tokens.model.ARModel`),
+``np.random.SeedSequence(config.seed)``: θ* (unit, R^d), π_ref (an :class:`~tiltenv.worlds.tokens.model.ARModel`),
 the public feature embeddings, the label prompts and labels, the proxy's initialization, the normalization and
 evaluation prompts. It reuses the single-index machinery unchanged on features φ(c, y):
 
-* gold ``r*(c, y) = gold_scale · σ*(<θ*, φ(c, y)>)`` with the links of :mod:`tiltenv.links`;
+* gold ``r*(c, y) = gold_scale · σ*(<θ*, φ(c, y)>)`` with the links of :mod:`tiltenv.rewards.links`;
 * labels: per label prompt, two responses sampled from π_ref, compared by the Bradley–Terry labeler of
-  :func:`tiltenv.labels.make_preferences` (the pair's order is random; the token pairs are kept in the same
+  :func:`tiltenv.rewards.labels.make_preferences` (the pair's order is random; the token pairs are kept in the same
   order in ``task.token_preferences``);
-* the proxy: any kind of :data:`tiltenv.proxies.PROXIES`, trained on the φ pairs, centred and scaled under π_ref
+* the proxy: any kind of :data:`tiltenv.rewards.proxies.PROXIES`, trained on the φ pairs, centred and scaled under π_ref
   pooled over prompts (Gao et al.) — exactly, over all V^L responses of the normalization prompts;
 * the judge's arrays ``eval_ref_logp``, ``eval_gold``, ``eval_proxy`` are (C, V^L) float64 over the evaluation
-  prompts, so :func:`tiltenv.scoring.metrics_of_logp` (every exact metric) applies with K = V^L.
+  prompts, so :func:`tiltenv.worlds.scoring.metrics_of_logp` (every exact metric) applies with K = V^L.
 
 The bandit view: ``task.sample_contexts(n)`` returns the features of all V^L responses of n fresh prompts and
 their π_ref log-probabilities, so the bandit baselines run on the same task (K = V^L candidates a context).
@@ -29,15 +29,15 @@ import torch
 
 from tiltenv import metrics as M
 from tiltenv._validation import check_footprint, check_int
-from tiltenv.labels import make_preferences
-from tiltenv.proxies import PROXIES, Proxy, ProxyContext
-from tiltenv.proxy_cache import build_proxy
-from tiltenv.scoring import EvalResult, evaluate_on_judge, metrics_of_logp
-from tiltenv.tokens.config import TokenConfig
-from tiltenv.tokens.model import ARModel, Featurizer
-from tiltenv.tokens.reward_model import SEQUENCE_PROXIES, is_sequence_proxy, parse_token_proxy, transformer_spec
-from tiltenv.tokens.tree import CHUNK_BYTES, sample_responses, sequence_logp, tree_logp
-from tiltenv.world import Budget, Judge, PublicTask, World, register_world, torch_generator
+from tiltenv.rewards.labels import make_preferences
+from tiltenv.rewards.proxies import PROXIES, Proxy, ProxyContext
+from tiltenv.rewards.proxy_cache import build_proxy
+from tiltenv.worlds.scoring import EvalResult, evaluate_on_judge, metrics_of_logp
+from tiltenv.worlds.tokens.config import TokenConfig
+from tiltenv.worlds.tokens.model import ARModel, Featurizer
+from tiltenv.worlds.tokens.reward_model import SEQUENCE_PROXIES, is_sequence_proxy, parse_token_proxy, transformer_spec
+from tiltenv.worlds.tokens.tree import CHUNK_BYTES, sample_responses, sequence_logp, tree_logp
+from tiltenv.worlds.world import Budget, Judge, PublicTask, World, register_world, torch_generator
 
 __all__ = ["TOKEN_STREAMS", "token_seed_streams", "TokenSampler", "TokenTask", "TokenJudge", "build_token_world"]
 
@@ -47,7 +47,7 @@ TOKEN_STREAMS = ("theta", "ref_model", "features", "label_prompts", "labels", "p
 
 
 def token_seed_streams(seed: int) -> dict[str, int]:
-    """One 63-bit seed per named stream (the rule of :func:`tiltenv.world.seed_streams`)."""
+    """One 63-bit seed per named stream (the rule of :func:`tiltenv.worlds.world.seed_streams`)."""
     children = np.random.SeedSequence(seed).spawn(len(TOKEN_STREAMS))
     return {n: int(c.generate_state(2, np.uint64)[0] >> np.uint64(1)) for n, c in zip(TOKEN_STREAMS, children)}
 
@@ -93,8 +93,8 @@ class TokenTask(PublicTask):
 
     Attributes:
         V, L, prompt_len: vocabulary size, response length, prompt length.
-        ref_model: the frozen π_ref (:class:`~tiltenv.tokens.model.ARModel`).
-        featurizer: the public φ (:class:`~tiltenv.tokens.model.Featurizer`).
+        ref_model: the frozen π_ref (:class:`~tiltenv.worlds.tokens.model.ARModel`).
+        featurizer: the public φ (:class:`~tiltenv.worlds.tokens.model.Featurizer`).
         token_preferences: dict of int64 ``prompts`` (n, P), ``a``, ``b`` (n, L) and float32 ``label`` (n,):
             1.0 where ``a ≻ b``; row i is the pair of ``preferences`` row i.
     """
@@ -155,7 +155,7 @@ class TokenJudge(Judge):
 
     Attributes:
         eval_prompts: (C, P) int64; eval_ref_logp, eval_gold, eval_proxy: (C, V^L) float64.
-    ``evaluate(policy)`` takes a sequence policy (tree-enumerated, :func:`~tiltenv.tokens.tree.tree_logp`) or a
+    ``evaluate(policy)`` takes a sequence policy (tree-enumerated, :func:`~tiltenv.worlds.tokens.tree.tree_logp`) or a
     (C, V^L) array / bandit-view policy over the response features (:func:`tiltenv.evaluate`'s forms).
     """
 
@@ -217,7 +217,7 @@ class TokenJudge(Judge):
 
 def _exact_normalize(proxy: Proxy, featurizer: Featurizer, ref_model: ARModel, prompts: torch.Tensor, L: int) -> None:
     """Centre and scale the proxy under π_ref pooled over prompts (the rule of
-    :func:`tiltenv.world._normalize_under_ref`), exactly over all V^L responses, in chunks of prompts."""
+    :func:`tiltenv.worlds.world._normalize_under_ref`), exactly over all V^L responses, in chunks of prompts."""
     K, d = featurizer.V**L, featurizer.d
     p = tree_logp(ref_model, prompts, L).exp()
     if is_sequence_proxy(proxy):  # scored over the prefix tree from the tokens

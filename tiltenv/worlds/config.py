@@ -5,7 +5,7 @@ keyword arguments of ``gym.make("tiltenv/SingleIndex-v0", **kwargs)`` and so end
 (the provenance record). A :class:`TabularConfig` defines a task by explicit arms.
 
 Example:
-    >>> from tiltenv.config import TaskConfig
+    >>> from tiltenv.worlds.config import TaskConfig
     >>> TaskConfig(d=8, K=32, link="hump").K
     32
     >>> TaskConfig(link="humpp")
@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, suggest
-from tiltenv.links import LINKS
+from tiltenv.rewards.links import LINKS
 from tiltenv._cost import check_proxy_cost
-from tiltenv.proxies import check_proxy, parse_options
+from tiltenv.rewards.proxies import check_proxy, parse_options
 
 __all__ = ["TaskConfig", "TabularConfig", "LABEL_KINDS", "config_from_kwargs"]
 
-LABEL_KINDS = ("pairwise", "pointwise", "ai")  # "ai": labels from a labeler model (tiltenv.feedback)
+LABEL_KINDS = ("pairwise", "pointwise", "ai")  # "ai": labels from a labeler model (tiltenv.rewards.feedback)
 #: Largest change of one arm's gold or proxy value in a tabular world drawn from its family (``gold_family``).
 TABULAR_PERTURBATION = 0.1
 
@@ -136,8 +136,8 @@ class TaskConfig(IndexConfigMethods):
     shift_length_angle: float = field(
         default=45.0, metadata={"help": "Angle (degrees, [0, 180]) between the length-like direction ℓ and θ*."})
     label_budget: int = field(
-        default=0, metadata={"help": "Labels an agent may request through a label channel (tiltenv.active); 0: none."})
-    proxy: str = field(default="linear", metadata={"help": "Proxy reward model kind (see tiltenv.proxies.PROXIES)."})
+        default=0, metadata={"help": "Labels an agent may request through a label channel (tiltenv.lifecycle.active); 0: none."})
+    proxy: str = field(default="linear", metadata={"help": "Proxy reward model kind (see tiltenv.rewards.proxies.PROXIES)."})
     proxy_kwargs: Any = field(default=(), metadata={"help": "Keyword arguments of the proxy (a mapping)."})
     beta: float = field(default=0.25, metadata={"help": "KL coefficient β of the scored objective J_β; > 0."})
     n_eval_contexts: int = field(default=4096, metadata={"help": "Held-out contexts the judge scores on."})
@@ -149,7 +149,7 @@ class TaskConfig(IndexConfigMethods):
     gold_family: bool = field(
         default=False,
         metadata={"help": "True (the leaderboard's test split): the link's shape, gold_scale, label_temp and flip_rate "
-                          "are drawn per world from the family of `link` (tiltenv.families states the ranges; the "
+                          "are drawn per world from the family of `link` (tiltenv.rewards.families states the ranges; the "
                           "fields are its centre), so the member is hidden with the seed. False: exactly these values."},
     )
 
@@ -180,7 +180,7 @@ class TaskConfig(IndexConfigMethods):
             raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
         set_("gold_family", bool(self.gold_family))
         if self.gold_family:
-            from tiltenv.families import family_of_link
+            from tiltenv.rewards.families import family_of_link
 
             family_of_link(self.link)  # a link without a family: a clear error naming the links that have one
         check_proxy(self.proxy, dict(self.proxy_kwargs))
@@ -207,14 +207,14 @@ class TaskConfig(IndexConfigMethods):
         return dataclasses.replace(self, seed=None)
 
     def family(self):
-        """The :class:`tiltenv.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
-        from tiltenv.families import family_of_link
+        """The :class:`tiltenv.rewards.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
+        from tiltenv.rewards.families import family_of_link
 
         return family_of_link(self.link) if self.gold_family else None
 
     def member(self):
-        """The world's gold member (:class:`tiltenv.families.Member`); needs the seed when ``gold_family``."""
-        from tiltenv.families import draw_member, fixed_member
+        """The world's gold member (:class:`tiltenv.rewards.families.Member`); needs the seed when ``gold_family``."""
+        from tiltenv.rewards.families import draw_member, fixed_member
 
         if not self.gold_family:
             return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)

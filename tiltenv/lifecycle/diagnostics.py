@@ -19,7 +19,7 @@ baseline** — a neuron that collapsed onto one training sample x_i has ``|cos| 
 
 Example:
     >>> from tiltenv import TaskConfig, make_world
-    >>> from tiltenv.diagnostics import proxy_report
+    >>> from tiltenv.lifecycle.diagnostics import proxy_report
     >>> world = make_world(TaskConfig(d=4, K=8, n_labels=300, n_eval_contexts=128, n_norm_contexts=256))
     >>> sorted(proxy_report(world))[:3]
     ['acc_offpolicy', 'acc_onpolicy', 'acc_ref']
@@ -36,10 +36,10 @@ import pandas as pd
 import torch
 
 from tiltenv import metrics as M
-from tiltenv.calibration import calibration_report, labeler_probability, ranking_and_scale  # noqa: F401 (issue 12)
-from tiltenv.evaluation import resolve_judge
-from tiltenv.reward_models import EnsembleProxy, TrainData, TwoStageProxy, effective_sample_size, stage1_weights
-from tiltenv.world import World, make_world
+from tiltenv.lifecycle.calibration import calibration_report, labeler_probability, ranking_and_scale  # noqa: F401 (issue 12)
+from tiltenv.worlds.evaluation import resolve_judge
+from tiltenv.rewards.reward_models import EnsembleProxy, TrainData, TwoStageProxy, effective_sample_size, stage1_weights
+from tiltenv.worlds.world import World, make_world
 
 __all__ = [
     "proxy_values",
@@ -176,7 +176,7 @@ def two_stage_report(proxy: TwoStageProxy, theta: torch.Tensor, data: TrainData 
     """Per-neuron cosines and summaries of a two-stage proxy.
 
     Args:
-        proxy: a :class:`~tiltenv.reward_models.TwoStageProxy`.
+        proxy: a :class:`~tiltenv.rewards.reward_models.TwoStageProxy`.
         theta: θ* (from the judge).
         data, beta1: the training data and β1, to add the collapse baseline and the neurons' alignment
             with single samples (``max_i |cos(w_j, x_i)|``, averaged over neurons).
