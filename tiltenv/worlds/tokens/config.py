@@ -122,7 +122,7 @@ class TokenConfig(ConfigMethods):
             return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
         if self.seed is None:
             raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
-        from tiltenv.worlds.tokens.world import token_seed_streams
+        from tiltenv._streams import token_seed_streams
 
         return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
                            seed=token_seed_streams(self.seed)["family"])

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tiltenv import metrics as M
+from tiltenv._streams import TOKEN_STREAMS, token_seed_streams  # noqa: F401 (public here too)
 from tiltenv._validation import check_footprint, check_int
 from tiltenv.rewards.labels import make_preferences
 from tiltenv.rewards.proxies import PROXIES, Proxy, ProxyContext
@@ -40,16 +41,6 @@ from tiltenv.worlds.tokens.tree import CHUNK_BYTES, sample_responses, sequence_l
 from tiltenv.worlds.world import Budget, Judge, PublicTask, World, register_world, torch_generator
 
 __all__ = ["TOKEN_STREAMS", "token_seed_streams", "TokenSampler", "TokenTask", "TokenJudge", "build_token_world"]
-
-#: Named random streams of a token task, in spawn order (append only).
-TOKEN_STREAMS = ("theta", "ref_model", "features", "label_prompts", "labels", "proxy_init", "norm_prompts",
-                 "eval_prompts", "family", "sequence_proxy")
-
-
-def token_seed_streams(seed: int) -> dict[str, int]:
-    """One 63-bit seed per named stream (the rule of :func:`tiltenv.worlds.world.seed_streams`)."""
-    children = np.random.SeedSequence(seed).spawn(len(TOKEN_STREAMS))
-    return {n: int(c.generate_state(2, np.uint64)[0] >> np.uint64(1)) for n, c in zip(TOKEN_STREAMS, children)}
 
 
 def _prompt_chunk(K: int, d: int) -> int:
