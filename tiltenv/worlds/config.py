@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tiltenv._streams import seed_streams
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, suggest
 from tiltenv.rewards.links import LINKS
 from tiltenv._cost import check_proxy_cost
@@ -77,6 +78,46 @@ class ConfigMethods:
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def check_gold_family(cfg: Any, links: Sequence[str]) -> None:
+    """Validate a config's ``gold_family`` flag (stored as a plain bool); with it, every link in ``links`` must have a
+    family (else a clear error naming the links that have one). One check for every world kind."""
+    if not isinstance(cfg.gold_family, (bool, np.bool_)):
+        raise ParameterTypeError(f"gold_family must be True or False (got {cfg.gold_family!r}).")
+    object.__setattr__(cfg, "gold_family", bool(cfg.gold_family))
+    if cfg.gold_family:
+        from tiltenv.rewards.families import family_of_link
+
+        for link in links:
+            family_of_link(link)
+
+
+class GoldMemberMethods:
+    """``family()`` and ``member()`` of a config with one gold link (``link``, ``gold_scale``, ``label_temp``,
+    ``flip_rate``, ``gold_family``, ``seed``); ``_seed_streams`` names its world's streams (the member is drawn from
+    the ``family`` one)."""
+
+    _seed_streams = staticmethod(seed_streams)
+
+    def family(self):
+        """The :class:`tiltenv.rewards.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
+        from tiltenv.rewards.families import family_of_link
+
+        return family_of_link(self.link) if self.gold_family else None
+
+    def member(self):
+        """The world's gold member (:class:`tiltenv.rewards.families.Member`): the config's own link, scale and
+        labeler, or with ``gold_family`` the draw of the link's family from the seed's ``family`` stream (needs the
+        seed)."""
+        from tiltenv.rewards.families import draw_member, fixed_member
+
+        if not self.gold_family:
+            return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
+        if self.seed is None:
+            raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
+        return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
+                           seed=self._seed_streams(self.seed)["family"])
+
+
 class IndexConfigMethods(ConfigMethods):
     """Shared by the configs of single-index worlds (``ref_angle`` and ``proxy_kwargs`` fields)."""
 
@@ -90,7 +131,7 @@ class IndexConfigMethods(ConfigMethods):
 
 
 @dataclass(frozen=True)
-class TaskConfig(IndexConfigMethods):
+class TaskConfig(GoldMemberMethods, IndexConfigMethods):
     """A single-index contextual bandit (DESIGN §1).
 
     Each context offers ``K`` candidates ``x_k ∈ R^d``; gold ``r*(x) = gold_scale · σ*(<θ*, x>)``;
@@ -176,13 +217,7 @@ class TaskConfig(IndexConfigMethods):
         _check_budget_size(self)
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        if not isinstance(self.gold_family, (bool, np.bool_)):
-            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
-        set_("gold_family", bool(self.gold_family))
-        if self.gold_family:
-            from tiltenv.rewards.families import family_of_link
-
-            family_of_link(self.link)  # a link without a family: a clear error naming the links that have one
+        check_gold_family(self, (self.link,))
         check_proxy(self.proxy, dict(self.proxy_kwargs))
         check_proxy_cost(self.proxy, parse_options(self.proxy, dict(self.proxy_kwargs)), d=self.d,
                          n_labels=self.n_labels, label_kind=self.label_kind)
@@ -205,25 +240,6 @@ class TaskConfig(IndexConfigMethods):
         With ``gold_family`` the member (link shape, gold scale, labeler τ and ε) is drawn from the seed, so the
         public view names only the family (:meth:`family`) and its centre: every member has the same public view."""
         return dataclasses.replace(self, seed=None)
-
-    def family(self):
-        """The :class:`tiltenv.rewards.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
-        from tiltenv.rewards.families import family_of_link
-
-        return family_of_link(self.link) if self.gold_family else None
-
-    def member(self):
-        """The world's gold member (:class:`tiltenv.rewards.families.Member`); needs the seed when ``gold_family``."""
-        from tiltenv.rewards.families import draw_member, fixed_member
-
-        if not self.gold_family:
-            return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
-        if self.seed is None:
-            raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
-        from tiltenv._streams import seed_streams
-
-        return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
-                           seed=seed_streams(self.seed)["family"])
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

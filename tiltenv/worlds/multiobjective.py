@@ -57,7 +57,7 @@ import torch
 
 from tiltenv import metrics as M
 from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int, check_footprint
-from tiltenv.worlds.config import IndexConfigMethods, frozen_proxy_kwargs
+from tiltenv.worlds.config import IndexConfigMethods, check_gold_family, frozen_proxy_kwargs
 from tiltenv.rewards.labels import PreferenceData, make_preferences
 from tiltenv.rewards.links import LINKS
 from tiltenv.rewards.proxies import PROXIES, Proxy, ProxyContext, check_proxy, fit_linear_bt, parse_options
@@ -231,14 +231,7 @@ class MultiObjectiveConfig(IndexConfigMethods):
                         "lower n_labels, n_norm_contexts, n_eval_contexts, K or d", against_available=False)
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        if not isinstance(self.gold_family, (bool, np.bool_)):
-            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
-        set_("gold_family", bool(self.gold_family))
-        if self.gold_family:
-            from tiltenv.rewards.families import family_of_link
-
-            for link in self.links:
-                family_of_link(link)  # a link without a family: a clear error naming the links that have one
+        check_gold_family(self, self.links)
 
     def _check_weights(self, m: int) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731

@@ -6,11 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from tiltenv._cost import check_proxy_cost
-from tiltenv._validation import ParameterTypeError, check_choice, check_float, check_int
-from tiltenv.worlds.config import ConfigMethods, frozen_proxy_kwargs
+from tiltenv._streams import token_seed_streams
+from tiltenv._validation import check_choice, check_float, check_int
+from tiltenv.worlds.config import ConfigMethods, GoldMemberMethods, check_gold_family, frozen_proxy_kwargs
 from tiltenv.rewards.links import LINKS
 from tiltenv.worlds.tokens.reward_model import parse_token_proxy
 
@@ -21,7 +21,7 @@ MAX_RESPONSES = 2**20
 
 
 @dataclass(frozen=True)
-class TokenConfig(ConfigMethods):
+class TokenConfig(GoldMemberMethods, ConfigMethods):
     """A token-sequence task: prompt c of ``prompt_len`` tokens, response y of ``L`` tokens over ``V`` tokens.
 
     π_ref is a GRU drawn from the seed (width ``ref_hidden``; ``ref_sharpness`` scales its logits: 0 is uniform,
@@ -83,13 +83,7 @@ class TokenConfig(ConfigMethods):
         set_("n_norm_contexts", check_int("n_norm_contexts", self.n_norm_contexts, low=2))
         if self.seed is not None:
             set_("seed", check_int("seed", self.seed, low=0, high=2**63 - 1))
-        if not isinstance(self.gold_family, (bool, np.bool_)):
-            raise ParameterTypeError(f"gold_family must be True or False (got {self.gold_family!r}).")
-        set_("gold_family", bool(self.gold_family))
-        if self.gold_family:
-            from tiltenv.rewards.families import family_of_link
-
-            family_of_link(self.link)  # a link without a family: a clear error naming the links that have one
+        check_gold_family(self, (self.link,))
         check_proxy_cost(self.proxy, parse_token_proxy(self.proxy, dict(self.proxy_kwargs)), d=self.d,
                          n_labels=self.n_labels, label_kind="pairwise", seq_len=self.prompt_len + self.L)
 
@@ -102,30 +96,12 @@ class TokenConfig(ConfigMethods):
     def proxy_options(self) -> dict[str, Any]:
         return dict(self.proxy_kwargs)
 
+    _seed_streams = staticmethod(token_seed_streams)  # the member is drawn from the token world's family stream
+
     def public(self) -> "TokenConfig":
         """What an agent may know: everything but the seed. With ``gold_family`` the member (link shape, gold scale,
         labeler τ and ε) is drawn from the seed, so every member has the same public view (the family's centre)."""
         return dataclasses.replace(self, seed=None)
-
-    def family(self):
-        """The :class:`tiltenv.rewards.families.GoldFamily` of ``link`` (its ranges are public), or None for a fixed member."""
-        from tiltenv.rewards.families import family_of_link
-
-        return family_of_link(self.link) if self.gold_family else None
-
-    def member(self):
-        """The world's gold member (:class:`tiltenv.rewards.families.Member`): the config's own link, scale and labeler, or
-        with ``gold_family`` the draw of the link's family from the seed's ``family`` stream (needs the seed)."""
-        from tiltenv.rewards.families import draw_member, fixed_member
-
-        if not self.gold_family:
-            return fixed_member(self.link, self.gold_scale, self.label_temp, self.flip_rate)
-        if self.seed is None:
-            raise ValueError("this public config hides its gold member (gold_family=True and no seed).")
-        from tiltenv._streams import token_seed_streams
-
-        return draw_member(self.link, self.gold_scale, self.label_temp, self.flip_rate,
-                           seed=token_seed_streams(self.seed)["family"])
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
