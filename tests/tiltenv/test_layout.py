@@ -1,4 +1,5 @@
-"""tiltenv's layout: groups by concern, imports only downward between groups, old module paths still work.
+"""tiltenv's layout: groups by concern, imports only downward between groups (no cycles, late imports included), old
+module paths still work.
 
 regroup: keep-old-names (this file names the modules of both layouts on purpose: the regroup leaves it alone)
 
@@ -14,7 +15,6 @@ import ast
 import importlib
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +178,52 @@ def test_a_submission_climbs_back_up_at_most_twice():
     assert res["count"] == len(edges) <= 2, res["upward_edges"]
     # the one that stays whatever the layout: the agent calls the scorer's checkpoint function (the protocol)
     assert ("baselines.base", "leaderboard.sandbox.child") in edges
+
+
+# ---- no cycles (issue 10), late imports included
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(u: str) -> list[str] | None:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph.get(u, ())):
+            if state.get(v) == 1:
+                return stack[stack.index(v):] + [v]
+            if v not in state and (found := visit(v)):
+                return found
+        state[u] = 2
+        stack.pop()
+        return None
+
+    for u in sorted(graph):
+        if u not in state and (found := visit(u)):
+            return found
+    return None
+
+
+def test_tiltenv_import_graph_has_no_cycle():
+    g = {m: set(i) for m, i in graph().items()}
+    assert {"tiltenv.worlds.world", "tiltenv.worlds.evaluation", "tiltenv.envs", "tiltenv.rewards.proxies", "tiltenv.metrics.policy"} <= set(g)
+    cycle = _cycle(g)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_the_circles_that_were_removed():
+    # the two circles of issue 10, as they were: world -> evaluation -> envs -> world, proxies <-> reward_models
+    old = {"tiltenv.worlds.world": {"tiltenv.worlds.evaluation"}, "tiltenv.worlds.evaluation": {"tiltenv.envs"},
+           "tiltenv.envs": {"tiltenv.worlds.world"}}
+    assert _cycle(old) == ["tiltenv.envs", "tiltenv.worlds.world", "tiltenv.worlds.evaluation", "tiltenv.envs"]
+    assert _cycle({"tiltenv.rewards.proxies": {"tiltenv.rewards.reward_models"}, "tiltenv.rewards.reward_models": {"tiltenv.rewards.proxies"}})
+    g = {m: set(i) for m, i in graph().items()}  # the parser sees late (function-level) and ``from tiltenv import x`` imports
+    assert "tiltenv.metrics" in g["tiltenv.worlds.evaluation"] and "tiltenv.worlds.scoring" in g["tiltenv.worlds.world"]
+
+
+def test_public_names_stay_importable_where_they_were():
+    from tiltenv.envs import _format_obs, _observation_space  # noqa: F401
+    from tiltenv.worlds.evaluation import evaluate_on_judge, metrics_of_logp, policy_logp, resolve_judge  # noqa: F401
+    from tiltenv.rewards.proxies import PROXIES, LinearProxy, Proxy, _build_linear, fit_linear_bt  # noqa: F401
+
+    assert {"mlp", "two_stage", "ensemble", "parametric", "gold", "linear"} <= set(PROXIES)
