@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import importlib
 import importlib.machinery
 import importlib.util
 import inspect
@@ -211,7 +212,6 @@ PROXY_PREFIX = "proxy:"
 
 def _proxy_submission(ref: str, name: str | None, track: str | None, config: dict | None) -> Submission:
     """A library proxy kind as a reward-model entry (``proxy:mlp``); ``config`` holds its ``proxy_kwargs``."""
-    import tiltenv
     from tiltenv.rewards.proxies import PROXIES
 
     kind = ref[len(PROXY_PREFIX):]
@@ -219,8 +219,9 @@ def _proxy_submission(ref: str, name: str | None, track: str | None, config: dic
         raise ValueError(f"{ref!r}: the proxy kind must be one of {sorted(PROXIES)} (got {kind!r})." + suggest(kind, PROXIES))
     if track not in (None, "reward_model"):
         raise ValueError(f"built-in proxy {ref!r} is a reward model, not a {track} submission.")
-    pkg = Path(inspect.getsourcefile(tiltenv)).resolve().parent
-    files = sorted(pkg / f for f in ("reward_models.py", "proxies.py", "labels.py", "world.py"))
+    files = sorted(Path(inspect.getsourcefile(importlib.import_module(m))).resolve()
+                   for m in ("tiltenv.rewards.reward_models", "tiltenv.rewards.proxies", "tiltenv.rewards.labels",
+                             "tiltenv.worlds.world"))  # the modules a built-in proxy's scores depend on
     opts = dict(sorted((config or {}).items()))
     code_hash = _sha256_files(files, json.dumps({"kind": kind, "proxy_kwargs": opts}, sort_keys=True, default=str).encode())
     shown = ", ".join(f"{k}={v!r}" for k, v in opts.items())
