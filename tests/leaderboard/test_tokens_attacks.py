@@ -346,3 +346,27 @@ def test_the_token_entry_on_the_test_split_is_bit_identical_twice():
     assert a.sandbox == "jail" and a.metrics.keys() == b.metrics.keys()
     assert all(x == b.metrics[k] or (np.isnan(x) and np.isnan(b.metrics[k])) for k, x in a.metrics.items())
     assert a.checkpoints == b.checkpoints
+
+
+def test_a_not_applicable_run_is_no_score_in_a_comparison_either():
+    """P(A > B) leaves a not-applicable run out as the board does (it used to count it as π_ref's 0, so a token
+    baseline 'lost' every bandit task it never ran): compared on the runs both have, and the note says why."""
+    from leaderboard.scoring import probability_of_improvement
+
+    rows = []
+    for name, key, status, reason, sc in (("token_rloo", "hump", "failed", "not_applicable", np.nan),
+                                          ("token_rloo", "tok", "ok", None, 0.5),
+                                          ("rloo", "hump", "ok", None, 0.2), ("rloo", "tok", "ok", None, 0.1)):
+        for seed in (0, 1):
+            rows.append({"submission": name, "code_hash": name, "task_key": key, "seed_index": seed,
+                         "status": status, "reason": reason, "normalized_score": sc})
+    runs = pd.DataFrame(rows)
+    res = probability_of_improvement(runs, "token_rloo", "rloo", n_boot=50)
+    assert res.p == 1.0 and res.tasks == ["tok"] and "not applicable" in res.note, res
+    assert probability_of_improvement(runs, "rloo", "token_rloo", n_boot=50).p == 0.0
+    # an ordinary failure on the same task is still π_ref's 0 (and runs that differ otherwise still need --common-tasks)
+    failed = runs.assign(reason=runs["reason"].replace("not_applicable", "error"))
+    assert probability_of_improvement(failed, "token_rloo", "rloo", n_boot=50).p == 0.5
+    with pytest.raises(ValueError, match="common_tasks=True"):
+        probability_of_improvement(runs[(runs["submission"] != "rloo") | (runs["seed_index"] == 0)], "token_rloo",
+                                   "rloo", n_boot=50)
