@@ -298,7 +298,8 @@ def test_a_submission_cannot_declare_itself_not_applicable(tmp_path):
 
 def test_the_evaluation_prompts_are_not_in_what_the_run_receives(world):
     """The start payload (the pickled public task) holds neither the evaluation prompts nor their responses'
-    features: a submission cannot read them during training (they come with the evaluation's requests)."""
+    features (nor the proxy's weights): a submission cannot read them during training (the prompts come with the
+    evaluation's requests; on the test split their stream's seed is the secret world seed's)."""
     import pickle
 
     from leaderboard.sandbox.child import RemoteProxy
@@ -310,6 +311,8 @@ def test_the_evaluation_prompts_are_not_in_what_the_run_receives(world):
     assert public.config.seed is None and not hasattr(public, "judge")
     for arr in (j.eval_prompts.numpy(), j.eval_candidates[:2].numpy(), j.eval_gold.numpy()[:1]):
         assert np.ascontiguousarray(arr).tobytes() not in blob
+    weights = [t for t in (*world.task.proxy.parameters(), *world.task.proxy.buffers()) if t.numel() >= 4]
+    assert weights and all(t.detach().numpy().tobytes() not in blob for t in weights)  # nor the proxy's weights
 
 
 def test_training_queries_are_counted_per_response_whatever_its_tokens(world, tmp_path):
