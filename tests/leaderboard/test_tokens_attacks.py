@@ -373,3 +373,19 @@ def test_a_not_applicable_run_is_no_score_in_a_comparison_either():
     with pytest.raises(ValueError, match="common_tasks=True"):
         probability_of_improvement(runs[(runs["submission"] != "rloo") | (runs["seed_index"] == 0)], "token_rloo",
                                    "rloo", n_boot=50)
+
+
+def test_a_not_applicable_run_is_no_score_in_the_reports_profiles_and_task_tables():
+    """The report's performance profile and per-task table leave a not-applicable run out (they counted it as
+    π_ref's 0: a token baseline's profile fell for the bandit tasks it never ran)."""
+    from leaderboard import report as R
+
+    rows = [{"submission": "token_rloo", "code_hash": "t", "task_key": k, "seed_index": i, "status": st,
+             "reason": rs, "normalized_score": sc}
+            for k, st, rs, sc in (("hump", "failed", "not_applicable", np.nan), ("tok", "ok", None, 0.5))
+            for i in (0, 1)]
+    ag = pd.DataFrame(rows)
+    prof = R.performance_profile(ag, np.array([0.25, 0.75]))
+    assert prof["token_rloo"].tolist() == [1.0, 0.0]  # its token task only (was [0.5, 0.0])
+    html = R._per_task_table(ag, "hump", ["token_rloo"], n_boot=20, seed=0)
+    assert "0.000" not in html and "0 / 2 (2 not applicable)" in html
