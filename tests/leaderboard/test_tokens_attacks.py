@@ -389,3 +389,46 @@ def test_a_not_applicable_run_is_no_score_in_the_reports_profiles_and_task_table
     assert prof["token_rloo"].tolist() == [1.0, 0.0]  # its token task only (was [0.5, 0.0])
     html = R._per_task_table(ag, "hump", ["token_rloo"], n_boot=20, seed=0)
     assert "0.000" not in html and "0 / 2 (2 not applicable)" in html
+
+
+FLOOD = '''
+import os, time
+from leaderboard.sandbox import child as _child
+from leaderboard.sandbox.channel import MAGIC, _PREFIX
+
+class Agent:
+    def fit(self, task, budget, checkpoint):
+        ch = _child.CHANNEL
+        hb = b'{"op":"checkpoint"}'
+        burst = (_PREFIX.pack(MAGIC, len(hb), 0) + hb) * 20000   # 20,000 free frames a write
+        stop = time.monotonic() + 25
+        if os.fork() == 0:          # drain the scorer's answers, so that its writes never block either
+            while True:
+                os.read(ch.rfd, 1 << 20)
+        if os.fork() == 0:          # one writer (frames stay whole): the scorer always has a frame to read
+            while time.monotonic() < stop:
+                os.write(ch.wfd, burst)
+            os._exit(0)
+        time.sleep(max(0.0, stop - time.monotonic()))
+        os._exit(0)
+    def policy(self, cand, ref):
+        return ref
+
+def make_agent():
+    return Agent()
+'''
+
+
+def test_a_run_flooding_the_scorer_with_frames_is_stopped_at_its_deadline(world, tmp_path):
+    """Frames that cost no budget (checkpoints), written faster than the scorer reads them, used to keep every read
+    from blocking, and the deadline was checked only when a read blocked: a 3 s run held the scorer for as long as
+    it flooded (25 s here). The deadline is now checked on every frame."""
+    import time
+
+    path = tmp_path / "flood.py"
+    path.write_text(FLOOD)
+    t0 = time.monotonic()
+    with pytest.raises(SandboxFailure) as info:
+        run(world, load_submission(str(path)), Limits(wall_time=3, memory_mb=2048, sandbox="trusted"))
+    took = time.monotonic() - t0
+    assert info.value.reason == "timeout" and took < 15, (info.value.reason, took, info.value.detail)
