@@ -10,7 +10,6 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from baselines import TrainBudget
 from leaderboard.runner import score, score_one, world_of
