@@ -431,3 +431,12 @@ def test_a_run_flooding_the_scorer_with_frames_is_stopped_at_its_deadline(world,
         run(world, load_submission(str(path)), Limits(wall_time=3, memory_mb=2048, sandbox="trusted"))
     took = time.monotonic() - t0
     assert info.value.reason == "timeout" and took < 15, (info.value.reason, took, info.value.detail)
+
+
+def test_a_sequence_run_that_skips_a_mark_fails_like_a_bandit_one(world, tmp_path):
+    """The checkpoint schedule is the scorer's for sequence runs too: 640 queries with no checkpoint after mark 0
+    reach mark 2 (512) while mark 1 (256) is owed."""
+    with pytest.raises(SandboxFailure) as info:
+        run(world, load_submission(agent_file(tmp_path, queries=160)))
+    assert info.value.reason == "checkpoint" and "mark 1 of 4 (256 proxy queries)" in info.value.detail, \
+        info.value.detail
