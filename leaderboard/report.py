@@ -307,7 +307,9 @@ def _bars(brd: pd.DataFrame, colors: Mapping[str, Any], score_name: str) -> str:
 
 
 def _run_scores(ag: pd.DataFrame, metric: str = "normalized_score") -> pd.DataFrame:
-    """submission, task_key, score: one row per run, a failed run at :data:`leaderboard.scoring.FAILED_SCORE`."""
+    """submission, task_key, score: one row per run, a failed run at :data:`leaderboard.scoring.FAILED_SCORE`; a
+    ``not_applicable`` run (a built-in baseline of another kind of task) is no score, and no row (as on the board)."""
+    ag = ag[~scoring._not_applicable(ag)]
     ok = (ag["status"] == "ok") if "status" in ag.columns else pd.Series(True, index=ag.index)
     vals = ag[metric].astype(float) if metric in ag.columns else pd.Series(np.nan, index=ag.index)
     score = vals.where(ok, scoring.FAILED_SCORE)
@@ -406,7 +408,8 @@ def _per_task_table(ag: pd.DataFrame, task: str, order: Sequence[str], n_boot: i
             return _fmt(float(ok[col].astype(float).mean())) if col in ok.columns and len(ok) else "–"
 
         over = ok["overoptimized"].astype(float) if "overoptimized" in ok.columns else pd.Series(dtype=float)
-        rows.append([name, f"{len(ok)} / {len(g)}", cell, mean("kl"), mean("gold_value"), mean("peak_gold"),
+        na = int(scoring._not_applicable(g).sum())
+        rows.append([name, f"{len(ok)} / {len(g)}" + (f" ({na} not applicable)" if na else ""), cell, mean("kl"), mean("gold_value"), mean("peak_gold"),
                      mean("gold_drop"), f"{int(np.nansum(over))} / {int(over.notna().sum())}" if len(over) else "–"])
     header = ["submission", "ok / runs", "mean normalized score [95% CI]", "final KL (nats)", "final gold V*",
               "peak gold", "gold drop", "overoptimized runs"]

@@ -881,6 +881,9 @@ def probability_of_improvement(
             or code hashes; a wrong name gets the closest valid one, an ambiguous one the list of its versions.
         metric: the compared score (higher is better); failed runs get ``failed_score`` (as in :func:`board`).
         common_tasks: compare on the (task, seed) runs both have when their runs differ (else that is refused).
+            A run stored ``not_applicable`` (a built-in baseline of another kind of task) is no score, as on the
+            board: it is left out, and runs that differ only by such runs are compared on those both have (said
+            in the note) without ``common_tasks``.
 
     Returns:
         :class:`Improvement`, a ``(p, lo, hi)`` tuple that also says which tasks were compared. The CI is NaN
@@ -897,14 +900,18 @@ def probability_of_improvement(
     failed_score = _failed_score(failed_score, metric)
     ma, mb = _find_submission(runs, a, "a"), _find_submission(runs, b, "b")
     ok = _ok_mask(runs)
+    na = _not_applicable(runs)  # no score (nor π_ref's 0): left out, as on the board
+    only_na = _coverage(runs[ma]) == _coverage(runs[mb])  # runs that differ, if at all, only by not-applicable ones
+    ma, mb = ma & ~na, mb & ~na
     cov_a, cov_b = _coverage(runs[ma]), _coverage(runs[mb])
     note = ""
     if cov_a != cov_b:
         both = cov_a & cov_b
         if not both:
             raise ValueError(f"{a!r} and {b!r} have no run in common (a ran tasks {sorted({t for t, _ in cov_a})}, "
-                             f"b ran {sorted({t for t, _ in cov_b})}).")
-        if not common_tasks:
+                             f"b ran {sorted({t for t, _ in cov_b})}" + ("; not-applicable runs left out" if
+                                                                        only_na else "") + ").")
+        if not common_tasks and not only_na:
             raise ValueError(
                 f"{a!r} and {b!r} ran different runs ({len(cov_a)} vs {len(cov_b)}; only in {a!r}: "
                 f"{_show_runs(cov_a - cov_b)}; only in {b!r}: {_show_runs(cov_b - cov_a)}): a comparison would "
@@ -916,7 +923,8 @@ def probability_of_improvement(
         n_all = len({t for t, _ in cov_a | cov_b})
         n_common = len({t for t, _ in both})
         note = (f"on the {len(both)} runs ({n_common} of {n_all} tasks) both submissions have; "
-                f"{len(cov_a - both)} of {a!r} and {len(cov_b - both)} of {b!r} left out")
+                f"{len(cov_a - both)} of {a!r} and {len(cov_b - both)} of {b!r} left out"
+                + (" (the others' runs there are not applicable: no score)" if only_na else ""))
     ca = _score_columns(runs[ma], metric, ok[ma], failed_score)
     cb = _score_columns(runs[mb], metric, ok[mb], failed_score)
     tasks = sorted(set(ca) & set(cb))

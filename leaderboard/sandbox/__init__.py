@@ -24,8 +24,9 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   side (:func:`tiltenv.worlds.tokens.tree.expand_tree`): level by level it sends (prompt, prefix) batches and checks each
   ``(N, V)`` answer as above (dtype; shape before the payload is read; NaN/+inf; rows normalized) before building
   the ``(C, V^L)`` float64 log-probabilities (memory checked first); deployment queries as above.
-* **Wall time** — every wait on the child has a deadline (``limits.wall_time`` from the start of the run);
-  past it the child's process group is killed (``timeout``).
+* **Wall time** — every wait on the child, and every frame read from it, has a deadline (``limits.wall_time``
+  from the start of the run; a run that never lets a read block is stopped too); past it the child's process
+  group is killed (``timeout``).
 * **Jail** (``limits.sandbox="jail"``, the default) — every run lives in its own bubblewrap jail
   (:mod:`leaderboard.sandbox.jail`): pid, mount, network, ipc, uts and cgroup namespaces (plus a user namespace for
   a non-root scorer), a root holding only read-only binds of ``/usr``, the interpreter, its site-packages and

@@ -279,6 +279,17 @@ class _Child:
 
     # -- waiting
     def _wait(self, fd: int, for_write: bool) -> None:
+        now = self._tick()
+        timeout = max(0.0, min(self.deadline - now, MEMORY_POLL_S))
+        if for_write:
+            select.select([], [fd], [], timeout)
+        else:
+            select.select([fd], [], [], timeout)
+
+    def _tick(self) -> float:
+        """Fail the run past its deadline or its memory limit (polled every :data:`MEMORY_POLL_S`); returns now.
+        Called on every frame too, not only when the channel would block: a run that keeps the scorer busy with
+        frames (never letting a read block) is still stopped at its deadline."""
         now = time.monotonic()
         if now >= self.deadline:
             self.fail("timeout", f"the run exceeded its wall-time limit of {self.limits.wall_time:g} s and was killed")
@@ -291,11 +302,7 @@ class _Child:
             if rss > int(self.limits.memory_mb) << 20:
                 self.fail("memory", f"resident memory of the run's processes reached {rss / 2**20:.0f} MiB "
                                     f"> limit {self.limits.memory_mb} MiB; killed")
-        timeout = max(0.0, min(self.deadline - now, MEMORY_POLL_S))
-        if for_write:
-            select.select([], [fd], [], timeout)
-        else:
-            select.select([fd], [], [], timeout)
+        return now
 
     # -- failures
     def kill(self) -> None:
@@ -360,6 +367,7 @@ class _Child:
 
     def recv_header(self, expecting: str) -> tuple[dict[str, Any], int]:
         """Next frame header; a child-reported error becomes its :class:`SandboxFailure`."""
+        self._tick()  # the deadline holds however fast the frames come
         try:
             header, plen = self.chan.recv_header()
         except EOFError:
