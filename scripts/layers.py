@@ -146,7 +146,8 @@ class Tracer:
 
 class ScriptedChannel:
     """The child's channel, answered in-process the way the scorer answers (:func:`leaderboard.sandbox.run_agent`):
-    every checkpoint kept in its own slot, then the evaluation contexts, then the log-probabilities collected."""
+    every checkpoint kept in its own slot and evaluated at its delivery (the evaluation contexts with the first), then
+    the agent's; the log-probabilities collected."""
 
     def __init__(self, cand, ref) -> None:
         self.cand, self.ref = cand, ref
@@ -157,11 +158,12 @@ class ScriptedChannel:
     def send(self, header, arrays=()) -> None:
         op = header["op"]
         if op == "checkpoint":
-            self.replies.append(({"op": "checkpoint_ok", "slot": self.n_ckpt}, []))
+            self.replies.append(({"op": "checkpoint_ok", "slot": self.n_ckpt, "eval": "bandit", "index": self.n_ckpt},
+                                 [] if self.n_ckpt else [self.cand, self.ref]))
             self.n_ckpt += 1
         elif op == "fit_done":
-            self.replies.append(({"op": "eval", "checkpoints": [*map(str, range(self.n_ckpt)), "agent"]},
-                                 [self.cand, self.ref]))
+            self.replies.append(({"op": "eval", "checkpoints": ["agent"], "first": self.n_ckpt},
+                                 [] if self.n_ckpt else [self.cand, self.ref]))
         elif op == "logp":
             self.logps.append(arrays[0])
 

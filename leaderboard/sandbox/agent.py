@@ -256,6 +256,9 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eva
         kept: list[int] = []  # the channel's count at each kept checkpoint (slot i = kept[i]); strictly increasing
         covered = 0  # marks[:covered] have their checkpoint
         last_count = None  # the count at the last checkpoint delivered
+        # row i: kept checkpoint i's log-probabilities, evaluated at its delivery; the final policy's after fit
+        logps = np.empty((n_max, C, K), dtype=np.float64)  # untouched rows cost no memory
+        ev = _Evaluator(child, task, d, cand_of, ref, eval_prompts, logps)
 
         def allow(n: int) -> None:
             """Refuse a query that would reach the next mark while a mark is still owed."""
@@ -285,62 +288,26 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eva
                 else:  # between marks: not kept (only the last one delivered is, as the possible final policy)
                     slot = None
                 last_count = used
-                child.send({"op": "checkpoint_ok", "slot": slot, "step": used})
+                if slot is None:
+                    child.send({"op": "checkpoint_ok", "slot": None, "step": used})
+                else:  # evaluated now, before training goes on: a live reference shows the policy at this step
+                    ev.at_delivery(slot, used, header.get("policy", "bandit"))
             elif header["op"] == "fit_done" and not plen:
                 kind = header.get("policy", "bandit")
-                if kind not in ("bandit", "sequence") or (kind == "sequence" and eval_prompts is None):
-                    child.fail("protocol", f"fit_done names policies of kind {str(kind)[:40]!r}: "
-                                           + ("this task takes bandit policies only ((C, K) log-probabilities)"
-                                              if kind == "sequence" else "expected 'bandit' or 'sequence'"))
+                ev.check_kind(kind, "the final policy")
                 break
             else:
                 child.fail("protocol", f"unexpected {str(header['op'])[:40]!r} frame during fit")
-        fit_time = time.monotonic() - fit_started
+        fit_time = time.monotonic() - fit_started - ev.seconds
         # the final policy (step = the final count): the last checkpoint if delivered at the final count, else the
-        # agent itself; the kept checkpoints before it, each at the channel's count when it arrived
-        which: list[Any] = [i for i, c in enumerate(kept) if c < used] + ["last" if last_count == used else "agent"]
-        steps = [kept[i] for i in which[:-1]] + [used]
-        logps = np.empty((len(steps), C, K), dtype=np.float64)
-        if kind == "sequence":
-            deploy = _eval_sequence(child, task, which, steps, eval_prompts, cand_of, logps)
-            return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started,
-                                child.output_tail(), child.sandbox)
-        cand = cand_of()
-        child.send({"op": "eval", "checkpoints": which}, [cand.numpy(), ref.numpy()])
-        cache = _DeployCache(child, task, cand)
-        for i, step in enumerate(steps):
-            cache.start(i)
-            while True:
-                header, plen = child.recv_header(f"checkpoint {i}'s log-probabilities")
-                if header["op"] != "proxy":
-                    break
-                _serve_proxy(child, task, d, header, plen, C * K,
-                             f"deployment allowance of checkpoint {i}: its C·K = {C * K} evaluation candidates",
-                             cache=cache)
-            if header["op"] != "logp" or header.get("index") != i:
-                child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")
-            what = f"checkpoint {i} (step {step})"
-            _check_output_dtype(child, header, what)
-            try:
-                ((dt, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
-            except ProtocolError as e:
-                child.fail("protocol", f"bad {what} frame: {e}")
-            if shape != (C, K):
-                child.fail("invalid_output", f"{what} returned shape {shape}, expected (C, K) = ({C}, {K})")
-            if dt == np.float64:  # read straight into the result: no copy, no extra pages
-                child.read_into(memoryview(logps[i]).cast("B"), what)
-                arr = logps[i]
-            else:
-                (arr,) = child.recv_arrays(header, plen)
-            try:
-                _validate_logp(arr, C, K, what, logps[i])
-            except SandboxFailure:
-                child.kill()
-                raise
-        deploy = cache.served
+        # agent itself, evaluated now; before it the kept checkpoints, each at the channel's count when it arrived.
+        # A kept checkpoint at the final count is the last one delivered (a later one at that count replaces it):
+        # it is the final policy, already evaluated at its delivery.
+        row = len(kept) if not kept or kept[-1] < used else len(kept) - 1
+        ev.final(None if row < len(kept) else "last" if last_count == used else "agent", row, used, kind)
         child.expect("done")
-        return AgentOutcome(list(steps), logps, used, deploy, fit_time, time.monotonic() - child.started,
-                            child.output_tail(), child.sandbox)
+        return AgentOutcome(kept[:row] + [used], logps[:row + 1], used, ev.deploy_queries, fit_time,
+                            time.monotonic() - child.started, child.output_tail(), child.sandbox)
     finally:
         child.close()
 
@@ -361,62 +328,159 @@ def _lazy(fn: Any) -> Any:
 SEQUENCE_REQUEST_ROWS = 1 << 16
 
 
-def _eval_sequence(child: _Child, task: Any, which: list[Any], steps: list[int], prompts: torch.Tensor,
-                   cand_of: Any, logps: np.ndarray) -> int:
-    """Evaluate a token task's sequence-policy checkpoints: the scorer expands each checkpoint's prefix tree on its
+class _Evaluator:
+    """The scorer's evaluation exchanges of one run: each kept checkpoint at its delivery (:meth:`at_delivery`, in
+    the ``checkpoint_ok`` answer, while the child's ``checkpoint`` call waits), the final policy after ``fit``
+    (:meth:`final`). A bandit policy gets the ``(C, K, d)`` evaluation candidates and ``(C, K)`` log π_ref once (the
+    first evaluation; the child keeps them) and answers ``logp``, ``(C, K)``; a token task's sequence policy answers
+    the scorer's prefix-tree expansion (:func:`_expand_sequence`). Either may use the deployment cache meanwhile.
+    Every policy of a run is of one kind (the first evaluated fixes it)."""
+
+    def __init__(self, child: _Child, task: Any, d: int, cand_of: Any, ref: torch.Tensor,
+                 prompts: torch.Tensor | None, logps: np.ndarray) -> None:
+        self.child, self.task, self.d, self.cand_of, self.ref, self.prompts = child, task, d, cand_of, ref, prompts
+        self.logps = logps
+        self.kind: str | None = None
+        self.sent = False  # the bandit evaluation candidates went to the child
+        self.cache: _DeployCache | None = None
+        self.seconds = 0.0  # spent in evaluations at delivery (not the agent's fit time)
+
+    @property
+    def deploy_queries(self) -> int:
+        return self.cache.served if self.cache is not None else 0
+
+    def cache_for(self, row: int) -> _DeployCache:
+        if self.cache is None:
+            self.cache = _DeployCache(self.child, self.task, self.cand_of())
+        self.cache.start(row)
+        return self.cache
+
+    def check_kind(self, kind: Any, what: str) -> None:
+        if kind not in ("bandit", "sequence") or (kind == "sequence" and self.prompts is None):
+            self.child.fail("protocol", f"{what} names policies of kind {str(kind)[:40]!r}: "
+                                        + ("this task takes bandit policies only ((C, K) log-probabilities)"
+                                           if kind == "sequence" else "expected 'bandit' or 'sequence'"))
+        if self.kind is not None and kind != self.kind:
+            self.child.fail("invalid_output", f"{what} is a {kind} policy, the checkpoints before it {self.kind} "
+                                              "policies: every checkpoint must be of the same kind")
+        self.kind = kind
+
+    def _arrays(self) -> list[np.ndarray]:
+        if self.sent:
+            return []
+        self.sent = True
+        return [self.cand_of().numpy(), self.ref.numpy()]
+
+    def at_delivery(self, row: int, step: int, kind: Any) -> None:
+        started = time.monotonic()
+        self.check_kind(kind, f"checkpoint {row} (step {step})")
+        if kind == "sequence":
+            V, L = int(self.task.V), int(self.task.L)
+            self.child.send({"op": "checkpoint_ok", "slot": row, "step": step, "eval": "sequence", "index": row,
+                             "V": V, "L": L})
+            _expand_sequence(self, row, step)
+            self.child.send({"op": "eval_done"})
+        else:
+            self.child.send({"op": "checkpoint_ok", "slot": row, "step": step, "eval": "bandit", "index": row},
+                            self._arrays())
+            self._read_logp(row, step)
+        self.seconds += time.monotonic() - started
+
+    def final(self, which: str | None, row: int, step: int, kind: str) -> None:
+        """Evaluate the final policy (``"agent"`` or ``"last"``) into ``row``; ``None``: it was, at its delivery."""
+        names = [] if which is None else [which]
+        if kind == "sequence":
+            V, L = int(self.task.V), int(self.task.L)
+            self.child.send({"op": "eval_sequence", "checkpoints": names, "first": row, "V": V, "L": L})
+            if names:
+                _expand_sequence(self, row, step)
+            self.child.send({"op": "eval_done"})
+        else:
+            self.child.send({"op": "eval", "checkpoints": names, "first": row}, self._arrays() if names else [])
+            if names:
+                self._read_logp(row, step)
+
+    def _read_logp(self, i: int, step: int) -> None:
+        child, logps = self.child, self.logps
+        C, K = logps.shape[1:]
+        cache = self.cache_for(i)
+        while True:
+            header, plen = child.recv_header(f"checkpoint {i}'s log-probabilities")
+            if header["op"] != "proxy":
+                break
+            _serve_proxy(child, self.task, self.d, header, plen, C * K,
+                         f"deployment allowance of checkpoint {i}: its C·K = {C * K} evaluation candidates",
+                         cache=cache)
+        if header["op"] != "logp" or header.get("index") != i:
+            child.fail("protocol", f"expected checkpoint {i}'s log-probabilities, got {str(header['op'])[:40]!r}")
+        what = f"checkpoint {i} (step {step})"
+        _check_output_dtype(child, header, what)
+        try:
+            ((dt, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
+        except ProtocolError as e:
+            child.fail("protocol", f"bad {what} frame: {e}")
+        if shape != (C, K):
+            child.fail("invalid_output", f"{what} returned shape {shape}, expected (C, K) = ({C}, {K})")
+        if dt == np.float64:  # read straight into the result: no copy, no extra pages
+            child.read_into(memoryview(logps[i]).cast("B"), what)
+            arr = logps[i]
+        else:
+            (arr,) = child.recv_arrays(header, plen)
+        try:
+            _validate_logp(arr, C, K, what, logps[i])
+        except SandboxFailure:
+            child.kill()
+            raise
+
+
+def _expand_sequence(ev: _Evaluator, i: int, step: int) -> None:
+    """Evaluate a token task's sequence-policy checkpoint ``i``: the scorer expands its prefix tree on its
     side (:func:`tiltenv.worlds.tokens.tree.expand_tree`, the in-process enumeration's own loop), level by level over chunks
     of prompts. Each level is one request ``next`` of (N, P) prompts and (N, l) prefixes (int64); the child answers
     ``next_logp``, (N, V) float32/float64 log-probabilities, checked like any output (shape, NaN/+inf, rows
     normalized to 1e-3: ``invalid_output``) and renormalized in float64. Between a request and its answer the child
     may score exactly the candidates (the V^L responses of the evaluation prompts) it is evaluated on, once per
-    checkpoint (the deployment cache, built on its first query). Fills ``logps``; returns the deployment queries."""
+    checkpoint (the deployment cache, built on its first query). Fills ``ev.logps[i]``."""
     from tiltenv.worlds.tokens.tree import expand_tree
 
+    child, task, prompts = ev.child, ev.task, ev.prompts
     V, L, d = int(task.V), int(task.L), int(task.d)
     C, K = prompts.shape[0], V**L
     chunk = max(1, SEQUENCE_REQUEST_ROWS // V ** max(L - 1, 0))
-    child.send({"op": "eval_sequence", "checkpoints": which, "V": V, "L": L})
-    cache: list[_DeployCache] = []
-    for i, step in enumerate(steps):
-        if cache:
-            cache[0].start(i)
+    if ev.cache is not None:
+        ev.cache.start(i)
 
-        def answer(p: torch.Tensor, level: int, prefixes: torch.Tensor, i: int = i, step: int = step) -> torch.Tensor:
-            n = prefixes.shape[0]
-            what = f"checkpoint {i} (step {step}), level {level} ({n} prefixes of {level} tokens)"
-            child.send({"op": "next", "index": i, "level": level},
-                       [p.repeat_interleave(V**level, 0).numpy(), prefixes.numpy()])
-            while True:
-                header, plen = child.recv_header(f"the next-token log-probabilities of {what}")
-                if header["op"] != "proxy":
-                    break
-                if not cache:
-                    cache.append(_DeployCache(child, task, cand_of()))
-                    cache[0].start(i)
-                _serve_proxy(child, task, d, header, plen, C * K,
-                             f"deployment allowance of checkpoint {i}: its C·V^L = {C * K} evaluation responses",
-                             cache=cache[0])
-            if header["op"] != "next_logp" or header.get("index") != i or header.get("level") != level:
-                child.fail("protocol", f"expected the next-token log-probabilities of {what}, got "
-                                       f"{str(header['op'])[:40]!r}")
-            _check_output_dtype(child, header, what)
-            try:
-                ((_, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
-            except ProtocolError as e:
-                child.fail("protocol", f"bad {what} frame: {e}")
-            if shape != (n, V):  # before reading the payload: a gigantic answer is never read
-                child.fail("invalid_output", f"{what} returned shape {shape}, expected (N prefixes, V) = ({n}, {V})")
-            (arr,) = child.recv_arrays(header, plen)
-            out = np.empty((n, V), dtype=np.float64)
-            try:
-                _validate_logp(arr, n, V, what, out, rows="prefix", cols="token")
-            except SandboxFailure:
-                child.kill()
-                raise
-            return torch.from_numpy(out)
+    def answer(p: torch.Tensor, level: int, prefixes: torch.Tensor) -> torch.Tensor:
+        n = prefixes.shape[0]
+        what = f"checkpoint {i} (step {step}), level {level} ({n} prefixes of {level} tokens)"
+        child.send({"op": "next", "index": i, "level": level},
+                   [p.repeat_interleave(V**level, 0).numpy(), prefixes.numpy()])
+        while True:
+            header, plen = child.recv_header(f"the next-token log-probabilities of {what}")
+            if header["op"] != "proxy":
+                break
+            cache = ev.cache if ev.cache is not None else ev.cache_for(i)
+            _serve_proxy(child, task, d, header, plen, C * K,
+                         f"deployment allowance of checkpoint {i}: its C·V^L = {C * K} evaluation responses",
+                         cache=cache)
+        if header["op"] != "next_logp" or header.get("index") != i or header.get("level") != level:
+            child.fail("protocol", f"expected the next-token log-probabilities of {what}, got "
+                                   f"{str(header['op'])[:40]!r}")
+        _check_output_dtype(child, header, what)
+        try:
+            ((_, shape),) = check_array_specs(header, plen, FLOAT_DTYPES)
+        except ProtocolError as e:
+            child.fail("protocol", f"bad {what} frame: {e}")
+        if shape != (n, V):  # before reading the payload: a gigantic answer is never read
+            child.fail("invalid_output", f"{what} returned shape {shape}, expected (N prefixes, V) = ({n}, {V})")
+        (arr,) = child.recv_arrays(header, plen)
+        out = np.empty((n, V), dtype=np.float64)
+        try:
+            _validate_logp(arr, n, V, what, out, rows="prefix", cols="token")
+        except SandboxFailure:
+            child.kill()
+            raise
+        return torch.from_numpy(out)
 
-        expand_tree(answer, prompts, V, L, chunk=chunk, out=torch.from_numpy(logps[i]),
-                    what=f"checkpoint {i}'s log-probabilities")
-    child.send({"op": "eval_done"})
-    child.expect("done")
-    return cache[0].served if cache else 0
+    expand_tree(answer, prompts, V, L, chunk=chunk, out=torch.from_numpy(ev.logps[i]),
+                what=f"checkpoint {i}'s log-probabilities")

@@ -200,50 +200,77 @@ def _load(start: dict[str, Any]) -> Any:
 
 
 def _serve_agent(chan: Channel, agent: Any, start: dict[str, Any], stage: list[str]) -> None:
-    """Fit, then evaluate the checkpoints the scorer asks for.
+    """Fit, answering the scorer's evaluation of each checkpoint at its delivery; then evaluate the final policy.
 
     The scorer owns the checkpoint schedule (:func:`leaderboard.sandbox.run_agent`): each ``checkpoint(step,
-    policy)`` sends a ``checkpoint`` frame (the agent's ``step`` is not sent: the scorer stores its own query count)
-    and the scorer answers which slot the snapshot fills (``None``: not kept; a slot filled again is replaced),
-    so the child holds at most ``n_checkpoints + 1`` snapshots plus the last one delivered.
+    policy)`` sends a ``checkpoint`` frame (the agent's ``step`` is not sent: the scorer stores its own query count;
+    ``policy`` says whether it is a token task's sequence policy) and the scorer answers which slot the snapshot
+    fills (``None``: not kept; a slot filled again is replaced). A kept checkpoint is **evaluated inside that call**,
+    before training goes on: the answer carries ``eval`` (``"bandit"``: its ``(C, K)`` log-probabilities on the
+    evaluation candidates, sent with the first such answer and kept here; ``"sequence"``: the scorer's prefix-tree
+    requests until ``eval_done``), so a checkpoint that is a live reference to the trained model is scored as it is
+    at its step. The random generators (torch CPU, numpy, random) are restored after it, so training goes on as if
+    nothing happened. Delivered checkpoints are not kept, except the last one (it may be the final policy).
     """
+    import random
+
     task = start["task"]
-    slots: dict[int, Any] = {}
+    token = _is_token_task(task)
     last: list[Any] = [None]
+    contexts: list[torch.Tensor] = []  # the bandit evaluation candidates and log π_ref, from the first evaluation
 
     def checkpoint(step: int, policy: Any) -> None:
-        chan.send({"op": "checkpoint"})
-        header, _ = chan.recv_arrays()
+        kind = "sequence" if token and _sequence_policy(policy) is not None else "bandit"
+        chan.send({"op": "checkpoint", "policy": kind})
+        header, arrays = chan.recv_arrays()
         if header["op"] != "checkpoint_ok":
             raise RuntimeError(f"the scorer refused the checkpoint: {header.get('message', header['op'])}")
-        slot = header.get("slot")
-        if slot is not None:
-            slots[int(slot)] = policy
+        last[0] = None  # a checkpoint at a new count replaces the last one: keep no reference while evaluating
+        if header.get("eval") in ("bandit", "sequence"):
+            states = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+            try:
+                if header["eval"] == "bandit":
+                    if arrays:
+                        contexts[:] = [torch.from_numpy(a) for a in arrays]
+                    _send_logp(chan, policy, contexts, int(header["index"]))
+                else:
+                    _answer_sequence(chan, {int(header["index"]): _Expansion(_sequence_policy(policy), int(task.V))})
+            finally:
+                torch.random.set_rng_state(states[0])
+                np.random.set_state(states[1])
+                random.setstate(states[2])
         last[0] = policy
 
     stage[0] = "fit"
     agent.fit(task, start["budget"], checkpoint)
-    if _is_token_task(task) and any(_sequence_policy(p) is not None for p in (agent, last[0], *slots.values())):
+    if token and any(_sequence_policy(p) is not None for p in (agent, last[0])):
         chan.send({"op": "fit_done", "policy": "sequence"})
         stage[0] = "eval"
-        return _serve_sequence(chan, agent, slots, last[0], int(task.V))
+        return _serve_sequence(chan, agent, last[0], int(task.V))
     chan.send({"op": "fit_done"})
     stage[0] = "eval"
     header, arrays = chan.recv_arrays()
-    if header["op"] != "eval" or len(arrays) != 2 or not isinstance(header.get("checkpoints"), list):
+    if header["op"] != "eval" or len(arrays) not in (0, 2) or not isinstance(header.get("checkpoints"), list):
         raise ProtocolError(f"expected the eval contexts, got {header['op']!r}")
-    cand, ref = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1])
-    for i, which in enumerate(header["checkpoints"]):
-        policy = agent if which == "agent" else last[0] if which == "last" else slots[int(which)]
-        fn = policy.policy if hasattr(policy, "policy") and not isinstance(policy, torch.nn.Module) else policy
-        with torch.no_grad():
-            out = fn(cand, ref)
-        try:
-            arr = _as_array(out)
-            chan.send({"op": "logp", "index": i}, [arr])
-        except (_InvalidOutput, TypeError) as e:
-            raise _InvalidOutput(f"checkpoint {i}: {e}") from None
+    if arrays:
+        contexts[:] = [torch.from_numpy(a) for a in arrays]
+    for i, which in enumerate(header["checkpoints"], int(header.get("first", 0))):
+        _send_logp(chan, agent if which == "agent" else last[0], contexts, i)
     chan.send({"op": "done"})
+
+
+def _send_logp(chan: Channel, policy: Any, contexts: list[torch.Tensor], i: int) -> None:
+    """A bandit checkpoint's ``(C, K)`` log-probabilities on the evaluation candidates, sent as ``logp``."""
+    if len(contexts) != 2:
+        raise ProtocolError("an evaluation before the evaluation candidates arrived")
+    fn = policy.policy if hasattr(policy, "policy") and not isinstance(policy, torch.nn.Module) else policy
+    with torch.no_grad():
+        out = fn(*contexts)
+    try:
+        arr = _as_array(out)
+        chan.send({"op": "logp", "index": i}, [arr])
+    except (_InvalidOutput, TypeError) as e:
+        raise _InvalidOutput(f"checkpoint {i}: {e}") from None
 
 
 def _is_token_task(task: Any) -> bool:
@@ -296,26 +323,32 @@ class _Expansion:
         return torch.log_softmax(pol.next_logits(state).to(torch.float64), -1)
 
 
-def _serve_sequence(chan: Channel, agent: Any, slots: dict[int, Any], last: Any, V: int) -> None:
-    """A token task's evaluation: answer the scorer's ``next`` requests (prompts, prefixes) with the next-token
-    log-probabilities of the checkpoint named (the scorer expands the tree, :mod:`leaderboard.sandbox.agent`)."""
+def _serve_sequence(chan: Channel, agent: Any, last: Any, V: int) -> None:
+    """A token task's final evaluation: answer the scorer's ``next`` requests (prompts, prefixes) with the next-token
+    log-probabilities of the final policy (the scorer expands the tree, :mod:`leaderboard.sandbox.agent`)."""
     header, _ = chan.recv_arrays()
     if header["op"] != "eval_sequence" or not isinstance(header.get("checkpoints"), list):
         raise ProtocolError(f"expected the sequence evaluation, got {header['op']!r}")
-    experts = []
-    for i, which in enumerate(header["checkpoints"]):
-        obj = agent if which == "agent" else last if which == "last" else slots[int(which)]
+    experts = {}
+    for i, which in enumerate(header["checkpoints"], int(header.get("first", 0))):
+        obj = agent if which == "agent" else last
         pol = _sequence_policy(obj)
         if pol is None:
             raise _InvalidOutput(f"checkpoint {i} is a {type(obj).__name__}, not a sequence policy (initial_state, "
                                  "next_logits, advance, or next_logp(prompts, prefix)), on a token task whose final "
                                  "policy is one: every checkpoint must be of the same kind")
-        experts.append(_Expansion(pol, V))
+        experts[i] = _Expansion(pol, V)
+    _answer_sequence(chan, experts)
+    chan.send({"op": "done"})
+
+
+def _answer_sequence(chan: Channel, experts: dict[int, "_Expansion"]) -> None:
+    """Answer the scorer's ``next`` requests for the checkpoints in ``experts`` until ``eval_done``."""
     while True:
         header, arrays = chan.recv_arrays(allowed=("<i8",))
         if header["op"] == "eval_done":
-            break
-        if header["op"] != "next" or len(arrays) != 2:
+            return
+        if header["op"] != "next" or len(arrays) != 2 or int(header.get("index", -1)) not in experts:
             raise ProtocolError(f"expected a next-token request, got {header['op']!r}")
         i = int(header["index"])
         prompts, prefixes = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1])
@@ -326,7 +359,6 @@ def _serve_sequence(chan: Channel, agent: Any, slots: dict[int, Any], last: Any,
         except (_InvalidOutput, TypeError) as e:
             raise _InvalidOutput(f"checkpoint {i}: {e}") from None
         chan.send({"op": "next_logp", "index": i, "level": int(header["level"])}, [arr])
-    chan.send({"op": "done"})
 
 
 def _serve_reward_model(chan: Channel, rm: Any, start: dict[str, Any], stage: list[str]) -> None:
