@@ -361,8 +361,11 @@ class _Evaluator:
                                         + ("this task takes bandit policies only ((C, K) log-probabilities)"
                                            if kind == "sequence" else "expected 'bandit' or 'sequence'"))
         if self.kind is not None and kind != self.kind:
-            self.child.fail("invalid_output", f"{what} is a {kind} policy, the checkpoints before it {self.kind} "
-                                              "policies: every checkpoint must be of the same kind")
+            self.child.fail("invalid_output", (
+                f"{what} is a sequence policy, the checkpoints before it are not a sequence policy"
+                if kind == "sequence" else f"{what} is not a sequence policy (initial_state, next_logits, advance, "
+                "or next_logp(prompts, prefix)), the checkpoints before it are") + " (on a token task): every "
+                "checkpoint must be of the same kind")
         self.kind = kind
 
     def _arrays(self) -> list[np.ndarray]:
