@@ -13,7 +13,10 @@ float arrays); it never unpickles anything the child sends. What it enforces:
   first checkpoint once a mark is reached is that mark's. A query that would reach the next mark while a mark
   is still owed ends the run (``checkpoint``, naming the mark). The final policy is the last checkpoint if it
   came at the final count, else the agent itself. At most ``n_checkpoints + 2`` checkpoints are evaluated;
-  steps are strictly increasing.
+  steps are strictly increasing. Each kept checkpoint is **evaluated at its delivery**, in the answer to its
+  ``checkpoint`` frame, before the child's ``checkpoint`` call returns and training goes on: a live reference to
+  the trained model is scored as it is at that step (the child keeps no delivered checkpoint but the last). That
+  exchange's time is the scorer's, not the run's ``fit_time``; the wall-time limit covers it.
 * **Deployment** — while checkpoint ``i`` is evaluated its policy may score exactly the candidates it is
   evaluated on, each at most once, answered from a cache the scorer fills (Tilt/BestOfN score at
   deployment); anything else ends the run (``budget``). These are counted apart as ``deploy_queries``.

@@ -1,7 +1,8 @@
 """An agent submission trained in its sandboxed process (:func:`run_agent`): the scorer serves its proxy
-queries under the budget and the checkpoint schedule (:func:`_serve_proxy`), then reads its checkpoints'
-log-probabilities on the evaluation contexts, serving their deployment queries from a cache
-(:class:`_DeployCache`). The rules are those of :mod:`leaderboard.sandbox`."""
+queries under the budget and the checkpoint schedule (:func:`_serve_proxy`), reads each kept checkpoint's
+log-probabilities on the evaluation contexts at its delivery and the final policy's after ``fit``
+(:class:`_Evaluator`), serving their deployment queries from a cache (:class:`_DeployCache`). The rules are those
+of :mod:`leaderboard.sandbox`."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class AgentOutcome:
             so the same policy gives the same bits; each row was already within 1e-3 of normalized).
         proxy_queries: candidates the scorer's side of the channel scored during ``fit``.
         deploy_queries: candidates served from the deployment cache while the checkpoints were evaluated.
-        fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer).
+        fit_time: seconds from the child's ``ready`` to the end of ``fit`` (measured by the scorer), less the
+            evaluation exchanges at delivery (the scorer's; the wall-time limit covers them all the same).
         wall_time: seconds of the whole sandboxed run, start of the process to its result.
         output: the run's own stdout/stderr (last 64 KiB); sandbox: ``"jail"`` or ``"trusted"``.
     """
@@ -195,6 +197,14 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eva
               limits: Limits, *, device: str = "cpu", spawn: str = "zygote",
               eval_prompts: torch.Tensor | None = None) -> AgentOutcome:
     """Train an agent submission on ``task`` in a sandboxed child and get its checkpoints' log-probabilities.
+
+    Each checkpoint kept at a mark is evaluated **at its delivery**: the scorer answers its ``checkpoint`` frame
+    with the evaluation exchange (:class:`_Evaluator`: the bandit candidates, sent once, or the prefix-tree
+    expansion) while the child's ``checkpoint`` call waits, so the stored trajectory is the policy at each step even
+    when the checkpoint is a live reference to the model being trained. A later checkpoint at the same count is
+    evaluated again and replaces it. The final policy is the checkpoint delivered at the final count (already
+    evaluated), else the agent, evaluated after ``fit``. What the scorer cannot see: which policy the agent chooses
+    to deliver (a separate "reported" policy is the agent's choice; the rank is the final policy's alone).
 
     Args:
         sub: a :class:`~leaderboard.submission.Submission` of the ``agent`` track.
