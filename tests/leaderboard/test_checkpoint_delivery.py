@@ -175,3 +175,43 @@ def test_a_live_sequence_policy_checkpoint_shows_the_training_path(tmp_path, san
     first = [float(lp[:, 0].mean()) for lp in out.logps]  # response 0 0 0: L * log p(token 0 | t)
     for t, got in zip([0, 1, 2, 3, 4], first):  # the final policy: the checkpoint at 1024, not what fit made later
         assert got == pytest.approx(L * (t - np.log(np.exp(t) + V - 1)), abs=1e-9), (t, first)
+
+
+# Fresh snapshots at every mark, watched through weak references: once evaluated, the run keeps none but the last.
+DROPPED = """
+    import gc, weakref
+    import torch
+
+    class Snap:
+        def __init__(self, s):
+            self.s = s
+        def __call__(self, candidates, ref_logp):
+            return torch.log_softmax(torch.as_tensor(ref_logp, dtype=torch.float64), -1)
+
+    class Agent:
+        def fit(self, task, budget, checkpoint):
+            refs = []
+            for q in range(0, budget.proxy_queries + 1, 256):
+                if q:
+                    task.proxy_reward(task.sample_contexts(32, generator=torch.Generator().manual_seed(q))[0])
+                snap = Snap(q)
+                refs.append(weakref.ref(snap))
+                checkpoint(q, snap)
+                del snap
+            gc.collect()
+            alive = [r().s for r in refs if r() is not None]
+            if alive != [budget.proxy_queries]:
+                raise RuntimeError(f"the run still holds the checkpoints of {alive}")
+
+        def policy(self, candidates, ref_logp):
+            return torch.log_softmax(torch.as_tensor(ref_logp, dtype=torch.float64), -1)
+
+    def make_agent():
+        return Agent()
+"""
+
+
+def test_the_run_keeps_no_checkpoint_after_its_evaluation_but_the_last(world, tmp_path):
+    out = run_agent(_sub(tmp_path, "dropped.py", DROPPED), world.task, BUDGET, world.judge.eval_candidates,
+                    world.judge.eval_ref_logp, LIMITS)
+    assert out.steps == [0, 256, 512, 768, 1024]
