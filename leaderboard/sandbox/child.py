@@ -43,6 +43,22 @@ CHANNEL: "Channel | None" = None
 # ----------------------------------------------------------------------------------------------- proxy stub
 
 
+def _remote_score(x: Any, d: int, header: dict[str, Any], outside: str, what: str) -> torch.Tensor:
+    """Send candidates ``x`` (last dimension ``d``) to the scorer with ``header`` and return its scores on x's device:
+    the one path of every reward model the child reaches through the channel."""
+    x = torch.as_tensor(x)
+    if x.ndim < 1 or x.shape[-1] != d:
+        raise ValueError(f"candidates must have last dimension d={d} (got shape {tuple(x.shape)}).")
+    if CHANNEL is None:
+        raise RuntimeError(outside)
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    CHANNEL.send(header, [x.detach().to("cpu", dtype).contiguous().numpy()])
+    reply, arrays = CHANNEL.recv_arrays()
+    if reply["op"] != "proxy_ok" or len(arrays) != 1:
+        raise RuntimeError(f"the scorer refused {what}: {reply.get('message', reply['op'])}")
+    return torch.from_numpy(arrays[0]).to(x.device)
+
+
 class RemoteProxy(torch.nn.Module):
     """The proxy as the sandboxed child sees it: ``forward`` sends the candidates to the scorer.
 
@@ -58,18 +74,8 @@ class RemoteProxy(torch.nn.Module):
         self.d = int(d)
 
     def forward(self, x: Any) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        if x.ndim < 1 or x.shape[-1] != self.d:
-            raise ValueError(f"candidates must have last dimension d={self.d} (got shape {tuple(x.shape)}).")
-        if CHANNEL is None:
-            raise RuntimeError("this proxy lives in the scorer's process and is reached through the sandbox's channel only.")
-        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        arr = x.detach().to("cpu", dtype).contiguous().numpy()
-        CHANNEL.send({"op": "proxy"}, [arr])
-        header, arrays = CHANNEL.recv_arrays()
-        if header["op"] != "proxy_ok" or len(arrays) != 1:
-            raise RuntimeError(f"the scorer refused the proxy query: {header.get('message', header['op'])}")
-        return torch.from_numpy(arrays[0]).to(x.device)
+        return _remote_score(x, self.d, {"op": "proxy"}, "this proxy lives in the scorer's process and is reached "
+                             "through the sandbox's channel only.", "the proxy query")
 
     def raw(self, x: Any) -> torch.Tensor:
         raise NotImplementedError("only the normalized proxy is served (task.proxy_reward / task.proxy(x)).")
@@ -91,17 +97,8 @@ class RemoteDimStack(torch.nn.Module):
         self.m, self.d = int(m), int(d)
 
     def dim_rewards(self, x: Any) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        if x.ndim < 1 or x.shape[-1] != self.d:
-            raise ValueError(f"candidates must have last dimension d={self.d} (got shape {tuple(x.shape)}).")
-        if CHANNEL is None:
-            raise RuntimeError("these reward models live in the scorer's process and are reached through the sandbox's channel only.")
-        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        CHANNEL.send({"op": "proxy", "model": "dims"}, [x.detach().to("cpu", dtype).contiguous().numpy()])
-        header, arrays = CHANNEL.recv_arrays()
-        if header["op"] != "proxy_ok" or len(arrays) != 1:
-            raise RuntimeError(f"the scorer refused the query: {header.get('message', header['op'])}")
-        return torch.from_numpy(arrays[0]).to(x.device)
+        return _remote_score(x, self.d, {"op": "proxy", "model": "dims"}, "these reward models live in the scorer's "
+                             "process and are reached through the sandbox's channel only.", "the query")
 
     def __deepcopy__(self, memo: dict) -> "RemoteDimStack":
         return self
