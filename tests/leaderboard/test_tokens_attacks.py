@@ -4,69 +4,29 @@ child's channel, ``leaderboard.sandbox.child.CHANNEL``) is as much an attacker a
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import TrainBudget
 from leaderboard.runner import score, score_one, world_of
-from leaderboard.sandbox import run_agent
 from leaderboard.scoring import board, score_agent_run
-from leaderboard.spec import Limits, RunSpec, SandboxFailure
+from leaderboard.spec import Limits, SandboxFailure
 from leaderboard.store import Store
 from leaderboard.submission import load_submission
 from leaderboard.suites import Suite, SuiteEntry
 from tiltenv.worlds.tokens import ARModel, tree_logp
 
-V, L = 3, 3
-KW = {"V": V, "L": L, "n_labels": 200, "n_eval_contexts": 8, "n_norm_contexts": 8, "link": "hump", "beta": 0.1}
+from _token_harness import AGENT, JAIL_OK, KW, L, TRUSTED, V, run, spec  # tests/leaderboard/_token_harness.py
+
 HUMP = {"n_eval_contexts": 16, "n_labels": 200}
-BUDGET = TrainBudget(proxy_queries=1024, n_checkpoints=4)
-TRUSTED = Limits(wall_time=60, memory_mb=2048, sandbox="trusted")
-JAIL_OK = shutil.which("bwrap") is not None
-
-
-def spec(task_id="tiltenv/Tokens-v0", kwargs=None, key="tok", split="dev") -> RunSpec:
-    return RunSpec("t", 1, split, key, task_id, dict(KW if kwargs is None else kwargs), 0, seed=5,
-                   proxy_queries=1024, n_checkpoints=4)
 
 
 @pytest.fixture(scope="module")
 def world():
     return world_of(spec())
 
-
-def run(world, sub, limits=TRUSTED):
-    j = world.judge
-    return run_agent(sub, world.task, BUDGET, lambda: j.eval_candidates, j.eval_ref_logp, limits,
-                     eval_prompts=j.eval_prompts)
-
-
-# {policy} defines Pol(task) with next_logp(prompts, prefix); fit checkpoints it before and after {queries} queries.
-AGENT = '''
-import time
-import torch
-from leaderboard.sandbox import child as _child
-from tiltenv.worlds.tokens import ARModel
-
-{policy}
-
-class Agent:
-    def fit(self, task, budget, checkpoint):
-        self.model = Pol(task)
-        checkpoint(0, self.model)
-        p = task.sample_prompts(4, seed=0)
-        y = torch.zeros((4, task.L), dtype=torch.int64)
-        for _ in range({queries}):
-            task.reward(p, y)
-        checkpoint(0, self.model)
-
-def make_agent():
-    return Agent()
-'''
 
 # the honest next-token law of a GRU drawn from seed 7; {attack} runs first and may return or send frames itself
 HONEST = '''
