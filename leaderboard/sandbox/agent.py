@@ -215,7 +215,7 @@ def run_agent(sub: Submission, task: Any, budget: Any, eval_candidates: Any, eva
         eval_ref_logp: ``(C, K)`` log π_ref on them.
         eval_prompts: a token task's ``(C, P)`` evaluation prompts (``K = V^L``): a run whose policies are
             sequence policies (``fit_done`` says ``"policy": "sequence"``) is evaluated over the prefix tree,
-            which the scorer expands on its side (:func:`_eval_sequence`); a bandit agent on the same task is
+            which the scorer expands on its side (:func:`_expand_sequence`); a bandit agent on the same task is
             evaluated on the bandit view as everywhere else.
         limits: :class:`~leaderboard.spec.Limits` (wall time, memory, threads).
         device: the agent's device (``"cpu"``, ``"cuda"``): a baseline's ``device`` field unless its config
